@@ -1,0 +1,53 @@
+//! Python's `multiprocessing` for async Rust.
+//!
+//! Every primitive a Python programmer reaches for works **across OS processes** and is
+//! **awaited inside tokio**. This release has the foundation: shared memory, typed shared lists,
+//! child processes running async functions, and handles that cross to other processes.
+//!
+//! | Python `multiprocessing` | tokio-multiprocessing |
+//! |---|---|
+//! | `Process(target=f, args=(x,)).start()` / `.join()` | [`Process::spawn(f, x)`](Process::spawn) / [`join().await`](Process::join) |
+//! | `if __name__ == "__main__":` | [`init().await`](init) first in `main` |
+//! | `current_process()`, `parent_process()` | [`current_process()`], [`parent_process()`] |
+//! | `shared_memory.SharedMemory` | [`SharedMemory`] (anonymous memfd, or named with [`SharedMemory::create_named`]) |
+//! | `shared_memory.ShareableList` | [`ShareableList`] |
+//! | passing a handle to a child | as a spawn argument, inside a message, or [`pass`] / [`inherited`] for any program |
+//!
+//! ```no_run
+//! use tokio_multiprocessing as mp;
+//!
+//! async fn fill(shm: mp::SharedMemory) -> usize {
+//!     shm.write_at(0, b"written by the child").unwrap();
+//!     shm.size()
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> mp::Result<()> {
+//!     mp::init().await?;
+//!     let shm = mp::SharedMemory::create(64)?;
+//!     let size = mp::Process::spawn(fill, shm.clone())?.join().await?;
+//!     assert_eq!(size, 64);
+//!     assert_eq!(&shm.to_vec()[..20], b"written by the child");
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Layers
+//!
+//! `sys` is the only module with syscalls and `unsafe`; [`shm`] builds segments on it; [`handle`]
+//! says how any handle crosses to another process; [`process`] starts children. Linux only.
+#![doc(test(attr(deny(warnings))))]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("tokio-multiprocessing uses futex, eventfd, memfd and pidfd: it supports Linux only");
+
+mod connection;
+mod error;
+pub mod handle;
+pub mod process;
+pub mod shm;
+mod sys;
+
+pub use error::{Error, ProcessFailure, Result};
+pub use process::{Builder, Process, ProcessInfo, current_process, inherited, init, init_blocking, parent_process, pass};
+pub use shm::{Item, ShareableList, SharedMemory, Slot};

@@ -1,0 +1,56 @@
+//! Turning `async fn(A) -> R` into something a re-executed child can find and call.
+
+use std::any::Any;
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::handle;
+use crate::sys::code_address::{self, Trampoline};
+use crate::{Error, Result};
+
+/// What the child hands the trampoline: the serialised arguments and their fds.
+pub(crate) struct ChildCall {
+    pub(crate) args: Vec<u8>,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+/// What the trampoline hands back: the serialised result and its fds.
+pub(crate) type Returned = Result<(Vec<u8>, Vec<OwnedFd>)>;
+
+/// The monomorphic function the child calls: decode `A`, run the entry, encode `R`.
+fn trampoline<F, A, Fut, R>(call: Box<dyn Any + Send>) -> Pin<Box<dyn Future<Output = Box<dyn Any + Send>>>>
+where
+    F: Fn(A) -> Fut + Copy + Send + 'static,
+    A: DeserializeOwned + 'static,
+    Fut: Future<Output = R> + 'static,
+    R: Serialize + 'static,
+{
+    Box::pin(async move {
+        let returned: Returned = async {
+            let call = call
+                .downcast::<ChildCall>()
+                .map_err(|_| Error::Corrupt("child call of the wrong type".into()))?;
+            let args: A = handle::decode(&call.args, call.fds)?;
+            let entry: F = code_address::conjure::<F, A, Fut>();
+            let value = entry(args).await;
+            handle::encode(&value)
+        }
+        .await;
+        Box::new(returned) as Box<dyn Any + Send>
+    })
+}
+
+/// The address-independent name of the trampoline for entry type `F`.
+pub(crate) fn offset_for<F, A, Fut, R>() -> i64
+where
+    F: Fn(A) -> Fut + Copy + Send + 'static,
+    A: DeserializeOwned + 'static,
+    Fut: Future<Output = R> + 'static,
+    R: Serialize + 'static,
+{
+    code_address::offset_of(trampoline::<F, A, Fut, R> as Trampoline)
+}

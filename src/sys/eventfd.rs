@@ -1,0 +1,69 @@
+//! `eventfd(2)` doorbells and their registration with tokio's reactor.
+//!
+//! A doorbell is shared by every process that holds the primitive. It is only ever *written*:
+//! reading it in one process would make another process miss its wakeup
+//! (reliability-design.md, experiments E1 and R1). tokio registers fds edge-triggered, so every
+//! write produces one readiness event in every process that registered the fd.
+//!
+//! # References
+//! - [eventfd(2)](https://man7.org/linux/man-pages/man2/eventfd.2.html)
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::event::{EventfdFlags, eventfd};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+/// Creates a non-blocking, close-on-exec eventfd with a zero counter.
+pub(crate) fn create() -> io::Result<OwnedFd> {
+    Ok(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?)
+}
+
+/// Rings the doorbell: adds 1 to the counter (`write(2)` of 8 bytes).
+///
+/// Never fails in a way the caller could act on: a saturated counter (2^64 − 2 rings without a
+/// read, unreachable in practice) still leaves the fd readable, which is all a ring must do.
+pub(crate) fn ring(fd: BorrowedFd<'_>) {
+    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+}
+
+/// A doorbell registered with the current tokio reactor, for async waiters.
+#[derive(Debug)]
+pub(crate) struct AsyncDoorbell {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl AsyncDoorbell {
+    /// Registers (a duplicate of) `fd` for readability with the current runtime's reactor.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub(crate) fn register(fd: BorrowedFd<'_>) -> io::Result<Self> {
+        let owned = super::dup(fd)?;
+        // SAFETY: `owned` is a valid open fd that the `AsyncFd` owns from here on; nothing else can
+        // close it or replace what it refers to while the `AsyncFd` lives.
+        let fd = unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
+        Ok(AsyncDoorbell { fd })
+    }
+
+    /// Waits for a ring that happened after the previous call returned, then consumes the
+    /// readiness (never the counter).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future consumes nothing.
+    pub(crate) async fn rung(&self) -> io::Result<()> {
+        let mut guard = self.fd.readable().await?;
+        guard.clear_ready();
+        Ok(())
+    }
+}
+
+impl AsFd for AsyncDoorbell {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.get_ref().as_fd()
+    }
+}

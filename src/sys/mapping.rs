@@ -1,0 +1,132 @@
+//! Shared mappings (`mmap(2)` through `memmap2::MmapRaw`) and the only ways we touch them.
+//!
+//! Memory that another process may write at any moment must never be seen through a `&[u8]` or
+//! `&mut [u8]`: the compiler may assume such memory does not change. So a [`Mapping`] offers only
+//! bounds-checked copies into and out of private memory, and references to *atomics*, whose
+//! interior mutability makes concurrent writers legal.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+/// A read-write `MAP_SHARED` mapping of a whole segment file.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    map: MmapRaw,
+}
+
+impl Mapping {
+    /// Maps the first `len` bytes of `fd` shared and read-write.
+    ///
+    /// The caller has checked that the file is at least `len` bytes long.
+    pub(crate) fn map(fd: impl AsFd, len: usize) -> io::Result<Self> {
+        let file = std::fs::File::from(super::dup(fd)?);
+        let map = MmapOptions::new().len(len).map_raw(&file)?;
+        Ok(Mapping { map })
+    }
+
+    /// The mapped length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The first byte of the mapping. Dereferencing it is the caller's business.
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    fn check(&self, offset: usize, len: usize) -> io::Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len() => Ok(()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "range {offset}..{} is outside the {}-byte segment",
+                    offset.saturating_add(len),
+                    self.len()
+                ),
+            )),
+        }
+    }
+
+    /// Copies `buf.len()` bytes at `offset` out of the mapping into private memory.
+    pub(crate) fn read(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
+        self.check(offset, buf.len())?;
+        // SAFETY: `offset + buf.len() <= self.len()` was checked, so the source range lies inside
+        // the live mapping, which cannot shrink (its file is sealed or checked in size, and the
+        // mapping lives as long as `self`). The destination is a private `&mut [u8]`, so the two
+        // ranges never overlap. Bytes a peer writes concurrently arrive as some bytes; `u8` has
+        // no invalid values, and no reference to the shared range is ever formed.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.as_ptr().wrapping_add(offset).cast_const(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Copies `data` into the mapping at `offset`.
+    pub(crate) fn write(&self, offset: usize, data: &[u8]) -> io::Result<()> {
+        self.check(offset, data.len())?;
+        // SAFETY: the destination range was bounds-checked against the live mapping as in `read`,
+        // the source is private memory, so the ranges never overlap, and only a raw pointer to
+        // the shared range is used.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().wrapping_add(offset), data.len())
+        };
+        Ok(())
+    }
+
+    /// The `AtomicU32` at `offset`, which must be 4-byte aligned and inside the mapping.
+    pub(crate) fn atomic_u32(&self, offset: usize) -> io::Result<&AtomicU32> {
+        self.check(offset, 4)?;
+        let ptr = self.as_ptr().wrapping_add(offset);
+        if !(ptr as usize).is_multiple_of(std::mem::align_of::<AtomicU32>()) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "misaligned atomic"));
+        }
+        // SAFETY: the 4 bytes at `ptr` are inside the mapping (checked), aligned for `AtomicU32`
+        // (checked), and stay mapped while `self` is borrowed. `AtomicU32` has the size and
+        // validity of `u32` (every bit pattern is valid) and is interior-mutable, so a shared
+        // reference to it is sound while other processes write the same word atomically.
+        Ok(unsafe { AtomicU32::from_ptr(ptr.cast::<u32>()) })
+    }
+
+    /// The `AtomicU64` at `offset`, which must be 8-byte aligned and inside the mapping.
+    pub(crate) fn atomic_u64(&self, offset: usize) -> io::Result<&AtomicU64> {
+        self.check(offset, 8)?;
+        let ptr = self.as_ptr().wrapping_add(offset);
+        if !(ptr as usize).is_multiple_of(std::mem::align_of::<AtomicU64>()) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "misaligned atomic"));
+        }
+        // SAFETY: as in `atomic_u32`: in bounds, aligned, mapped for the borrow, every bit pattern
+        // valid, interior-mutable.
+        Ok(unsafe { AtomicU64::from_ptr(ptr.cast::<u64>()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn copies_and_atomics_are_bounds_checked() {
+        let fd = super::super::memfd::create_sealed("t", 64).unwrap();
+        let m = Mapping::map(&fd, 64).unwrap();
+        m.write(60, &[1, 2, 3, 4]).unwrap();
+        let mut b = [0u8; 4];
+        m.read(60, &mut b).unwrap();
+        assert_eq!(b, [1, 2, 3, 4]);
+        assert!(m.write(61, &[0; 4]).is_err());
+        assert!(m.read(usize::MAX, &mut b).is_err());
+        assert!(m.atomic_u32(62).is_err());
+        assert!(m.atomic_u64(4).is_err());
+        m.atomic_u64(8).unwrap().store(7, Ordering::Relaxed);
+        let other = Mapping::map(&fd, 64).unwrap();
+        assert_eq!(other.atomic_u64(8).unwrap().load(Ordering::Relaxed), 7);
+    }
+}

@@ -1,0 +1,61 @@
+//! The only door to the operating system.
+//!
+//! Every raw syscall and every piece of `unsafe` plumbing of the crate lives in this folder, one
+//! file per syscall family, each a thin safe wrapper (mostly over [`rustix`]). Everything above it
+//! is safe code. Each wrapper names the syscall it makes; each `unsafe` block names the invariant it
+//! relies on in a `// SAFETY:` comment.
+//!
+//! | file | syscalls |
+//! |---|---|
+//! | `futex.rs` | `futex(FUTEX_WAIT / FUTEX_WAKE)` with shared (not private) keys |
+//! | `eventfd.rs` | `eventfd`, `write`, registration with tokio's reactor |
+//! | `memfd.rs` | `memfd_create`, `ftruncate`, `fallocate`, `F_ADD_SEALS` / `F_GET_SEALS` |
+//! | `shm_open.rs` | `shm_open` / `shm_unlink`, `fstat` for named segments |
+//! | `mapping.rs` | `mmap` (through `memmap2::MmapRaw`), bounds-checked copies and atomics |
+//! | `scm_rights.rs` | `socketpair`, `sendmsg` / `recvmsg` with `SCM_RIGHTS` |
+//! | `pidfd.rs` | `pidfd_open`, `pidfd_send_signal`, `waitid(P_PIDFD)` |
+//! | `spawn.rs` | `prctl(PR_SET_PDEATHSIG)` and fd inheritance between `fork` and `exec` |
+//! | `code_address.rs` | turning a function into an address that survives `exec` of the same binary |
+#![allow(unsafe_code)]
+
+pub(crate) mod code_address;
+#[allow(dead_code, reason = "the doorbell of the wait/wake protocol; its users come with the sync primitives")]
+pub(crate) mod eventfd;
+#[allow(dead_code, reason = "the blocking half of the wait/wake protocol; its users come with the sync primitives")]
+pub(crate) mod futex;
+pub(crate) mod mapping;
+pub(crate) mod memfd;
+pub(crate) mod pidfd;
+pub(crate) mod scm_rights;
+pub(crate) mod shm_open;
+pub(crate) mod spawn;
+
+use std::os::fd::{AsFd, OwnedFd};
+
+/// The size of the file behind `fd` (`fstat`).
+pub(crate) fn file_size(fd: impl AsFd) -> std::io::Result<u64> {
+    let st = rustix::fs::fstat(fd)?;
+    u64::try_from(st.st_size).map_err(|_| std::io::Error::other("negative file size"))
+}
+
+/// Duplicates `fd` with `O_CLOEXEC` (`fcntl(F_DUPFD_CLOEXEC)`).
+pub(crate) fn dup(fd: impl AsFd) -> std::io::Result<OwnedFd> {
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, 3)?)
+}
+
+/// This process's id (`getpid`).
+pub(crate) fn getpid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+/// The parent's process id (`getppid`), `None` when the parent is gone and we were reparented to
+/// no one visible.
+pub(crate) fn getppid() -> Option<u32> {
+    rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32)
+}
+
+/// Whether two fds refer to the same file (same device and inode).
+pub(crate) fn same_file(a: impl AsFd, b: impl AsFd) -> std::io::Result<bool> {
+    let (a, b) = (rustix::fs::fstat(a)?, rustix::fs::fstat(b)?);
+    Ok(a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+}

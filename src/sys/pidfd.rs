@@ -1,0 +1,105 @@
+//! Process liveness and exit: `pidfd_open(2)`, `pidfd_send_signal(2)`, `waitid(P_PIDFD)`.
+//!
+//! A pidfd names one process for good (no PID-reuse races) and turns readable when it exits, even
+//! while it is an unreaped zombie (reliability-design.md, experiment E4), so tokio can await it.
+//!
+//! # References
+//! - [pidfd_open(2)](https://man7.org/linux/man-pages/man2/pidfd_open.2.html)
+//! - [pidfd_send_signal(2)](https://man7.org/linux/man-pages/man2/pidfd_send_signal.2.html)
+//! - [waitid(2)](https://man7.org/linux/man-pages/man2/waitid.2.html)
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+/// How a child ended, as `waitid` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// `exit(code)` or return from `main`.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+/// `pidfd_open(pid, 0)`: a close-on-exec fd for process `pid`.
+pub(crate) fn open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "invalid pid"))?;
+    Ok(rustix::process::pidfd_open(pid, PidfdFlags::empty())?)
+}
+
+/// `pidfd_send_signal(SIGTERM or SIGKILL)`; a process that already exited is not an error.
+pub(crate) fn signal(pidfd: impl AsFd, kill: bool) -> io::Result<()> {
+    let sig = if kill { Signal::KILL } else { Signal::TERM };
+    match rustix::process::pidfd_send_signal(pidfd, sig) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether the process has exited (its pidfd is readable), without waiting (`poll`, zero timeout).
+pub(crate) fn has_exited(pidfd: impl AsFd) -> io::Result<bool> {
+    let mut fds = [rustix::event::PollFd::new(&pidfd, rustix::event::PollFlags::IN)];
+    let zero = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
+    let n = rustix::event::poll(&mut fds, Some(&zero))?;
+    Ok(n > 0)
+}
+
+/// Reaps our child behind `pidfd` if it has exited (`waitid(P_PIDFD, WEXITED | WNOHANG)`).
+///
+/// `Ok(None)` while it still runs.
+pub(crate) fn try_reap(pidfd: impl AsFd) -> io::Result<Option<Exit>> {
+    let status = rustix::process::waitid(
+        WaitId::PidFd(pidfd.as_fd()),
+        WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+    )?;
+    Ok(status.and_then(|s| {
+        if let Some(code) = s.exit_status() {
+            Some(Exit::Code(code))
+        } else {
+            s.terminating_signal().map(Exit::Signal)
+        }
+    }))
+}
+
+/// A pidfd registered with the current tokio reactor, to await a process's exit.
+#[derive(Debug)]
+pub(crate) struct AsyncPidfd {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl AsyncPidfd {
+    /// Registers (a duplicate of) `pidfd` with the current runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub(crate) fn register(pidfd: impl AsFd) -> io::Result<Self> {
+        let owned = super::dup(pidfd)?;
+        // SAFETY: `owned` is a valid open pidfd owned by the `AsyncFd` for its whole life; nothing
+        // else closes it or makes it refer to something else.
+        let fd = unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
+        Ok(AsyncPidfd { fd })
+    }
+
+    /// Waits until the process has exited.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only observes readiness, which stays set once the process is gone.
+    pub(crate) async fn exited(&self) -> io::Result<()> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            if has_exited(self.fd.get_ref())? {
+                return Ok(());
+            }
+            guard.clear_ready();
+        }
+    }
+}

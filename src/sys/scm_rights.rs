@@ -1,0 +1,118 @@
+//! Unix sockets that carry file descriptors: `socketpair(2)`, `sendmsg(2)` / `recvmsg(2)` with
+//! `SCM_RIGHTS`.
+//!
+//! Received fds are installed close-on-exec (`MSG_CMSG_CLOEXEC`), and a control buffer that was
+//! too small (`MSG_CTRUNC`) is an error rather than a silent loss of handles.
+//!
+//! # References
+//! - [unix(7), "Ancillary messages"](https://man7.org/linux/man-pages/man7/unix.7.html)
+//! - [cmsg(3)](https://man7.org/linux/man-pages/man3/cmsg.3.html)
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+};
+
+/// The kernel's limit on fds in one message (`SCM_MAX_FD`).
+pub(crate) const MAX_FDS: usize = 253;
+
+/// A connected pair of close-on-exec, blocking `AF_UNIX` stream sockets.
+pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// Sends `bufs` with `fds` attached to the first byte; returns the bytes written (maybe fewer).
+///
+/// `MSG_NOSIGNAL`: a closed peer is an `EPIPE` error, never a `SIGPIPE` that kills us.
+pub(crate) fn send(sock: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} file descriptors in one message (at most {MAX_FDS})", fds.len()),
+        ));
+    }
+    let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len().max(1)))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::other("control buffer too small for the fds"));
+    }
+    Ok(rustix::net::sendmsg(sock, bufs, &mut control, SendFlags::NOSIGNAL)?)
+}
+
+/// Receives into `buf` and collects up to `max_fds` fds attached to the bytes read.
+///
+/// Returns `(0, [])` at end of stream. More fds than `max_fds` (`MSG_CTRUNC`) is an error; the fds
+/// that did arrive are closed.
+pub(crate) fn recv(sock: BorrowedFd<'_>, buf: &mut [u8], max_fds: usize) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let max_fds = max_fds.min(MAX_FDS);
+    let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(max_fds.max(1)))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = rustix::net::recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)?;
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    if msg.flags.contains(ReturnFlags::CTRUNC) {
+        drop(fds);
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("peer sent more file descriptors than the {max_fds} expected"),
+        ));
+    }
+    Ok((msg.bytes, fds))
+}
+
+/// Puts a socket into non-blocking mode (for registration with tokio).
+pub(crate) fn set_nonblocking(sock: impl AsFd, nonblocking: bool) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(&sock)?;
+    let flags = if nonblocking {
+        flags | rustix::fs::OFlags::NONBLOCK
+    } else {
+        flags - rustix::fs::OFlags::NONBLOCK
+    };
+    Ok(rustix::fs::fcntl_setfl(sock, flags)?)
+}
+
+#[allow(dead_code, reason = "exposed by the Listener of the connections layer")]
+/// The credentials (pid, uid, gid) of the process at the other end (`SO_PEERCRED`).
+pub(crate) fn peer_credentials(sock: impl AsFd) -> io::Result<(u32, u32, u32)> {
+    let cred = rustix::net::sockopt::socket_peercred(sock)?;
+    Ok((
+        cred.pid.as_raw_nonzero().get() as u32,
+        cred.uid.as_raw(),
+        cred.gid.as_raw(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fds_travel_and_truncation_is_reported() {
+        let (a, b) = socketpair().unwrap();
+        let e1 = super::super::eventfd::create().unwrap();
+        let e2 = super::super::eventfd::create().unwrap();
+        let n = send(a.as_fd(), &[IoSlice::new(b"hi")], &[e1.as_fd(), e2.as_fd()]).unwrap();
+        assert_eq!(n, 2);
+        let mut buf = [0u8; 8];
+        let (n, fds) = recv(b.as_fd(), &mut buf, 4).unwrap();
+        assert_eq!((&buf[..n], fds.len()), (&b"hi"[..], 2));
+
+        send(a.as_fd(), &[IoSlice::new(b"x")], &[e1.as_fd(), e2.as_fd()]).unwrap();
+        let err = recv(b.as_fd(), &mut buf, 1).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+}
