@@ -20,6 +20,8 @@ pub(crate) struct Bootstrap {
     pub(crate) name: String,
     /// The parent's name and pid, for `parent_process()`.
     pub(crate) parent_name: String,
+    /// The test-harness filter the child was started with, so its own children re-run it too.
+    pub(crate) test: Option<String>,
     /// The serialised arguments.
     pub(crate) args: Vec<u8>,
 }

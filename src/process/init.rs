@@ -12,7 +12,7 @@ use crate::sys;
 use crate::{Error, Result};
 
 /// Name and pid of a process (Python's `current_process()` / `parent_process()`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProcessInfo {
     /// `"MainProcess"` for a process not started by this crate, else its `Process` name.
     pub name: String,
@@ -173,6 +173,10 @@ async fn run_child(fd: i32) -> Result<()> {
         parent,
     });
     INITIALISED.get_or_init(|| ());
+    if let Some(test) = boot.test {
+        // Our own children must re-run the same test to reach `init`.
+        TEST_THREADS.lock().unwrap_or_else(|e| e.into_inner()).push(test);
+    }
 
     let outcome = match sys::code_address::resolve(boot.entry, boot.exe) {
         Err(e) => Outcome::Failed(e.to_string()),

@@ -88,6 +88,7 @@ impl Builder {
             exe: sys::code_address::executable_identity()?,
             name: name.clone(),
             parent_name: crate::current_process().name,
+            test: test.clone(),
             args,
         };
         let frame = postcard::to_allocvec(&boot).map_err(|e| Error::InvalidArgument(e.to_string()))?;
@@ -113,17 +114,22 @@ impl Builder {
         drop(child);
         let pidfd = pidfd::open(pid)?;
 
-        let sender = FdChannel::new(sys::dup(&ours)?, bootstrap::MAX_FRAME)?;
-        tokio::spawn(async move {
-            let mut sender = sender;
-            // A child that died before reading its bootstrap is reported by `join`.
-            let _ = sender.send(&frame, &fds).await;
-        });
+        // The bootstrap goes out from a short-lived thread of its own, so the child starts even if
+        // the caller blocks its runtime thread right after spawning (as Python programs do with
+        // `p.start(); time.sleep(...)`). A child that dies before reading gets EPIPE here and is
+        // reported by `join`.
+        let sender = sys::dup(&ours)?;
+        std::thread::Builder::new()
+            .name("tokio-multiprocessing-bootstrap".into())
+            .spawn(move || {
+                let _ = scm_rights::send_all_blocking(&sender, &frame_with_header(&frame, fds.len()), &fds);
+            })?;
 
         Ok(Process {
             pid,
             name,
-            results: Some(FdChannel::new(ours, bootstrap::MAX_FRAME)?),
+            results: Some(ours),
+            results_channel: None,
             frame: None,
             exit: Mutex::new(None),
             async_pidfd: None,
@@ -144,7 +150,9 @@ pub struct Process<R> {
     name: String,
     pidfd: OwnedFd,
     async_pidfd: Option<AsyncPidfd>,
-    results: Option<FdChannel>,
+    /// Our end of the bootstrap socket; the result arrives on it.
+    results: Option<OwnedFd>,
+    results_channel: Option<FdChannel>,
     frame: Option<Result<(Vec<u8>, Vec<OwnedFd>)>>,
     exit: Mutex<Option<Exit>>,
     joined: bool,
@@ -168,8 +176,8 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     /// queues, locks, connections), which cross with their file descriptors. The child inherits
     /// stdout and stderr; its stdin is `/dev/null`.
     ///
-    /// Must be called within a tokio runtime. Forking happens on a dedicated thread and takes a
-    /// few milliseconds, like `tokio::process::Command::spawn`.
+    /// It needs no runtime (only [`join`](Self::join) does). Forking happens on a dedicated
+    /// thread and takes a few milliseconds, like `tokio::process::Command::spawn`.
     ///
     /// # Errors
     ///
@@ -218,9 +226,12 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
         if self.async_pidfd.is_none() {
             self.async_pidfd = Some(AsyncPidfd::register(&self.pidfd)?);
         }
+        if let Some(sock) = self.results.take() {
+            self.results_channel = Some(FdChannel::new(sock, bootstrap::MAX_FRAME)?);
+        }
         let exited = self.async_pidfd.as_ref().expect("registered above");
         if self.frame.is_none()
-            && let Some(results) = self.results.as_mut()
+            && let Some(results) = self.results_channel.as_mut()
         {
             let received = tokio::select! {
                 frame = results.recv() => Some(frame),
@@ -235,7 +246,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
                     .unwrap_or(Err(Error::Closed)),
             };
             self.frame = Some(received);
-            self.results = None;
+            self.results_channel = None;
         }
         exited.exited().await?;
         let exit = self.reap()?;
@@ -294,7 +305,8 @@ impl<R> Process<R> {
     /// The exit code once the child has exited: its code, or `-signal` when a signal killed it
     /// (as Python's `exitcode`); `None` while it runs.
     pub fn exitcode(&self) -> Option<i32> {
-        let exit = match *self.exit_lock() {
+        let cached = *self.exit_lock();
+        let exit = match cached {
             Some(exit) => Some(exit),
             None => self.reap().ok().flatten(),
         };
@@ -352,6 +364,15 @@ impl<R> Drop for Process<R> {
             spawner::adopt(fd);
         }
     }
+}
+
+/// The bootstrap frame as `FdChannel` lays it out: length and fd count, then the payload.
+fn frame_with_header(payload: &[u8], nfds: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 8);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(nfds as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
 }
 
 impl<R> fmt::Debug for Process<R> {

@@ -64,7 +64,8 @@ pub(crate) fn recv(sock: BorrowedFd<'_>, buf: &mut [u8], max_fds: usize) -> io::
             fds.extend(received);
         }
     }
-    if msg.flags.contains(ReturnFlags::CTRUNC) {
+    // cmsg padding can leave room for more fds than asked for, so count them ourselves too.
+    if msg.flags.contains(ReturnFlags::CTRUNC) || fds.len() > max_fds {
         drop(fds);
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -72,6 +73,21 @@ pub(crate) fn recv(sock: BorrowedFd<'_>, buf: &mut [u8], max_fds: usize) -> io::
         ));
     }
     Ok((msg.bytes, fds))
+}
+
+/// Writes all of `data` on a blocking socket, with `fds` attached to the first byte.
+pub(crate) fn send_all_blocking(sock: impl AsFd, data: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
+    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+    let mut sent = 0;
+    while sent < data.len() {
+        let attach = if sent == 0 { &borrowed[..] } else { &[] };
+        match send(sock.as_fd(), &[IoSlice::new(&data[sent..])], attach) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Puts a socket into non-blocking mode (for registration with tokio).
