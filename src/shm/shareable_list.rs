@@ -16,7 +16,7 @@ const ENTRY: usize = 16;
 const READ_ATTEMPTS: u32 = 100_000;
 
 /// One value of a [`ShareableList`] (Python's `int`, `float`, `bool`, `str`, `bytes`, `None`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Item {
     /// `None`.
     None,

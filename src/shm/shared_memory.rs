@@ -300,9 +300,7 @@ impl Drop for Inner {
         }
         // Only unlink the name if it still refers to *our* segment: after someone else unlinked
         // it, the same name may belong to a new segment.
-        if let Ok(current) = sys::shm_open::open(name)
-            && sys::same_file(&current, &self.fd).unwrap_or(false)
-        {
+        if sys::shm_open::names(name, &self.fd) {
             let _ = sys::shm_open::unlink(name);
         }
     }
@@ -372,3 +370,25 @@ impl Handle for SharedMemory {
 }
 
 serde_via_handle!(SharedMemory);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unsealed_anonymous_segment_is_refused() {
+        let fd = rustix::fs::memfd_create("unsealed", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&fd, 4096).unwrap();
+        let err = SharedMemory::from_fd(fd, None, Kind::Bytes).unwrap_err();
+        assert!(matches!(err, Error::Corrupt(ref m) if m.contains("sealed")), "{err}");
+    }
+
+    #[test]
+    fn a_received_segment_is_validated_like_an_opened_one() {
+        let shm = SharedMemory::create(100).unwrap();
+        let copy = SharedMemory::from_fd(sys::dup(&shm.inner.fd).unwrap(), None, Kind::Bytes).unwrap();
+        assert_eq!(copy.size(), 100);
+        let wrong_kind = SharedMemory::from_fd(sys::dup(&shm.inner.fd).unwrap(), None, Kind::ShareableList);
+        assert!(matches!(wrong_kind, Err(Error::Corrupt(_))));
+    }
+}

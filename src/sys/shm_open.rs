@@ -41,6 +41,15 @@ pub(crate) fn open(name: &str) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Whether `/dev/shm/<name>` is the file behind `fd` (whatever its mode).
+pub(crate) fn names(name: &str, fd: impl AsFd) -> bool {
+    let path = format!("/{name}");
+    rustix::shm::open(path.as_str(), OFlags::RDONLY, Mode::empty())
+        .ok()
+        .and_then(|current| super::same_file(&current, fd).ok())
+        .unwrap_or(false)
+}
+
 /// `shm_unlink(3)`: removes the name; mappings and fds stay valid.
 pub(crate) fn unlink(name: &str) -> io::Result<()> {
     let path = format!("/{name}");
