@@ -141,7 +141,8 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<(Vec<u8>, Vec<O
     let previous = SINK.with(|s| s.replace(Some(FdSink::default())));
     let bytes = postcard::to_allocvec(value);
     let sink = SINK.with(|s| s.replace(previous)).unwrap_or_default();
-    let bytes = bytes.map_err(|e| Error::InvalidArgument(format!("cannot serialise value: {e}")))?;
+    let bytes =
+        bytes.map_err(|e| Error::InvalidArgument(format!("cannot serialise value: {e}")))?;
     Ok((bytes, sink.fds))
 }
 
@@ -166,12 +167,17 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
 macro_rules! serde_via_handle {
     ($ty:ty) => {
         impl ::serde::Serialize for $ty {
-            fn serialize<S: ::serde::Serializer>(&self, s: S) -> ::std::result::Result<S::Ok, S::Error> {
+            fn serialize<S: ::serde::Serializer>(
+                &self,
+                s: S,
+            ) -> ::std::result::Result<S::Ok, S::Error> {
                 $crate::handle::serialize(self, s)
             }
         }
         impl<'de> ::serde::Deserialize<'de> for $ty {
-            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> ::std::result::Result<Self, D::Error> {
+            fn deserialize<D: ::serde::Deserializer<'de>>(
+                d: D,
+            ) -> ::std::result::Result<Self, D::Error> {
                 $crate::handle::deserialize(d)
             }
         }

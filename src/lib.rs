@@ -39,7 +39,9 @@
 #![doc(test(attr(deny(warnings))))]
 
 #[cfg(not(target_os = "linux"))]
-compile_error!("tokio-multiprocessing uses futex, eventfd, memfd and pidfd: it supports Linux only");
+compile_error!(
+    "tokio-multiprocessing uses futex, eventfd, memfd and pidfd: it supports Linux only"
+);
 
 mod connection;
 mod error;
@@ -49,5 +51,8 @@ pub mod shm;
 mod sys;
 
 pub use error::{Error, ProcessFailure, Result};
-pub use process::{Builder, Process, ProcessInfo, current_process, inherited, init, init_blocking, parent_process, pass};
+pub use process::{
+    Builder, Process, ProcessInfo, current_process, inherited, init, init_blocking, parent_process,
+    pass,
+};
 pub use shm::{Item, ShareableList, SharedMemory, Slot};

@@ -25,7 +25,9 @@ async fn use_workspace(ws: Workspace) -> (String, usize) {
 #[tokio::test]
 async fn nested_handles_cross_as_arguments() -> mp::Result<()> {
     mp::init().await?;
-    let scratch: Vec<SharedMemory> = (0..5).map(|_| SharedMemory::create(16)).collect::<Result<_, _>>()?;
+    let scratch: Vec<SharedMemory> = (0..5)
+        .map(|_| SharedMemory::create(16))
+        .collect::<Result<_, _>>()?;
     let table = ShareableList::create([Item::from("........")])?;
     let ws = Workspace {
         label: "ws-1".into(),
@@ -64,7 +66,10 @@ async fn handles_come_back_in_a_message_with_their_fds() -> mp::Result<()> {
         assert_eq!(&shm.to_vec()[..text.len()], text.as_bytes());
     }
     // The child is gone; the memory lives on because we hold the fds.
-    assert_eq!(list.to_vec()?, [Item::Float(0.5), Item::Str("made in the child".into())]);
+    assert_eq!(
+        list.to_vec()?,
+        [Item::Float(0.5), Item::Str("made in the child".into())]
+    );
     Ok(())
 }
 
@@ -87,8 +92,14 @@ fn helper_takes_inherited_handles() {
     shm.write_at(0, b"seen by the command").unwrap();
     list.set(0, 99i64).unwrap();
     // Each handle can be taken once, and unknown names are reported.
-    assert!(matches!(mp::inherited::<SharedMemory>("scratch"), Err(Error::Corrupt(_))));
-    assert!(matches!(mp::inherited::<SharedMemory>("nothing_here"), Err(Error::NotFound(_))));
+    assert!(matches!(
+        mp::inherited::<SharedMemory>("scratch"),
+        Err(Error::Corrupt(_))
+    ));
+    assert!(matches!(
+        mp::inherited::<SharedMemory>("nothing_here"),
+        Err(Error::NotFound(_))
+    ));
 }
 
 #[tokio::test]
@@ -96,13 +107,21 @@ async fn handles_pass_to_a_command_child() -> mp::Result<()> {
     let shm = SharedMemory::create(64)?;
     let list = ShareableList::create([0i64])?;
     let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
-    cmd.args(["helper_takes_inherited_handles", "--exact", "--nocapture", "-q"])
-        .env("TKMP_TEST_HELPER", "1")
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true);
+    cmd.args([
+        "helper_takes_inherited_handles",
+        "--exact",
+        "--nocapture",
+        "-q",
+    ])
+    .env("TKMP_TEST_HELPER", "1")
+    .stdout(std::process::Stdio::null())
+    .kill_on_drop(true);
     mp::pass(&mut cmd, "scratch", &shm)?;
     mp::pass(&mut cmd, "table", &list)?;
-    assert!(matches!(mp::pass(&mut cmd, "bad name!", &shm), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        mp::pass(&mut cmd, "bad name!", &shm),
+        Err(Error::InvalidArgument(_))
+    ));
     let status = cmd.status().await?;
     assert!(status.success(), "helper failed: {status}");
     assert_eq!(&shm.to_vec()[..19], b"seen by the command");
@@ -117,9 +136,16 @@ async fn passed_fds_reach_only_their_command() -> mp::Result<()> {
     let mut with = tokio::process::Command::new("sleep");
     with.arg("0");
     mp::pass(&mut with, "scratch", &shm)?;
-    let listing = tokio::process::Command::new("ls").arg("-l").arg("/proc/self/fd").output().await?;
+    let listing = tokio::process::Command::new("ls")
+        .arg("-l")
+        .arg("/proc/self/fd")
+        .output()
+        .await?;
     let listing = String::from_utf8_lossy(&listing.stdout);
-    assert!(!listing.contains("memfd:tokio-multiprocessing"), "leaked into an unrelated child:\n{listing}");
+    assert!(
+        !listing.contains("memfd:tokio-multiprocessing"),
+        "leaked into an unrelated child:\n{listing}"
+    );
     with.status().await?;
     Ok(())
 }

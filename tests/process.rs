@@ -16,7 +16,11 @@ async fn add(args: (i64, i64)) -> i64 {
 }
 
 async fn whoami((): ()) -> (mp::ProcessInfo, Option<mp::ProcessInfo>, u32) {
-    (mp::current_process(), mp::parent_process(), std::process::id())
+    (
+        mp::current_process(),
+        mp::parent_process(),
+        std::process::id(),
+    )
 }
 
 async fn panics(msg: String) -> u8 {
@@ -169,8 +173,14 @@ async fn children_die_with_their_parent() -> mp::Result<()> {
         child.join().await,
         Err(Error::Process(ProcessFailure::Signaled(9)))
     ));
-    assert!(eventually(|| !is_running(grandchild)), "grandchild {grandchild} outlived its parent");
-    eprintln!("grandchild gone {:?} after its parent was killed", killed_at.elapsed());
+    assert!(
+        eventually(|| !is_running(grandchild)),
+        "grandchild {grandchild} outlived its parent"
+    );
+    eprintln!(
+        "grandchild gone {:?} after its parent was killed",
+        killed_at.elapsed()
+    );
     Ok(())
 }
 
@@ -182,8 +192,12 @@ async fn a_dropped_child_keeps_running_and_is_reaped() -> mp::Result<()> {
     drop(child);
     assert!(is_running(pid));
     // Nobody holds a handle any more; kill it from outside and the spawner reaps it.
-    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status()?;
-    assert!(eventually(|| std::fs::metadata(format!("/proc/{pid}")).is_err()));
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()?;
+    assert!(eventually(
+        || std::fs::metadata(format!("/proc/{pid}")).is_err()
+    ));
     Ok(())
 }
 

@@ -28,13 +28,18 @@ async fn named_segment_is_shared_both_ways() -> mp::Result<()> {
     assert_eq!(shm.name(), Some(name.as_str()));
     assert_eq!(shm.size(), 10);
     shm.write_at(0, &[22, 33, 44, 55, 100])?;
-    let seen = mp::Process::spawn(attach_and_answer, name.clone())?.join().await?;
+    let seen = mp::Process::spawn(attach_and_answer, name.clone())?
+        .join()
+        .await?;
     assert_eq!(seen, [22, 33, 44, 55, 100]);
     let mut answer = [0u8; 5];
     shm.read_at(5, &mut answer)?;
     assert_eq!(&answer, b"howdy");
     drop(shm);
-    assert!(our_shm_entries().iter().all(|e| e != &name), "owner drop must unlink");
+    assert!(
+        our_shm_entries().iter().all(|e| e != &name),
+        "owner drop must unlink"
+    );
     assert!(matches!(SharedMemory::open(&name), Err(Error::NotFound(_))));
     Ok(())
 }
@@ -49,7 +54,9 @@ async fn anonymous_segment_travels_as_a_spawn_argument() -> mp::Result<()> {
     mp::init().await?;
     let shm = SharedMemory::create(4096)?;
     assert_eq!(shm.name(), None);
-    let size = mp::Process::spawn(write_through_handle, shm.clone())?.join().await?;
+    let size = mp::Process::spawn(write_through_handle, shm.clone())?
+        .join()
+        .await?;
     assert_eq!(size, 4096);
     assert_eq!(&shm.to_vec()[..14], b"from the child");
     Ok(())
@@ -67,7 +74,9 @@ async fn a_peer_cannot_resize_a_sealed_segment() -> mp::Result<()> {
     mp::init().await?;
     let shm = SharedMemory::create(1 << 16)?;
     shm.write_at((1 << 16) - 4, b"tail")?;
-    let (shrunk, grown) = mp::Process::spawn(try_to_resize, shm.clone())?.join().await?;
+    let (shrunk, grown) = mp::Process::spawn(try_to_resize, shm.clone())?
+        .join()
+        .await?;
     assert!(!shrunk && !grown, "sealed segment was resized");
     // The reader is unharmed: the last page is still mapped and intact (no SIGBUS).
     let mut tail = [0u8; 4];
@@ -107,8 +116,14 @@ fn too_small_and_foreign_segments_are_refused() {
     let foreign_result = SharedMemory::open(&foreign);
     std::fs::remove_file(format!("/dev/shm/{tiny}")).unwrap();
     std::fs::remove_file(format!("/dev/shm/{foreign}")).unwrap();
-    assert!(matches!(tiny_result, Err(Error::Corrupt(ref m)) if m.contains("smaller")), "{tiny_result:?}");
-    assert!(matches!(foreign_result, Err(Error::Corrupt(ref m)) if m.contains("magic")), "{foreign_result:?}");
+    assert!(
+        matches!(tiny_result, Err(Error::Corrupt(ref m)) if m.contains("smaller")),
+        "{tiny_result:?}"
+    );
+    assert!(
+        matches!(foreign_result, Err(Error::Corrupt(ref m)) if m.contains("magic")),
+        "{foreign_result:?}"
+    );
 }
 
 #[test]
@@ -120,17 +135,25 @@ fn a_segment_claiming_more_than_it_holds_is_refused() {
     plant_segment(&short, &header[..64 + 100]);
     let result = SharedMemory::open(&short);
     std::fs::remove_file(format!("/dev/shm/{short}")).unwrap();
-    assert!(matches!(result, Err(Error::Corrupt(ref m)) if m.contains("claims")), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::Corrupt(ref m)) if m.contains("claims")),
+        "{result:?}"
+    );
 }
 
 #[test]
 fn a_segment_of_another_kind_is_refused() {
     let name = unique_name("kind");
     let _list = ShareableList::create_named(&name, [1i64, 2, 3]).unwrap();
-    assert!(matches!(SharedMemory::open(&name), Err(Error::Corrupt(ref m)) if m.contains("ShareableList")));
+    assert!(
+        matches!(SharedMemory::open(&name), Err(Error::Corrupt(ref m)) if m.contains("ShareableList"))
+    );
     let name2 = unique_name("kind2");
     let _raw = SharedMemory::create_named(&name2, 64).unwrap();
-    assert!(matches!(ShareableList::open(&name2), Err(Error::Corrupt(_))));
+    assert!(matches!(
+        ShareableList::open(&name2),
+        Err(Error::Corrupt(_))
+    ));
 }
 
 #[test]
@@ -138,17 +161,26 @@ fn a_segment_open_to_others_is_refused() {
     let name = unique_name("mode");
     let shm = SharedMemory::create_named(&name, 64).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(format!("/dev/shm/{name}"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(
+        format!("/dev/shm/{name}"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
     let result = SharedMemory::open(&name);
     drop(shm);
-    assert!(matches!(result, Err(Error::Io(ref e)) if e.kind() == std::io::ErrorKind::PermissionDenied));
+    assert!(
+        matches!(result, Err(Error::Io(ref e)) if e.kind() == std::io::ErrorKind::PermissionDenied)
+    );
 }
 
 #[test]
 fn names_are_exclusive_and_unlink_happens_once() {
     let name = unique_name("once");
     let shm = SharedMemory::create_named(&name, 32).unwrap();
-    assert!(matches!(SharedMemory::create_named(&name, 32), Err(Error::AlreadyExists(_))));
+    assert!(matches!(
+        SharedMemory::create_named(&name, 32),
+        Err(Error::AlreadyExists(_))
+    ));
     shm.unlink().unwrap();
     assert!(matches!(shm.unlink(), Err(Error::NotFound(_))));
     // Another handle of another "process" (opened before the unlink) also gets an error.
@@ -159,7 +191,10 @@ fn names_are_exclusive_and_unlink_happens_once() {
     // Nothing left to unlink on drop, and a new segment under the same name is not touched.
     let again = SharedMemory::create_named(&name, 32).unwrap();
     drop(shm);
-    assert!(SharedMemory::open(&name).is_ok(), "dropping the old owner removed the new segment");
+    assert!(
+        SharedMemory::open(&name).is_ok(),
+        "dropping the old owner removed the new segment"
+    );
     drop(again);
     assert!(our_shm_entries().iter().all(|e| e != &name));
 }
@@ -177,13 +212,28 @@ fn persist_keeps_the_name_after_drop() {
 
 #[test]
 fn bad_sizes_names_and_ranges_are_errors() {
-    assert!(matches!(SharedMemory::create(0), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        SharedMemory::create(0),
+        Err(Error::InvalidArgument(_))
+    ));
     for bad in ["", "a/b", "..", &"x".repeat(201)] {
-        assert!(matches!(SharedMemory::create_named(bad, 8), Err(Error::InvalidArgument(_))), "{bad}");
+        assert!(
+            matches!(
+                SharedMemory::create_named(bad, 8),
+                Err(Error::InvalidArgument(_))
+            ),
+            "{bad}"
+        );
     }
     let shm = SharedMemory::create(8).unwrap();
-    assert!(matches!(shm.write_at(5, b"four"), Err(Error::IndexOutOfRange { .. })));
-    assert!(matches!(shm.read_at(usize::MAX, &mut [0; 2]), Err(Error::IndexOutOfRange { .. })));
+    assert!(matches!(
+        shm.write_at(5, b"four"),
+        Err(Error::IndexOutOfRange { .. })
+    ));
+    assert!(matches!(
+        shm.read_at(usize::MAX, &mut [0; 2]),
+        Err(Error::IndexOutOfRange { .. })
+    ));
     assert!(matches!(shm.unlink(), Err(Error::InvalidArgument(_))));
 }
 
@@ -243,21 +293,46 @@ fn shareable_list_validates_every_write() {
     // CPython gives "abc" an 8-byte slot; multi-byte characters count in bytes.
     assert_eq!(list.slot(0).unwrap(), Slot::Str { capacity: 8 });
     list.set(0, "12345678").unwrap();
-    assert!(matches!(list.set(0, "123456789"), Err(Error::TooLarge { size: 9, max: 8 })));
-    assert!(matches!(list.set(0, "☃☃☃"), Err(Error::TooLarge { size: 9, max: 8 })));
-    assert_eq!(list.get(0).unwrap(), Item::Str("12345678".into()), "a refused write changes nothing");
+    assert!(matches!(
+        list.set(0, "123456789"),
+        Err(Error::TooLarge { size: 9, max: 8 })
+    ));
+    assert!(matches!(
+        list.set(0, "☃☃☃"),
+        Err(Error::TooLarge { size: 9, max: 8 })
+    ));
+    assert_eq!(
+        list.get(0).unwrap(),
+        Item::Str("12345678".into()),
+        "a refused write changes nothing"
+    );
     assert!(matches!(list.set(1, 2.5), Err(Error::InvalidArgument(_))));
-    assert!(matches!(list.set(2, 1i64), Err(Error::IndexOutOfRange { index: 2, len: 2 })));
+    assert!(matches!(
+        list.set(2, 1i64),
+        Err(Error::IndexOutOfRange { index: 2, len: 2 })
+    ));
     assert!(matches!(list.get(2), Err(Error::IndexOutOfRange { .. })));
-    assert!(matches!(ShareableList::create(Vec::<Item>::new()), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        ShareableList::create(Vec::<Item>::new()),
+        Err(Error::InvalidArgument(_))
+    ));
 }
 
 #[test]
 fn shareable_list_with_explicit_slots_starts_zeroed() {
-    let list = ShareableList::with_slots(&[Slot::Str { capacity: 64 }, Slot::Float, Slot::Bytes { capacity: 3 }]).unwrap();
+    let list = ShareableList::with_slots(&[
+        Slot::Str { capacity: 64 },
+        Slot::Float,
+        Slot::Bytes { capacity: 3 },
+    ])
+    .unwrap();
     assert_eq!(
         list.to_vec().unwrap(),
-        [Item::Str(String::new()), Item::Float(0.0), Item::Bytes(Vec::new())]
+        [
+            Item::Str(String::new()),
+            Item::Float(0.0),
+            Item::Bytes(Vec::new())
+        ]
     );
     list.set(0, "a".repeat(64)).unwrap();
     assert_eq!(list.get(0).unwrap(), Item::Str("a".repeat(64)));
@@ -280,7 +355,9 @@ async fn two_children_fill_a_list_the_parent_sums() -> mp::Result<()> {
     b.join().await?;
     let mut sum = 0;
     for item in list.to_vec()? {
-        let Item::Int(v) = item else { panic!("not an int") };
+        let Item::Int(v) = item else {
+            panic!("not an int")
+        };
         sum += v;
     }
     assert_eq!(sum, (0..2000).sum::<i64>());
@@ -316,7 +393,11 @@ async fn text_slots_are_never_torn() -> mp::Result<()> {
         std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let value = if n % 2 == 0 { "b".repeat(40) } else { "c".repeat(10) };
+                let value = if n.is_multiple_of(2) {
+                    "b".repeat(40)
+                } else {
+                    "c".repeat(10)
+                };
                 list.set(0, value).unwrap();
                 n += 1;
             }

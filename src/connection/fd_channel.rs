@@ -62,7 +62,10 @@ impl FdChannel {
     /// stream mid-frame. Callers treat a cancelled send as the end of the channel.
     pub(crate) async fn send(&mut self, payload: &[u8], fds: &[OwnedFd]) -> Result<()> {
         if payload.len() > self.max_frame || payload.len() > u32::MAX as usize {
-            return Err(Error::TooLarge { size: payload.len(), max: self.max_frame });
+            return Err(Error::TooLarge {
+                size: payload.len(),
+                max: self.max_frame,
+            });
         }
         let mut header = [0u8; HEADER];
         header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -80,7 +83,11 @@ impl FdChannel {
                         (&header[..0], &payload[sent - HEADER..])
                     };
                     let attach = if sent == 0 { &borrowed[..] } else { &[] };
-                    scm_rights::send(self.stream.as_fd(), &[IoSlice::new(h), IoSlice::new(p)], attach)
+                    scm_rights::send(
+                        self.stream.as_fd(),
+                        &[IoSlice::new(h), IoSlice::new(p)],
+                        attach,
+                    )
                 })
                 .await
                 .map_err(closed_on_pipe)?;
@@ -114,7 +121,9 @@ impl FdChannel {
                 let start = self.payload_len;
                 let (n, fds) = self.read_some(Some(start), nfds).await?;
                 if n == 0 {
-                    return Err(Error::Corrupt("peer closed the connection mid-frame".into()));
+                    return Err(Error::Corrupt(
+                        "peer closed the connection mid-frame".into(),
+                    ));
                 }
                 self.payload_len += n;
                 self.take_fds(fds, nfds)?;
@@ -130,13 +139,20 @@ impl FdChannel {
                 self.header_len += n;
                 self.fds.extend(fds);
                 if self.header_len == HEADER {
-                    let len = u32::from_le_bytes(self.header[..4].try_into().expect("4 bytes")) as usize;
-                    let nfds = u32::from_le_bytes(self.header[4..].try_into().expect("4 bytes")) as usize;
+                    let len =
+                        u32::from_le_bytes(self.header[..4].try_into().expect("4 bytes")) as usize;
+                    let nfds =
+                        u32::from_le_bytes(self.header[4..].try_into().expect("4 bytes")) as usize;
                     if len > self.max_frame {
-                        return Err(Error::TooLarge { size: len, max: self.max_frame });
+                        return Err(Error::TooLarge {
+                            size: len,
+                            max: self.max_frame,
+                        });
                     }
                     if nfds > scm_rights::MAX_FDS || self.fds.len() > nfds {
-                        return Err(Error::Corrupt(format!("frame announces {nfds} file descriptors")));
+                        return Err(Error::Corrupt(format!(
+                            "frame announces {nfds} file descriptors"
+                        )));
                     }
                     self.payload = vec![0; len];
                     self.expected = Some((len, nfds));
@@ -148,20 +164,28 @@ impl FdChannel {
     fn take_fds(&mut self, fds: Vec<OwnedFd>, nfds: usize) -> Result<()> {
         self.fds.extend(fds);
         if self.fds.len() > nfds {
-            return Err(Error::Corrupt("more file descriptors than the frame announced".into()));
+            return Err(Error::Corrupt(
+                "more file descriptors than the frame announced".into(),
+            ));
         }
         Ok(())
     }
 
     /// Reads into the header (`None`) or the payload from `Some(offset)`.
-    async fn read_some(&mut self, payload_at: Option<usize>, max_fds: usize) -> Result<(usize, Vec<OwnedFd>)> {
+    async fn read_some(
+        &mut self,
+        payload_at: Option<usize>,
+        max_fds: usize,
+    ) -> Result<(usize, Vec<OwnedFd>)> {
         let stream = &self.stream;
         let buf: &mut [u8] = match payload_at {
             None => &mut self.header[self.header_len..],
             Some(at) => &mut self.payload[at..],
         };
         stream
-            .async_io(Interest::READABLE, || scm_rights::recv(stream.as_fd(), buf, max_fds.max(1)))
+            .async_io(Interest::READABLE, || {
+                scm_rights::recv(stream.as_fd(), buf, max_fds.max(1))
+            })
             .await
             .map_err(|e| match e.kind() {
                 io::ErrorKind::InvalidData => Error::Corrupt(e.to_string()),
@@ -170,7 +194,6 @@ impl FdChannel {
             })
     }
 }
-
 
 fn closed_on_pipe(e: io::Error) -> Error {
     match e.kind() {

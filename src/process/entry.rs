@@ -22,7 +22,9 @@ pub(crate) struct ChildCall {
 pub(crate) type Returned = Result<(Vec<u8>, Vec<OwnedFd>)>;
 
 /// The monomorphic function the child calls: decode `A`, run the entry, encode `R`.
-fn trampoline<F, A, Fut, R>(call: Box<dyn Any + Send>) -> Pin<Box<dyn Future<Output = Box<dyn Any + Send>>>>
+fn trampoline<F, A, Fut, R>(
+    call: Box<dyn Any + Send>,
+) -> Pin<Box<dyn Future<Output = Box<dyn Any + Send>>>>
 where
     F: Fn(A) -> Fut + Copy + Send + 'static,
     A: DeserializeOwned + 'static,

@@ -175,14 +175,23 @@ async fn run_child(fd: i32) -> Result<()> {
     INITIALISED.get_or_init(|| ());
     if let Some(test) = boot.test {
         // Our own children must re-run the same test to reach `init`.
-        TEST_THREADS.lock().unwrap_or_else(|e| e.into_inner()).push(test);
+        TEST_THREADS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(test);
     }
 
     let outcome = match sys::code_address::resolve(boot.entry, boot.exe) {
         Err(e) => Outcome::Failed(e.to_string()),
         Ok(trampoline) => {
-            let call = ChildCall { args: boot.args, fds };
-            match AssertUnwindSafe(trampoline(Box::new(call))).catch_unwind().await {
+            let call = ChildCall {
+                args: boot.args,
+                fds,
+            };
+            match AssertUnwindSafe(trampoline(Box::new(call)))
+                .catch_unwind()
+                .await
+            {
                 Err(panic) => Outcome::Panicked(panic_message(&*panic)),
                 Ok(returned) => match returned.downcast::<Returned>().map(|r| *r) {
                     Ok(Ok((bytes, fds))) => {

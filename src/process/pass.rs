@@ -25,6 +25,7 @@ const PREFIX: &str = "TOKIO_MULTIPROCESSING_HANDLE_";
 /// # Examples
 ///
 /// ```no_run
+/// # #![allow(dead_code)]
 /// use tokio_multiprocessing as mp;
 ///
 /// # async fn f() -> mp::Result<()> {
@@ -32,11 +33,16 @@ const PREFIX: &str = "TOKIO_MULTIPROCESSING_HANDLE_";
 /// let mut cmd = tokio::process::Command::new("./worker");
 /// mp::pass(&mut cmd, "scratch", &shm)?;
 /// let status = cmd.status().await?;
+/// assert!(status.success());
 /// // in ./worker: let shm: mp::SharedMemory = mp::inherited("scratch")?;
 /// # Ok(())
 /// # }
 /// ```
-pub fn pass<H: Serialize + ?Sized>(cmd: &mut tokio::process::Command, name: &str, handle: &H) -> Result<()> {
+pub fn pass<H: Serialize + ?Sized>(
+    cmd: &mut tokio::process::Command,
+    name: &str,
+    handle: &H,
+) -> Result<()> {
     check_name(name)?;
     let (bytes, fds) = handle::encode(handle)?;
     let numbers: Vec<String> = fds.iter().map(|fd| fd.as_raw_fd().to_string()).collect();
@@ -58,7 +64,8 @@ pub fn pass<H: Serialize + ?Sized>(cmd: &mut tokio::process::Command, name: &str
 pub fn inherited<H: DeserializeOwned>(name: &str) -> Result<H> {
     check_name(name)?;
     let var = format!("{PREFIX}{name}");
-    let value = std::env::var(&var).map_err(|_| Error::NotFound(format!("handle {name} (no {var})")))?;
+    let value =
+        std::env::var(&var).map_err(|_| Error::NotFound(format!("handle {name} (no {var})")))?;
     let bad = || Error::Corrupt(format!("malformed {var}"));
     let (numbers, payload) = value.split_once(':').ok_or_else(bad)?;
     let mut fds = Vec::new();
@@ -71,7 +78,10 @@ pub fn inherited<H: DeserializeOwned>(name: &str) -> Result<H> {
 }
 
 fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    if name.is_empty()
+        || name.len() > 64
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
         return Err(Error::InvalidArgument(format!(
             "handle name {name:?} must be 1 to 64 ASCII letters, digits or '_'"
         )));

@@ -28,6 +28,7 @@ static COUNTER: AtomicUsize = AtomicUsize::new(1);
 /// # Examples
 ///
 /// ```no_run
+/// # #![allow(dead_code)]
 /// # use tokio_multiprocessing as mp;
 /// # async fn work(_: ()) {}
 /// # async fn f() -> mp::Result<()> {
@@ -91,9 +92,13 @@ impl Builder {
             test: test.clone(),
             args,
         };
-        let frame = postcard::to_allocvec(&boot).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let frame =
+            postcard::to_allocvec(&boot).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         if frame.len() > bootstrap::MAX_FRAME {
-            return Err(Error::TooLarge { size: frame.len(), max: bootstrap::MAX_FRAME });
+            return Err(Error::TooLarge {
+                size: frame.len(),
+                max: bootstrap::MAX_FRAME,
+            });
         }
 
         let (ours, theirs) = scm_rights::socketpair()?;
@@ -102,10 +107,19 @@ impl Builder {
             std::os::unix::process::CommandExt::arg0(&mut cmd, arg0);
         }
         if let Some(test) = test {
-            cmd.args([test.as_str(), "--exact", "--nocapture", "--test-threads=1", "-q"]);
+            cmd.args([
+                test.as_str(),
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ]);
         }
-        cmd.env(bootstrap::ENV, format!("{}:{}", sys::getpid(), theirs.as_raw_fd()))
-            .stdin(Stdio::null());
+        cmd.env(
+            bootstrap::ENV,
+            format!("{}:{}", sys::getpid(), theirs.as_raw_fd()),
+        )
+        .stdin(Stdio::null());
         sys::spawn::die_with_parent(&mut cmd, vec![theirs.as_raw_fd()]);
         let child = spawner::run(move || cmd.spawn())?;
         drop(theirs);
@@ -122,7 +136,11 @@ impl Builder {
         std::thread::Builder::new()
             .name("tokio-multiprocessing-bootstrap".into())
             .spawn(move || {
-                let _ = scm_rights::send_all_blocking(&sender, &frame_with_header(&frame, fds.len()), &fds);
+                let _ = scm_rights::send_all_blocking(
+                    &sender,
+                    &frame_with_header(&frame, fds.len()),
+                    &fds,
+                );
             })?;
 
         Ok(Process {
@@ -187,6 +205,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     /// # Examples
     ///
     /// ```no_run
+    /// # #![allow(dead_code)]
     /// # use tokio_multiprocessing as mp;
     /// async fn greet(who: String) -> String {
     ///     format!("hello {who} from pid {}", std::process::id())
@@ -221,7 +240,10 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     /// Cancel-safe: a partly received result is kept, and a later `join` continues.
     pub async fn join(&mut self) -> Result<R> {
         if self.joined {
-            return Err(Error::InvalidArgument(format!("{} was joined already", self.name)));
+            return Err(Error::InvalidArgument(format!(
+                "{} was joined already",
+                self.name
+            )));
         }
         if self.async_pidfd.is_none() {
             self.async_pidfd = Some(AsyncPidfd::register(&self.pidfd)?);
@@ -251,7 +273,8 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
         exited.exited().await?;
         let exit = self.reap()?;
         self.joined = true;
-        let exit = exit.ok_or_else(|| Error::Io(std::io::Error::other("child exited but cannot be reaped")))?;
+        let exit = exit
+            .ok_or_else(|| Error::Io(std::io::Error::other("child exited but cannot be reaped")))?;
         match self.frame.take().unwrap_or(Err(Error::Closed)) {
             Ok((frame, fds)) => {
                 let outcome: Outcome = postcard::from_bytes(&frame)
@@ -259,7 +282,9 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
                 match outcome {
                     Outcome::Returned(bytes) => handle::decode(&bytes, fds),
                     Outcome::Panicked(msg) => Err(Error::Process(ProcessFailure::Panicked(msg))),
-                    Outcome::Failed(msg) => Err(Error::Corrupt(format!("child could not run its entry: {msg}"))),
+                    Outcome::Failed(msg) => Err(Error::Corrupt(format!(
+                        "child could not run its entry: {msg}"
+                    ))),
                 }
             }
             Err(_) => Err(Error::Process(match exit {

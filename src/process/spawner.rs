@@ -64,6 +64,9 @@ pub(crate) fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 /// Hands the pidfd of a child nobody will join to the spawner, which reaps it once it exits.
 pub(crate) fn adopt(pidfd: OwnedFd) {
-    ORPHANS.lock().unwrap_or_else(|e| e.into_inner()).push(pidfd);
+    ORPHANS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(pidfd);
     let _ = jobs().send(Box::new(|| {}));
 }

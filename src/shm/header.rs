@@ -44,7 +44,8 @@ pub(crate) fn initialise(map: &Mapping, kind: Kind, data_size: usize) -> Result<
     map.atomic_u64(0)?.store(MAGIC, Ordering::Relaxed);
     map.atomic_u32(8)?.store(VERSION, Ordering::Relaxed);
     map.atomic_u32(12)?.store(kind as u32, Ordering::Relaxed);
-    map.atomic_u64(16)?.store(data_size as u64, Ordering::Relaxed);
+    map.atomic_u64(16)?
+        .store(data_size as u64, Ordering::Relaxed);
     Ok(())
 }
 
@@ -58,10 +59,14 @@ pub(crate) fn publish(map: &Mapping) -> Result<()> {
 /// data size. `map` must cover at least `HEADER_SIZE` bytes.
 pub(crate) fn validate(map: &Mapping, file_size: u64, want: Kind) -> Result<usize> {
     if map.atomic_u64(0)?.load(Ordering::Relaxed) != MAGIC {
-        return Err(Error::Corrupt("not a tokio-multiprocessing segment (bad magic)".into()));
+        return Err(Error::Corrupt(
+            "not a tokio-multiprocessing segment (bad magic)".into(),
+        ));
     }
     if map.atomic_u32(24)?.load(Ordering::Acquire) != READY {
-        return Err(Error::Corrupt("segment is not initialised (its creator did not finish)".into()));
+        return Err(Error::Corrupt(
+            "segment is not initialised (its creator did not finish)".into(),
+        ));
     }
     let version = map.atomic_u32(8)?.load(Ordering::Relaxed);
     if version != VERSION {

@@ -83,7 +83,9 @@ impl Slot {
     /// rounded up to 8 for text and bytes.
     fn storage(self) -> Option<usize> {
         match self {
-            Slot::Str { capacity } | Slot::Bytes { capacity } => capacity.checked_next_multiple_of(8)?.checked_add(8),
+            Slot::Str { capacity } | Slot::Bytes { capacity } => {
+                capacity.checked_next_multiple_of(8)?.checked_add(8)
+            }
             _ => Some(8),
         }
     }
@@ -107,8 +109,12 @@ impl Slot {
             Item::Int(_) => Slot::Int,
             Item::Float(_) => Slot::Float,
             Item::Bool(_) => Slot::Bool,
-            Item::Str(s) => Slot::Str { capacity: 8 * (s.len() / 8 + 1) },
-            Item::Bytes(b) => Slot::Bytes { capacity: 8 * (b.len() / 8 + 1) },
+            Item::Str(s) => Slot::Str {
+                capacity: 8 * (s.len() / 8 + 1),
+            },
+            Item::Bytes(b) => Slot::Bytes {
+                capacity: 8 * (b.len() / 8 + 1),
+            },
         }
     }
 }
@@ -183,7 +189,10 @@ impl ShareableList {
     /// # Errors
     ///
     /// As [`create`](Self::create), plus those of [`SharedMemory::create_named`].
-    pub fn create_named<I: Into<Item>>(name: &str, items: impl IntoIterator<Item = I>) -> Result<Self> {
+    pub fn create_named<I: Into<Item>>(
+        name: &str,
+        items: impl IntoIterator<Item = I>,
+    ) -> Result<Self> {
         Self::create_inner(Some(name), items.into_iter().map(Into::into).collect())
     }
 
@@ -253,7 +262,11 @@ impl ShareableList {
     /// slot stays mid-write for good (its writer died while writing).
     pub fn get(&self, index: usize) -> Result<Item> {
         let (slot, offset) = self.entry(index)?;
-        let word = || self.shm.atomic_u64(offset).map(|w| w.load(Ordering::Acquire));
+        let word = || {
+            self.shm
+                .atomic_u64(offset)
+                .map(|w| w.load(Ordering::Acquire))
+        };
         Ok(match slot {
             Slot::None => Item::None,
             Slot::Int => Item::Int(word()? as i64),
@@ -261,7 +274,11 @@ impl ShareableList {
             Slot::Bool => match word()? {
                 0 => Item::Bool(false),
                 1 => Item::Bool(true),
-                other => return Err(Error::Corrupt(format!("slot {index} holds bool value {other}"))),
+                other => {
+                    return Err(Error::Corrupt(format!(
+                        "slot {index} holds bool value {other}"
+                    )));
+                }
             },
             Slot::Str { capacity } => {
                 let bytes = self.read_sequence(index, offset, capacity)?;
@@ -293,7 +310,9 @@ impl ShareableList {
             (Slot::Int, Item::Int(v)) => word(*v as u64),
             (Slot::Float, Item::Float(v)) => word(v.to_bits()),
             (Slot::Bool, Item::Bool(v)) => word(u64::from(*v)),
-            (Slot::Str { capacity }, Item::Str(s)) => self.write_sequence(offset, capacity, s.as_bytes()),
+            (Slot::Str { capacity }, Item::Str(s)) => {
+                self.write_sequence(offset, capacity, s.as_bytes())
+            }
             (Slot::Bytes { capacity }, Item::Bytes(b)) => self.write_sequence(offset, capacity, b),
             _ => Err(Error::InvalidArgument(format!(
                 "slot {index} holds {}, not {}",
@@ -348,31 +367,41 @@ impl ShareableList {
 
     fn build(name: Option<&str>, slots: &[Slot], items: &[Item]) -> Result<Self> {
         if slots.is_empty() {
-            return Err(Error::InvalidArgument("a ShareableList needs at least one slot".into()));
+            return Err(Error::InvalidArgument(
+                "a ShareableList needs at least one slot".into(),
+            ));
         }
         for slot in slots {
             if let Slot::Str { capacity } | Slot::Bytes { capacity } = slot
                 && *capacity > u32::MAX as usize
             {
-                return Err(Error::InvalidArgument(format!("slot capacity {capacity} is over 4 GiB")));
+                return Err(Error::InvalidArgument(format!(
+                    "slot capacity {capacity} is over 4 GiB"
+                )));
             }
         }
-        let (offsets, total) = layout(slots)
-            .ok_or_else(|| Error::InvalidArgument("list too large".into()))?;
+        let (offsets, total) =
+            layout(slots).ok_or_else(|| Error::InvalidArgument("list too large".into()))?;
         let table: Vec<(Slot, usize)> = slots.iter().copied().zip(offsets).collect();
         let shm = SharedMemory::create_kind(Kind::ShareableList, total, name, |shm| {
             shm.atomic_u32(0)?.store(MAGIC, Ordering::Relaxed);
             shm.atomic_u32(4)?.store(VERSION, Ordering::Relaxed);
-            shm.atomic_u64(8)?.store(table.len() as u64, Ordering::Relaxed);
+            shm.atomic_u64(8)?
+                .store(table.len() as u64, Ordering::Relaxed);
             for (i, (slot, offset)) in table.iter().enumerate() {
                 let (code, capacity) = slot.code();
                 let at = TABLE + i * ENTRY;
                 shm.atomic_u32(at)?.store(code, Ordering::Relaxed);
-                shm.atomic_u32(at + 4)?.store(capacity as u32, Ordering::Relaxed);
-                shm.atomic_u64(at + 8)?.store(*offset as u64, Ordering::Relaxed);
+                shm.atomic_u32(at + 4)?
+                    .store(capacity as u32, Ordering::Relaxed);
+                shm.atomic_u64(at + 8)?
+                    .store(*offset as u64, Ordering::Relaxed);
             }
             // Initial values go in before the segment is published as ready.
-            let list = ShareableList { shm: shm.clone(), slots: table.clone() };
+            let list = ShareableList {
+                shm: shm.clone(),
+                slots: table.clone(),
+            };
             for (i, item) in items.iter().enumerate() {
                 list.set(i, item.clone())?;
             }
@@ -392,12 +421,17 @@ impl ShareableList {
         }
         let version = shm.atomic_u32(4)?.load(Ordering::Relaxed);
         if version != VERSION {
-            return Err(corrupt(format!("layout version {version}, expected {VERSION}")));
+            return Err(corrupt(format!(
+                "layout version {version}, expected {VERSION}"
+            )));
         }
         let len = shm.atomic_u64(8)?.load(Ordering::Relaxed);
         let max_len = ((shm.size() - TABLE) / (ENTRY + 8)) as u64;
         if len == 0 || len > max_len {
-            return Err(corrupt(format!("claims {len} slots, impossible in {} bytes", shm.size())));
+            return Err(corrupt(format!(
+                "claims {len} slots, impossible in {} bytes",
+                shm.size()
+            )));
         }
         let mut slots = Vec::with_capacity(len as usize);
         let mut offsets = Vec::with_capacity(len as usize);
@@ -411,7 +445,8 @@ impl ShareableList {
             offsets.push(shm.atomic_u64(at + 8)?.load(Ordering::Relaxed));
         }
         // The table must be exactly the layout this build would make for these slots, and fit.
-        let (expected, total) = layout(&slots).ok_or_else(|| corrupt("slot table overflows".into()))?;
+        let (expected, total) =
+            layout(&slots).ok_or_else(|| corrupt("slot table overflows".into()))?;
         if total > shm.size() || expected.iter().zip(&offsets).any(|(e, o)| *e as u64 != *o) {
             return Err(corrupt("slot table does not match its layout".into()));
         }
@@ -422,16 +457,22 @@ impl ShareableList {
     }
 
     fn entry(&self, index: usize) -> Result<(Slot, usize)> {
-        self.slots.get(index).copied().ok_or(Error::IndexOutOfRange {
-            index,
-            len: self.len(),
-        })
+        self.slots
+            .get(index)
+            .copied()
+            .ok_or(Error::IndexOutOfRange {
+                index,
+                len: self.len(),
+            })
     }
 
     /// Seqlock write: odd sequence while writing, even once the value is complete.
     fn write_sequence(&self, offset: usize, capacity: usize, data: &[u8]) -> Result<()> {
         if data.len() > capacity {
-            return Err(Error::TooLarge { size: data.len(), max: capacity });
+            return Err(Error::TooLarge {
+                size: data.len(),
+                max: capacity,
+            });
         }
         let seq = self.shm.atomic_u32(offset)?;
         let length = self.shm.atomic_u32(offset + 4)?;
@@ -508,7 +549,11 @@ impl Handle for ShareableList {
     }
 
     fn from_wire(wire: Self::Wire, fds: &mut FdSource) -> Result<Self> {
-        Self::attach(SharedMemory::from_wire_kind(wire, fds, Kind::ShareableList)?)
+        Self::attach(SharedMemory::from_wire_kind(
+            wire,
+            fds,
+            Kind::ShareableList,
+        )?)
     }
 }
 

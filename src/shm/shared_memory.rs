@@ -165,9 +165,9 @@ impl SharedMemory {
     /// [`Error::NotFound`] when the name is already gone (a second `unlink`);
     /// [`Error::InvalidArgument`] for an anonymous segment, which has no name.
     pub fn unlink(&self) -> Result<()> {
-        let name = self
-            .name()
-            .ok_or_else(|| Error::InvalidArgument("an anonymous segment has no name to unlink".into()))?;
+        let name = self.name().ok_or_else(|| {
+            Error::InvalidArgument("an anonymous segment has no name to unlink".into())
+        })?;
         if self.inner.unlinked.swap(true, Ordering::AcqRel) {
             return Err(Error::NotFound(name.to_owned()));
         }
@@ -316,7 +316,12 @@ impl fmt::Debug for SharedMemory {
 }
 
 fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > 200 || name.contains(['/', '\0']) || name == "." || name == ".." {
+    if name.is_empty()
+        || name.len() > 200
+        || name.contains(['/', '\0'])
+        || name == "."
+        || name == ".."
+    {
         return Err(Error::InvalidArgument(format!(
             "segment name {name:?} must be 1 to 200 bytes without '/' or NUL"
         )));
@@ -348,7 +353,11 @@ impl SharedMemory {
         })
     }
 
-    pub(crate) fn from_wire_kind(wire: SharedMemoryWire, fds: &mut FdSource, kind: Kind) -> Result<Self> {
+    pub(crate) fn from_wire_kind(
+        wire: SharedMemoryWire,
+        fds: &mut FdSource,
+        kind: Kind,
+    ) -> Result<Self> {
         let fd = fds.take(wire.fd)?;
         if let Some(name) = &wire.name {
             check_name(name).map_err(|e| Error::Corrupt(e.to_string()))?;
@@ -377,18 +386,22 @@ mod tests {
 
     #[test]
     fn an_unsealed_anonymous_segment_is_refused() {
-        let fd = rustix::fs::memfd_create("unsealed", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-        rustix::fs::ftruncate(&fd, 4096).unwrap();
+        let fd = sys::memfd::create_unsealed(4096).unwrap();
         let err = SharedMemory::from_fd(fd, None, Kind::Bytes).unwrap_err();
-        assert!(matches!(err, Error::Corrupt(ref m) if m.contains("sealed")), "{err}");
+        assert!(
+            matches!(err, Error::Corrupt(ref m) if m.contains("sealed")),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_received_segment_is_validated_like_an_opened_one() {
         let shm = SharedMemory::create(100).unwrap();
-        let copy = SharedMemory::from_fd(sys::dup(&shm.inner.fd).unwrap(), None, Kind::Bytes).unwrap();
+        let copy =
+            SharedMemory::from_fd(sys::dup(&shm.inner.fd).unwrap(), None, Kind::Bytes).unwrap();
         assert_eq!(copy.size(), 100);
-        let wrong_kind = SharedMemory::from_fd(sys::dup(&shm.inner.fd).unwrap(), None, Kind::ShareableList);
+        let wrong_kind =
+            SharedMemory::from_fd(sys::dup(&shm.inner.fd).unwrap(), None, Kind::ShareableList);
         assert!(matches!(wrong_kind, Err(Error::Corrupt(_))));
     }
 }

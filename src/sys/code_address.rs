@@ -60,7 +60,11 @@ pub(crate) fn resolve(offset: i64, parent_exe: (u64, u64)) -> std::io::Result<Tr
 ///
 /// If `F` is not zero-sized.
 pub(crate) fn conjure<F: Fn(A) -> R + Copy + 'static, A, R>() -> F {
-    assert_eq!(std::mem::size_of::<F>(), 0, "spawn entries must be zero-sized");
+    assert_eq!(
+        std::mem::size_of::<F>(),
+        0,
+        "spawn entries must be zero-sized"
+    );
     // SAFETY: `F` has size 0, so there are no bytes to initialise, and the only language-level
     // validity requirement left is that `F` be inhabited: the parent held a value of `F` to
     // spawn with, and it is the same type in the same binary. The crate documents that entries

@@ -57,7 +57,10 @@ mod tests {
     #[test]
     fn timeout_expires() {
         let word = AtomicU32::new(0);
-        assert_eq!(wait(&word, 0, Some(Duration::from_millis(10))), Wake::TimedOut);
+        assert_eq!(
+            wait(&word, 0, Some(Duration::from_millis(10))),
+            Wake::TimedOut
+        );
     }
 
     #[test]

@@ -76,7 +76,11 @@ impl Mapping {
         // the source is private memory, so the ranges never overlap, and only a raw pointer to
         // the shared range is used.
         unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().wrapping_add(offset), data.len())
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.as_ptr().wrapping_add(offset),
+                data.len(),
+            )
         };
         Ok(())
     }
@@ -86,7 +90,10 @@ impl Mapping {
         self.check(offset, 4)?;
         let ptr = self.as_ptr().wrapping_add(offset);
         if !(ptr as usize).is_multiple_of(std::mem::align_of::<AtomicU32>()) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "misaligned atomic"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "misaligned atomic",
+            ));
         }
         // SAFETY: the 4 bytes at `ptr` are inside the mapping (checked), aligned for `AtomicU32`
         // (checked), and stay mapped while `self` is borrowed. `AtomicU32` has the size and
@@ -100,7 +107,10 @@ impl Mapping {
         self.check(offset, 8)?;
         let ptr = self.as_ptr().wrapping_add(offset);
         if !(ptr as usize).is_multiple_of(std::mem::align_of::<AtomicU64>()) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "misaligned atomic"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "misaligned atomic",
+            ));
         }
         // SAFETY: as in `atomic_u32`: in bounds, aligned, mapped for the borrow, every bit pattern
         // valid, interior-mutable.

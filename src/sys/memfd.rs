@@ -15,7 +15,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use rustix::fs::{FallocateFlags, MemfdFlags, SealFlags};
 
 /// The seals every segment of ours carries.
-pub(crate) const SEALS: SealFlags = SealFlags::SHRINK.union(SealFlags::GROW).union(SealFlags::SEAL);
+pub(crate) const SEALS: SealFlags = SealFlags::SHRINK
+    .union(SealFlags::GROW)
+    .union(SealFlags::SEAL);
 
 /// Creates a memfd of exactly `size` bytes, backed by allocated pages, sealed with [`SEALS`].
 pub(crate) fn create_sealed(name: &str, size: u64) -> io::Result<OwnedFd> {
@@ -58,6 +60,14 @@ pub(crate) fn seals(fd: impl AsFd) -> io::Result<SealFlags> {
 /// Whether `fd` carries every seal in [`SEALS`].
 pub(crate) fn is_sealed(fd: impl AsFd) -> io::Result<bool> {
     Ok(seals(fd)?.contains(SEALS))
+}
+
+/// A memfd without seals, for tests that play a careless peer.
+#[cfg(test)]
+pub(crate) fn create_unsealed(size: u64) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create("unsealed", MemfdFlags::CLOEXEC)?;
+    rustix::fs::ftruncate(&fd, size)?;
+    Ok(fd)
 }
 
 #[cfg(test)]

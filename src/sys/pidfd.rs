@@ -44,8 +44,14 @@ pub(crate) fn signal(pidfd: impl AsFd, kill: bool) -> io::Result<()> {
 
 /// Whether the process has exited (its pidfd is readable), without waiting (`poll`, zero timeout).
 pub(crate) fn has_exited(pidfd: impl AsFd) -> io::Result<bool> {
-    let mut fds = [rustix::event::PollFd::new(&pidfd, rustix::event::PollFlags::IN)];
-    let zero = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut fds = [rustix::event::PollFd::new(
+        &pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     let n = rustix::event::poll(&mut fds, Some(&zero))?;
     Ok(n > 0)
 }

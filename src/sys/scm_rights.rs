@@ -33,28 +33,46 @@ pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
 /// Sends `bufs` with `fds` attached to the first byte; returns the bytes written (maybe fewer).
 ///
 /// `MSG_NOSIGNAL`: a closed peer is an `EPIPE` error, never a `SIGPIPE` that kills us.
-pub(crate) fn send(sock: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+pub(crate) fn send(
+    sock: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
     if fds.len() > MAX_FDS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{} file descriptors in one message (at most {MAX_FDS})", fds.len()),
+            format!(
+                "{} file descriptors in one message (at most {MAX_FDS})",
+                fds.len()
+            ),
         ));
     }
-    let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len().max(1)))];
+    let mut space =
+        vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len().max(1)))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(io::Error::other("control buffer too small for the fds"));
     }
-    Ok(rustix::net::sendmsg(sock, bufs, &mut control, SendFlags::NOSIGNAL)?)
+    Ok(rustix::net::sendmsg(
+        sock,
+        bufs,
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?)
 }
 
 /// Receives into `buf` and collects up to `max_fds` fds attached to the bytes read.
 ///
 /// Returns `(0, [])` at end of stream. More fds than `max_fds` (`MSG_CTRUNC`) is an error; the fds
 /// that did arrive are closed.
-pub(crate) fn recv(sock: BorrowedFd<'_>, buf: &mut [u8], max_fds: usize) -> io::Result<(usize, Vec<OwnedFd>)> {
+pub(crate) fn recv(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    max_fds: usize,
+) -> io::Result<(usize, Vec<OwnedFd>)> {
     let max_fds = max_fds.min(MAX_FDS);
-    let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(max_fds.max(1)))];
+    let mut space =
+        vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(max_fds.max(1)))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = rustix::net::recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)?;

@@ -30,7 +30,9 @@ pub(crate) fn die_with_parent(cmd: &mut std::process::Command, inherit: Vec<RawF
         rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
         // The parent may have died before the prctl took effect; then we were reparented.
         if rustix::process::getppid() != Some(parent) {
-            return Err(io::Error::from_raw_os_error(rustix::io::Errno::SRCH.raw_os_error()));
+            return Err(io::Error::from_raw_os_error(
+                rustix::io::Errno::SRCH.raw_os_error(),
+            ));
         }
         inherit_in_child(&inherit)
     };

@@ -34,9 +34,13 @@ pub fn our_shm_entries() -> Vec<String> {
 /// Pids of this process's children that are still running (zombies do not count).
 pub fn live_children() -> Vec<u32> {
     let mut out = Vec::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
     for task in tasks.flatten() {
-        let Ok(list) = std::fs::read_to_string(task.path().join("children")) else { continue };
+        let Ok(list) = std::fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
         for pid in list.split_whitespace().filter_map(|p| p.parse().ok()) {
             if is_running(pid) {
                 out.push(pid);
