@@ -201,6 +201,35 @@ async fn a_dropped_child_keeps_running_and_is_reaped() -> mp::Result<()> {
     Ok(())
 }
 
+async fn double(x: u32) -> u32 {
+    x * 2
+}
+
+/// A synchronous `main` in miniature: `init_blocking` first, then a runtime of its own. Runs in
+/// a process of its own (started by the next test).
+#[test]
+fn helper_sync_main() {
+    if std::env::var_os("TKMP_TEST_HELPER").is_none() {
+        return;
+    }
+    mp::init_blocking().expect("init_blocking");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let got = rt.block_on(async { mp::Process::spawn(double, 21)?.join().await });
+    assert_eq!(got.unwrap(), 42);
+}
+
+#[tokio::test]
+async fn init_blocking_serves_a_sync_main() -> mp::Result<()> {
+    let status = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["helper_sync_main", "--exact", "--nocapture", "-q"])
+        .env("TKMP_TEST_HELPER", "1")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await?;
+    assert!(status.success());
+    Ok(())
+}
+
 /// Runs in a process of its own (started by the next test), where nobody called `init`.
 #[tokio::test]
 async fn helper_spawn_without_init() {

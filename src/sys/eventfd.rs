@@ -62,6 +62,39 @@ impl AsyncDoorbell {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn every_registration_hears_a_ring_and_the_counter_is_never_read() {
+        let fd = create().unwrap();
+        let (a, b) = (
+            AsyncDoorbell::register(fd.as_fd()).unwrap(),
+            AsyncDoorbell::register(fd.as_fd()).unwrap(),
+        );
+        let ringer = std::thread::spawn({
+            let fd = crate::sys::dup(&fd).unwrap();
+            move || {
+                std::thread::sleep(Duration::from_millis(20));
+                ring(fd.as_fd());
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(30), async {
+            a.rung().await.unwrap();
+            b.rung().await.unwrap();
+        })
+        .await
+        .expect("both registrations woke");
+        ringer.join().unwrap();
+        // Nobody drained it: the counter still holds the ring.
+        let mut buf = [0u8; 8];
+        assert_eq!(rustix::io::read(&fd, &mut buf).unwrap(), 8);
+        assert_eq!(u64::from_ne_bytes(buf), 1);
+    }
+}
+
 impl AsFd for AsyncDoorbell {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.get_ref().as_fd()

@@ -63,6 +63,33 @@ mod tests {
         );
     }
 
+    /// Two mappings of one memfd sit at different addresses, as in two processes. Only a shared
+    /// (inode-keyed) futex connects them; a private one would sleep until its timeout.
+    #[test]
+    fn wake_crosses_mappings_of_one_segment() {
+        let fd = super::super::memfd::create_sealed("futex", 4096).unwrap();
+        let a = Arc::new(super::super::mapping::Mapping::map(&fd, 4096).unwrap());
+        let b = super::super::mapping::Mapping::map(&fd, 4096).unwrap();
+        assert_ne!(a.as_ptr(), b.as_ptr());
+        let sleeper = {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                let word = a.atomic_u32(0).unwrap();
+                let mut outcomes = Vec::new();
+                while word.load(Ordering::Acquire) == 0 {
+                    outcomes.push(wait(word, 0, Some(Duration::from_secs(30))));
+                }
+                outcomes
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let word = b.atomic_u32(0).unwrap();
+        word.store(1, Ordering::Release);
+        wake(word, u32::MAX);
+        let outcomes = sleeper.join().unwrap();
+        assert!(!outcomes.contains(&Wake::TimedOut), "{outcomes:?}");
+    }
+
     #[test]
     fn wake_reaches_a_sleeper() {
         let word = Arc::new(AtomicU32::new(0));
