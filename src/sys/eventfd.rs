@@ -62,6 +62,12 @@ impl AsyncDoorbell {
     }
 }
 
+impl AsFd for AsyncDoorbell {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.get_ref().as_fd()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,11 +98,5 @@ mod tests {
         let mut buf = [0u8; 8];
         assert_eq!(rustix::io::read(&fd, &mut buf).unwrap(), 8);
         assert_eq!(u64::from_ne_bytes(buf), 1);
-    }
-}
-
-impl AsFd for AsyncDoorbell {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.get_ref().as_fd()
     }
 }
