@@ -5,5 +5,7 @@
 //! in `SCM_RIGHTS`.
 
 mod fd_channel;
+mod frame;
 
 pub(crate) use fd_channel::FdChannel;
+pub(crate) use frame::Frame;

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use super::bootstrap::{self, Bootstrap, Outcome};
 use super::{entry, init, spawner};
-use crate::connection::FdChannel;
+use crate::connection::{FdChannel, Frame};
 use crate::error::ProcessFailure;
 use crate::handle;
 use crate::sys::pidfd::{self, AsyncPidfd, Exit};
@@ -171,7 +171,7 @@ pub struct Process<R> {
     /// Our end of the bootstrap socket; the result arrives on it.
     results: Option<OwnedFd>,
     results_channel: Option<FdChannel>,
-    frame: Option<Result<(Vec<u8>, Vec<OwnedFd>)>>,
+    frame: Option<Result<Frame>>,
     exit: Mutex<Option<Exit>>,
     joined: bool,
     _result: PhantomData<fn() -> R>,
@@ -276,7 +276,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
         let exit = exit
             .ok_or_else(|| Error::Io(std::io::Error::other("child exited but cannot be reaped")))?;
         match self.frame.take().unwrap_or(Err(Error::Closed)) {
-            Ok((frame, fds)) => {
+            Ok(Frame { payload: frame, fds }) => {
                 let outcome: Outcome = postcard::from_bytes(&frame)
                     .map_err(|e| Error::Corrupt(format!("bad result frame from child: {e}")))?;
                 match outcome {

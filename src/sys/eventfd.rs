@@ -41,11 +41,7 @@ impl AsyncDoorbell {
     ///
     /// Outside a tokio runtime.
     pub(crate) fn register(fd: BorrowedFd<'_>) -> io::Result<Self> {
-        let owned = super::dup(fd)?;
-        // SAFETY: `owned` is a valid open fd that the `AsyncFd` owns from here on; nothing else can
-        // close it or replace what it refers to while the `AsyncFd` lives.
-        let fd = unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE) }
-            .map_err(|e| e.into_parts().1)?;
+        let fd = super::reactor::register(super::dup(fd)?, Interest::READABLE)?;
         Ok(AsyncDoorbell { fd })
     }
 

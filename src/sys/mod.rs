@@ -13,6 +13,7 @@
 //! | `shm_open.rs` | `shm_open` / `shm_unlink`, `fstat` for named segments |
 //! | `mapping.rs` | `mmap` (through `memmap2::MmapRaw`), bounds-checked copies and atomics |
 //! | `scm_rights.rs` | `socketpair`, `sendmsg` / `recvmsg` with `SCM_RIGHTS` |
+//! | `reactor.rs` | registering an fd with tokio's reactor (`AsyncFd`) |
 //! | `pidfd.rs` | `pidfd_open`, `pidfd_send_signal`, `waitid(P_PIDFD)` |
 //! | `spawn.rs` | `prctl(PR_SET_PDEATHSIG)` and fd inheritance between `fork` and `exec` |
 //! | `code_address.rs` | turning a function into an address that survives `exec` of the same binary |
@@ -32,6 +33,7 @@ pub(crate) mod futex;
 pub(crate) mod mapping;
 pub(crate) mod memfd;
 pub(crate) mod pidfd;
+pub(crate) mod reactor;
 pub(crate) mod scm_rights;
 pub(crate) mod shm_open;
 pub(crate) mod spawn;

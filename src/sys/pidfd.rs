@@ -86,11 +86,7 @@ impl AsyncPidfd {
     ///
     /// Outside a tokio runtime.
     pub(crate) fn register(pidfd: impl AsFd) -> io::Result<Self> {
-        let owned = super::dup(pidfd)?;
-        // SAFETY: `owned` is a valid open pidfd owned by the `AsyncFd` for its whole life; nothing
-        // else closes it or makes it refer to something else.
-        let fd = unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE) }
-            .map_err(|e| e.into_parts().1)?;
+        let fd = super::reactor::register(super::dup(pidfd)?, Interest::READABLE)?;
         Ok(AsyncPidfd { fd })
     }
 

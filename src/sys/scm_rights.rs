@@ -130,6 +130,65 @@ pub(crate) fn peer_credentials(sock: impl AsFd) -> io::Result<(u32, u32, u32)> {
     ))
 }
 
+/// What kind of socket an fd is, for fds that arrive from other processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SocketKind {
+    /// `AF_UNIX`, `SOCK_STREAM`: can carry fds.
+    UnixStream,
+    /// `AF_INET` / `AF_INET6`, `SOCK_STREAM`.
+    TcpStream,
+}
+
+/// Classifies `fd` (`getsockopt(SO_DOMAIN, SO_TYPE)`); `None` for anything else (a pipe, a
+/// file, a datagram socket).
+pub(crate) fn socket_kind(fd: impl AsFd) -> Option<SocketKind> {
+    let ty = rustix::net::sockopt::socket_type(&fd).ok()?;
+    if ty != SocketType::STREAM {
+        return None;
+    }
+    match rustix::net::sockopt::socket_domain(&fd).ok()? {
+        AddressFamily::UNIX => Some(SocketKind::UnixStream),
+        AddressFamily::INET | AddressFamily::INET6 => Some(SocketKind::TcpStream),
+        _ => None,
+    }
+}
+
+/// `shutdown(SHUT_RDWR)`: every holder of the socket, in every process, sees it closed.
+pub(crate) fn shutdown(sock: impl AsFd) {
+    let _ = rustix::net::shutdown(sock, rustix::net::Shutdown::Both);
+}
+
+/// Waits until `sock` is readable (`for_write == false`) or writable, at most `timeout`
+/// (`poll(2)`); returns whether it became ready. For blocking callers only.
+pub(crate) fn wait_ready(sock: impl AsFd, for_write: bool, timeout: Option<std::time::Duration>) -> io::Result<bool> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let flags = if for_write { PollFlags::OUT } else { PollFlags::IN };
+    let ts = timeout.map(|d| Timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: d.subsec_nanos() as _,
+    });
+    let mut fds = [PollFd::new(&sock, flags)];
+    loop {
+        match rustix::event::poll(&mut fds, ts.as_ref()) {
+            Ok(n) => return Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Whether a byte (or the end of stream) is waiting on `sock`, without consuming it
+/// (`recv(MSG_PEEK | MSG_DONTWAIT)`).
+pub(crate) fn has_input(sock: impl AsFd) -> io::Result<bool> {
+    let mut byte = [0u8; 1];
+    match rustix::net::recv(sock, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+        Ok(_) => Ok(true),
+        Err(rustix::io::Errno::AGAIN) => Ok(false),
+        Err(rustix::io::Errno::CONNRESET) => Ok(true),
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
