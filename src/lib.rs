@@ -43,13 +43,14 @@ compile_error!(
     "tokio-multiprocessing uses futex, eventfd, memfd and pidfd: it supports Linux only"
 );
 
-mod connection;
+pub mod connection;
 mod error;
 pub mod handle;
 pub mod process;
 pub mod shm;
 mod sys;
 
+pub use connection::{Connection, Pipe};
 pub use error::{Error, ProcessFailure, Result};
 pub use process::{
     Builder, Process, ProcessInfo, current_process, inherited, init, init_blocking, parent_process,

@@ -73,9 +73,9 @@ impl FrameReader {
         }
     }
 
-    /// Whether part of a frame has arrived.
-    pub(crate) fn is_mid_frame(&self) -> bool {
-        self.header_len > 0
+    /// The largest payload accepted.
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max_frame
     }
 
     /// Makes at most one `recvmsg` on `sock` and returns a frame once complete.

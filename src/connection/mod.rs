@@ -1,11 +1,42 @@
-//! Byte frames with file descriptors over Unix sockets.
+//! Pipes and connections between processes (Python's `multiprocessing.Pipe` and
+//! `multiprocessing.connection`).
 //!
-//! [`FdChannel`] is the transport under spawn arguments, child results and (later) the public
-//! `Pipe` / `Connection`: length-delimited frames, each carrying the fds of the handles inside it
-//! in `SCM_RIGHTS`.
+//! | Python | here |
+//! |---|---|
+//! | `a, b = Pipe()` | [`Pipe::<T>::duplex()`](Pipe::duplex) |
+//! | `r, w = Pipe(duplex=False)` | [`Pipe::<T>::simplex()`](Pipe::simplex) |
+//! | `conn.send(x)` / `conn.recv()` | [`send(&x).await`](Connection::send) / [`recv().await`](Connection::recv) |
+//! | `send_bytes` / `recv_bytes` / `recv_bytes_into` | same names |
+//! | `conn.poll(timeout)` | [`poll(timeout).await`](Connection::poll) |
+//! | `EOFError` | [`Error::Closed`](crate::Error::Closed) |
+//!
+//! Every frame is length-delimited with a maximum size checked before anything is allocated, and
+//! carries the file descriptors of the handles inside it (`SCM_RIGHTS`). Receivers are
+//! [`Stream`](futures::Stream)s and senders [`Sink`](futures::Sink)s.
+//!
+//! ```
+//! use tokio_multiprocessing::Pipe;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> tokio_multiprocessing::Result<()> {
+//! let (mut rx, tx) = Pipe::<Vec<u32>>::simplex()?;
+//! tx.send(&vec![1, 2, 3]).await?;
+//! drop(tx);
+//! assert_eq!(rx.recv().await?, [1, 2, 3]);
+//! assert!(matches!(rx.recv().await, Err(tokio_multiprocessing::Error::Closed)));
+//! # Ok(())
+//! # }
+//! ```
 
+#[allow(clippy::module_inception)]
+mod connection;
 mod fd_channel;
 mod frame;
+mod pipe;
+mod read_side;
+mod write_side;
 
+pub use connection::{Connection, Credentials, Receiver, Sender};
 pub(crate) use fd_channel::FdChannel;
 pub(crate) use frame::Frame;
+pub use pipe::Pipe;

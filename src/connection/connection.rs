@@ -1,0 +1,746 @@
+//! Typed connections: [`Sender`], [`Receiver`] and the duplex [`Connection`].
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Sink, Stream, stream::FusedStream};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::Interest;
+use tokio_util::sync::ReusableBoxFuture;
+
+use super::frame::Frame;
+use super::read_side::ReadSide;
+use super::write_side::WriteSide;
+use crate::handle::{self, FdIndex, FdSink, FdSource, Handle};
+use crate::sys::scm_rights::{self, SocketKind};
+use crate::sys::reactor;
+use crate::{Error, Result};
+
+/// The credentials of the process at the other end of a Unix connection (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credentials {
+    /// Its process id (of the process that created the socket, for a socketpair).
+    pub pid: u32,
+    /// Its user id.
+    pub uid: u32,
+    /// Its group id.
+    pub gid: u32,
+}
+
+/// Wraps a connected stream socket into both halves.
+pub(crate) fn open<T>(fd: OwnedFd, max_frame: usize) -> Result<Connection<T>> {
+    let (read, write) = engine(fd, max_frame, true, true)?;
+    Ok(Connection {
+        rx: Receiver::from_side(read.expect("asked for")),
+        tx: Sender::from_side(write.expect("asked for")),
+    })
+}
+
+/// Validates and registers a socket, building the halves asked for.
+fn engine(
+    fd: OwnedFd,
+    max_frame: usize,
+    read: bool,
+    write: bool,
+) -> Result<(Option<ReadSide>, Option<Arc<WriteSide>>)> {
+    let kind = scm_rights::socket_kind(&fd)
+        .ok_or_else(|| Error::Corrupt("a connection must be a stream socket".into()))?;
+    scm_rights::set_nonblocking(&fd, true)?;
+    let sock = Arc::new(reactor::register(fd, Interest::READABLE | Interest::WRITABLE)?);
+    let reader = read.then(|| ReadSide::new(sock.clone(), max_frame));
+    let writer = write.then(|| WriteSide::new(sock, kind == SocketKind::UnixStream, max_frame));
+    Ok((reader, writer))
+}
+
+fn decode<T: DeserializeOwned>(frame: Frame) -> Result<T> {
+    handle::decode(&frame.payload, frame.fds)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The sending end of a pipe or connection (Python's `Connection.send` side).
+///
+/// Cheap to clone; clones send over the same socket and their frames never interleave.
+///
+/// Sending writes the frame straight to the socket when nothing else is being written (one
+/// system call, no task hop). When several tasks send at once, or the peer reads slower than we
+/// write, frames queue and a writer task sends them in batches, so many small messages cost far
+/// fewer system calls than messages.
+pub struct Sender<T> {
+    side: Arc<WriteSide>,
+    sink: Option<ReusableBoxFuture<'static, Result<()>>>,
+    _type: PhantomData<fn(T)>,
+}
+
+impl<T> Sender<T> {
+    fn from_side(side: Arc<WriteSide>) -> Self {
+        Sender {
+            side,
+            sink: None,
+            _type: PhantomData,
+        }
+    }
+
+    /// Sends `bytes` as one frame, without serialisation (Python's `send_bytes`); returns once
+    /// it is written to the socket.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] (nothing is written) above the maximum frame size;
+    /// [`Error::Closed`] when the peer is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe in the sense that matters for a stream: the frame is handed over whole before
+    /// the first await, so cancelling never leaves half a frame on the wire. A cancelled send
+    /// may still be delivered.
+    pub async fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
+        self.side.send(bytes, Vec::new(), true).await
+    }
+
+    /// [`send_bytes`](Self::send_bytes) for plain threads.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_bytes`](Self::send_bytes).
+    ///
+    /// # Panics
+    ///
+    /// When it would have to wait inside a tokio runtime (use the async method there).
+    pub fn send_bytes_blocking(&self, bytes: &[u8]) -> Result<()> {
+        self.side.send_blocking(bytes, Vec::new())
+    }
+
+    /// Waits until every frame queued by this or any clone is written.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] when the peer is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only waits.
+    pub async fn flush(&self) -> Result<()> {
+        self.side.flush().await
+    }
+
+    /// The largest payload this end sends.
+    pub fn max_frame(&self) -> usize {
+        self.side.max_frame()
+    }
+}
+
+impl<T: Serialize> Sender<T> {
+    /// Serialises `value` and sends it as one frame (Python's `send`); returns once it is
+    /// written to the socket. Handles inside `value` travel with their file descriptors.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] (nothing is written) above the maximum frame size;
+    /// [`Error::Closed`] when the peer is gone; [`Error::InvalidArgument`] when `value` cannot be
+    /// serialised or holds handles on a TCP connection.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`send_bytes`](Self::send_bytes): never half a frame; a cancelled send may still be
+    /// delivered.
+    pub async fn send(&self, value: &T) -> Result<()> {
+        let (bytes, fds) = handle::encode(value)?;
+        self.side.send(&bytes, fds, true).await
+    }
+
+    /// Queues `value` and returns without waiting for the write (only for room in the queue):
+    /// the batching path. Call [`flush`](Self::flush) before relying on delivery, such as before
+    /// the process exits.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: if cancelled while waiting for room, nothing was queued.
+    pub async fn feed(&self, value: &T) -> Result<()> {
+        let (bytes, fds) = handle::encode(value)?;
+        self.side.send(&bytes, fds, false).await
+    }
+
+    /// [`send`](Self::send) for plain threads: blocks until written.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    ///
+    /// # Panics
+    ///
+    /// When it would have to wait inside a tokio runtime (use the async method there).
+    pub fn send_blocking(&self, value: &T) -> Result<()> {
+        let (bytes, fds) = handle::encode(value)?;
+        self.side.send_blocking(&bytes, fds)
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.side.add_sender();
+        Sender::from_side(self.side.clone())
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.side.remove_sender();
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender").field("max_frame", &self.max_frame()).finish_non_exhaustive()
+    }
+}
+
+impl<T: Serialize> Sink<T> for Sender<T> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        let side = this.side.clone();
+        poll_stored(&mut this.sink, cx, async move { side.wait_for_space().await })
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: T) -> Result<()> {
+        let (bytes, fds) = handle::encode(&item)?;
+        self.side.start_send(&bytes, fds)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        let side = this.side.clone();
+        poll_stored(&mut this.sink, cx, async move { side.flush().await })
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
+/// Polls the stored future, starting `fresh` when none is in flight.
+fn poll_stored(
+    slot: &mut Option<ReusableBoxFuture<'static, Result<()>>>,
+    cx: &mut Context<'_>,
+    fresh: impl std::future::Future<Output = Result<()>> + Send + 'static,
+) -> Poll<Result<()>> {
+    let fut = match slot {
+        Some(fut) => fut,
+        None => slot.insert(ReusableBoxFuture::new(fresh)),
+    };
+    let out = ready!(fut.poll(cx));
+    *slot = None;
+    Poll::Ready(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The receiving end of a pipe or connection (Python's `Connection.recv` side).
+pub struct Receiver<T> {
+    side: ReadSide,
+    done: bool,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> Receiver<T> {
+    fn from_side(side: ReadSide) -> Self {
+        Receiver {
+            side,
+            done: false,
+            _type: PhantomData,
+        }
+    }
+
+    /// Receives one frame's bytes, without deserialisation (Python's `recv_bytes`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] once the peer closed and every frame it sent was received (Python's
+    /// `EOFError`); [`Error::TooLarge`] or [`Error::Corrupt`] when the peer broke the protocol
+    /// (an oversized announcement, a frame cut short, fds that do not match): the connection is
+    /// shut down.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a partly received frame is kept, and the next receive continues it.
+    pub async fn recv_bytes(&mut self) -> Result<Bytes> {
+        Ok(Bytes::from(self.side.recv().await?.payload))
+    }
+
+    /// [`recv_bytes`](Self::recv_bytes) for plain threads.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_bytes`](Self::recv_bytes).
+    pub fn recv_bytes_blocking(&mut self) -> Result<Bytes> {
+        Ok(Bytes::from(self.side.recv_blocking()?.payload))
+    }
+
+    /// Receives one frame into `buf` and returns its length (Python's `recv_bytes_into`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] when the frame does not fit in `buf` (`size` is the frame's length);
+    /// the frame is kept, and the next receive returns it. Otherwise as
+    /// [`recv_bytes`](Self::recv_bytes).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`recv_bytes`](Self::recv_bytes).
+    pub async fn recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let frame = self.side.recv().await?;
+        let len = frame.payload.len();
+        if len > buf.len() {
+            self.side.unread(frame);
+            return Err(Error::TooLarge { size: len, max: buf.len() });
+        }
+        buf[..len].copy_from_slice(&frame.payload);
+        Ok(len)
+    }
+
+    /// Waits up to `timeout` for something to receive, consuming nothing (Python's `poll`).
+    /// `Duration::ZERO` checks without waiting; `Duration::MAX` waits for ever.
+    ///
+    /// True when data or the end of the stream is waiting (a receive will not wait long).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it consumes nothing.
+    pub async fn poll(&mut self, timeout: Duration) -> bool {
+        let timeout = (timeout != Duration::MAX).then_some(timeout);
+        self.side.poll(timeout).await
+    }
+
+    /// The credentials of the peer process, for Unix connections.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] for a TCP connection.
+    pub fn peer_credentials(&self) -> Result<Credentials> {
+        let (pid, uid, gid) = scm_rights::peer_credentials(self.side.socket().get_ref())?;
+        Ok(Credentials { pid, uid, gid })
+    }
+}
+
+impl<T: DeserializeOwned> Receiver<T> {
+    /// Receives and deserialises one value (Python's `recv`). Handles inside it arrive with
+    /// their file descriptors.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] once the peer closed and everything it sent was received;
+    /// [`Error::Corrupt`] when the frame does not deserialise as `T` or breaks the protocol;
+    /// [`Error::TooLarge`] when the peer announced a frame above the maximum (nothing is
+    /// allocated; the connection is shut down).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a partly received frame is kept, and the next receive continues it.
+    pub async fn recv(&mut self) -> Result<T> {
+        decode(self.side.recv().await?)
+    }
+
+    /// A value if a whole frame is already waiting; [`Error::Empty`] otherwise. Never waits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Empty`], or as [`recv`](Self::recv).
+    pub fn try_recv(&mut self) -> Result<T> {
+        decode(self.side.try_recv()?)
+    }
+
+    /// [`recv`](Self::recv) with a deadline.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`], or as [`recv`](Self::recv).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`recv`](Self::recv); a timeout loses nothing.
+    pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<T> {
+        match tokio::time::timeout(timeout, self.side.recv()).await {
+            Ok(frame) => decode(frame?),
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
+    /// [`recv`](Self::recv) for plain threads.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    pub fn recv_blocking(&mut self) -> Result<T> {
+        decode(self.side.recv_blocking()?)
+    }
+}
+
+impl<T: DeserializeOwned> Stream for Receiver<T> {
+    type Item = Result<T>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<T>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match ready!(this.side.poll_recv(cx)) {
+            Ok(frame) => Poll::Ready(Some(decode(frame))),
+            Err(Error::Closed) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+}
+
+impl<T: DeserializeOwned> FusedStream for Receiver<T> {
+    fn is_terminated(&self) -> bool {
+        self.done
+    }
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver").finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Both ends of a duplex connection (Python's `multiprocessing.connection.Connection`).
+///
+/// Made by [`Pipe::duplex`](super::Pipe::duplex), [`Listener::accept`](super::Listener::accept)
+/// or [`Client::connect`](super::Client::connect). Sending and receiving work as on
+/// [`Sender`] and [`Receiver`]; [`into_split`](Self::into_split) separates them so two tasks
+/// can use them at once.
+pub struct Connection<T> {
+    rx: Receiver<T>,
+    tx: Sender<T>,
+}
+
+impl<T> Connection<T> {
+    /// Separates the receiving and sending halves.
+    pub fn into_split(self) -> (Receiver<T>, Sender<T>) {
+        (self.rx, self.tx)
+    }
+
+    /// See [`Sender::send_bytes`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::send_bytes`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Sender::send_bytes`].
+    pub async fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
+        self.tx.send_bytes(bytes).await
+    }
+
+    /// See [`Sender::send_bytes_blocking`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::send_bytes`].
+    ///
+    /// # Panics
+    ///
+    /// As [`Sender::send_bytes_blocking`].
+    pub fn send_bytes_blocking(&self, bytes: &[u8]) -> Result<()> {
+        self.tx.send_bytes_blocking(bytes)
+    }
+
+    /// See [`Sender::flush`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::flush`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only waits.
+    pub async fn flush(&self) -> Result<()> {
+        self.tx.flush().await
+    }
+
+    /// See [`Receiver::recv_bytes`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Receiver::recv_bytes`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe.
+    pub async fn recv_bytes(&mut self) -> Result<Bytes> {
+        self.rx.recv_bytes().await
+    }
+
+    /// See [`Receiver::recv_bytes_blocking`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Receiver::recv_bytes`].
+    pub fn recv_bytes_blocking(&mut self) -> Result<Bytes> {
+        self.rx.recv_bytes_blocking()
+    }
+
+    /// See [`Receiver::recv_bytes_into`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Receiver::recv_bytes_into`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe.
+    pub async fn recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.rx.recv_bytes_into(buf).await
+    }
+
+    /// See [`Receiver::poll`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it consumes nothing.
+    pub async fn poll(&mut self, timeout: Duration) -> bool {
+        self.rx.poll(timeout).await
+    }
+
+    /// See [`Receiver::peer_credentials`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Receiver::peer_credentials`].
+    pub fn peer_credentials(&self) -> Result<Credentials> {
+        self.rx.peer_credentials()
+    }
+}
+
+impl<T: Serialize> Connection<T> {
+    /// See [`Sender::send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::send`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Sender::send`].
+    pub async fn send(&self, value: &T) -> Result<()> {
+        self.tx.send(value).await
+    }
+
+    /// See [`Sender::feed`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::send`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Sender::feed`].
+    pub async fn feed(&self, value: &T) -> Result<()> {
+        self.tx.feed(value).await
+    }
+
+    /// See [`Sender::send_blocking`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::send`].
+    ///
+    /// # Panics
+    ///
+    /// As [`Sender::send_blocking`].
+    pub fn send_blocking(&self, value: &T) -> Result<()> {
+        self.tx.send_blocking(value)
+    }
+}
+
+impl<T: DeserializeOwned> Connection<T> {
+    /// See [`Receiver::recv`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Receiver::recv`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe.
+    pub async fn recv(&mut self) -> Result<T> {
+        self.rx.recv().await
+    }
+
+    /// See [`Receiver::try_recv`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Receiver::try_recv`].
+    pub fn try_recv(&mut self) -> Result<T> {
+        self.rx.try_recv()
+    }
+
+    /// See [`Receiver::recv_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Receiver::recv_timeout`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe.
+    pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<T> {
+        self.rx.recv_timeout(timeout).await
+    }
+
+    /// See [`Receiver::recv_blocking`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Receiver::recv`].
+    pub fn recv_blocking(&mut self) -> Result<T> {
+        self.rx.recv_blocking()
+    }
+}
+
+impl<T: DeserializeOwned> Stream for Connection<T> {
+    type Item = Result<T>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<T>>> {
+        Pin::new(&mut self.get_mut().rx).poll_next(cx)
+    }
+}
+
+impl<T: DeserializeOwned> FusedStream for Connection<T> {
+    fn is_terminated(&self) -> bool {
+        self.rx.is_terminated()
+    }
+}
+
+impl<T: Serialize> Sink<T> for Connection<T> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Pin::new(&mut self.get_mut().tx).poll_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: T) -> Result<()> {
+        Pin::new(&mut self.get_mut().tx).start_send(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Pin::new(&mut self.get_mut().tx).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Pin::new(&mut self.get_mut().tx).poll_close(cx)
+    }
+}
+
+impl<T> fmt::Debug for Connection<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection").finish_non_exhaustive()
+    }
+}
+
+// ----- crossing to other processes -----------------------------------------------------------
+
+/// The plain-data part of a connection end in a message.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[doc(hidden)]
+pub struct ConnectionWire {
+    fd: FdIndex,
+    max_frame: u64,
+}
+
+fn wire(sock: &impl AsFd, max_frame: usize, fds: &mut FdSink) -> Result<ConnectionWire> {
+    Ok(ConnectionWire {
+        fd: fds.push(sock)?,
+        max_frame: max_frame as u64,
+    })
+}
+
+fn unwire(wire: ConnectionWire, fds: &mut FdSource, read: bool, write: bool) -> Result<(Option<ReadSide>, Option<Arc<WriteSide>>)> {
+    let fd = fds.take(wire.fd)?;
+    let max_frame = usize::try_from(wire.max_frame).map_err(|_| Error::Corrupt("bad max_frame".into()))?;
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(Error::InvalidArgument(
+            "connections can only be received inside a tokio runtime".into(),
+        ));
+    }
+    engine(fd, max_frame, read, write)
+}
+
+impl<T> Handle for Connection<T> {
+    type Wire = ConnectionWire;
+
+    fn to_wire(&self, fds: &mut FdSink) -> Result<Self::Wire> {
+        wire(self.tx.side.socket().get_ref(), self.tx.max_frame(), fds)
+    }
+
+    fn from_wire(wire: Self::Wire, fds: &mut FdSource) -> Result<Self> {
+        let (read, write) = unwire(wire, fds, true, true)?;
+        Ok(Connection {
+            rx: Receiver::from_side(read.expect("asked for")),
+            tx: Sender::from_side(write.expect("asked for")),
+        })
+    }
+}
+
+impl<T> Handle for Sender<T> {
+    type Wire = ConnectionWire;
+
+    fn to_wire(&self, fds: &mut FdSink) -> Result<Self::Wire> {
+        wire(self.side.socket().get_ref(), self.max_frame(), fds)
+    }
+
+    fn from_wire(wire: Self::Wire, fds: &mut FdSource) -> Result<Self> {
+        let (_, write) = unwire(wire, fds, false, true)?;
+        Ok(Sender::from_side(write.expect("asked for")))
+    }
+}
+
+impl<T> Handle for Receiver<T> {
+    type Wire = ConnectionWire;
+
+    fn to_wire(&self, fds: &mut FdSink) -> Result<Self::Wire> {
+        wire(self.side.socket().get_ref(), self.side.max_frame(), fds)
+    }
+
+    fn from_wire(wire: Self::Wire, fds: &mut FdSource) -> Result<Self> {
+        let (read, _) = unwire(wire, fds, true, false)?;
+        Ok(Receiver::from_side(read.expect("asked for")))
+    }
+}
+
+macro_rules! serde_via_handle_generic {
+    ($($ty:ident),*) => {$(
+        impl<T> serde::Serialize for $ty<T> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                handle::serialize(self, s)
+            }
+        }
+        impl<'de, T> serde::Deserialize<'de> for $ty<T> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                handle::deserialize(d)
+            }
+        }
+    )*};
+}
+serde_via_handle_generic!(Connection, Sender, Receiver);
+

@@ -1,0 +1,120 @@
+//! The receiving half of a connection: frames reassembled from readiness-driven reads.
+
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+
+use super::fd_channel::would_block;
+use super::frame::{Frame, FrameReader, Step};
+use crate::sys::scm_rights;
+use crate::{Error, Result};
+
+/// One reader of a socket. Not shared: receiving takes `&mut self`.
+#[derive(Debug)]
+pub(crate) struct ReadSide {
+    sock: Arc<AsyncFd<OwnedFd>>,
+    reader: FrameReader,
+    /// A frame handed back by `recv_bytes_into` because the caller's buffer was too small.
+    pending: Option<Frame>,
+}
+
+impl ReadSide {
+    pub(crate) fn new(sock: Arc<AsyncFd<OwnedFd>>, max_frame: usize) -> Self {
+        ReadSide {
+            sock,
+            reader: FrameReader::new(max_frame),
+            pending: None,
+        }
+    }
+
+    pub(crate) fn max_frame(&self) -> usize {
+        self.reader.max_frame()
+    }
+
+    pub(crate) fn socket(&self) -> &AsyncFd<OwnedFd> {
+        &self.sock
+    }
+
+    /// Puts a frame back; the next receive returns it.
+    pub(crate) fn unread(&mut self, frame: Frame) {
+        self.pending = Some(frame);
+    }
+
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Frame>> {
+        if let Some(frame) = self.pending.take() {
+            return Poll::Ready(Ok(frame));
+        }
+        loop {
+            let mut guard = ready!(self.sock.poll_read_ready(cx))?;
+            let reader = &mut self.reader;
+            match guard.try_io(|s| would_block(reader.read_once(s.as_fd()))) {
+                Ok(Ok(Ok(Step::Frame(frame)))) => return Poll::Ready(Ok(frame)),
+                Ok(Ok(Ok(Step::More))) | Err(_) => {}
+                Ok(Ok(Err(e))) => return Poll::Ready(Err(e)),
+                Ok(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+            }
+        }
+    }
+
+    /// Receives one frame.
+    ///
+    /// Cancel-safe: partial input stays in the reader.
+    pub(crate) async fn recv(&mut self) -> Result<Frame> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// A frame if one can be completed without waiting; [`Error::Empty`] otherwise.
+    pub(crate) fn try_recv(&mut self) -> Result<Frame> {
+        self.recv_sync(|_| Err(Error::Empty))
+    }
+
+    /// Blocks the calling thread until a frame arrives.
+    pub(crate) fn recv_blocking(&mut self) -> Result<Frame> {
+        self.recv_sync(|sock| {
+            scm_rights::wait_ready(sock, false, None)?;
+            Ok(())
+        })
+    }
+
+    fn recv_sync(&mut self, mut on_empty: impl FnMut(&OwnedFd) -> Result<()>) -> Result<Frame> {
+        if let Some(frame) = self.pending.take() {
+            return Ok(frame);
+        }
+        loop {
+            match self.reader.read_once(self.sock.get_ref().as_fd()) {
+                Ok(Step::Frame(frame)) => return Ok(frame),
+                Ok(Step::More) => {}
+                Err(Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => on_empty(self.sock.get_ref())?,
+                Err(Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits up to `timeout` (forever with `None`) for input; consumes nothing.
+    ///
+    /// True when a frame or part of one, or the end of the stream, is waiting.
+    pub(crate) async fn poll(&mut self, timeout: Option<Duration>) -> bool {
+        if self.pending.is_some() {
+            return true;
+        }
+        let wait = async {
+            loop {
+                let Ok(mut guard) = self.sock.readable().await else { return true };
+                match scm_rights::has_input(self.sock.get_ref()) {
+                    Ok(false) => guard.clear_ready(),
+                    Ok(true) | Err(_) => return true,
+                }
+            }
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, wait).await.unwrap_or(false),
+            None => wait.await,
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The sending half of a connection: direct writes when idle, a writer task that coalesces
+//! queued frames when busy.
+//!
+//! A send first tries to write its frame straight to the socket (one `sendmsg`, no task hop). If
+//! another send or the writer task is already writing, or the socket is full, the whole frame is
+//! queued and the writer task sends everything queued with one `sendmsg` per batch. Whole frames
+//! are queued before anything can be cancelled, so a dropped `send` future never leaves half a
+//! frame on the wire: the writer finishes it.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{Notify, oneshot};
+
+use super::frame;
+use crate::sys::scm_rights;
+use crate::{Error, Result};
+
+/// Queued bytes above which `feed` waits for the writer (backpressure).
+const QUEUE_LIMIT: usize = 4 << 20;
+/// Most frames and bytes one `sendmsg` carries.
+const BATCH_FRAMES: usize = 64;
+const BATCH_BYTES: usize = 1 << 20;
+
+struct OutFrame {
+    bytes: Vec<u8>,
+    offset: usize,
+    fds: Vec<OwnedFd>,
+    done: Option<oneshot::Sender<Result<()>>>,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<OutFrame>,
+    queued_bytes: usize,
+    /// Somebody (a direct send or the writer task) is writing to the socket.
+    writing: bool,
+    /// The socket failed (peer gone); every later send fails with `Closed`.
+    failed: bool,
+}
+
+/// Shared by every `Sender` clone of one socket and its writer task.
+pub(crate) struct WriteSide {
+    sock: Arc<AsyncFd<OwnedFd>>,
+    state: Mutex<State>,
+    wake_writer: Notify,
+    progress: Notify,
+    senders: AtomicUsize,
+    can_pass_fds: bool,
+    max_frame: usize,
+}
+
+/// Who writes a frame: the caller, right now, or the writer task.
+enum Claim {
+    Direct(OutFrame),
+    Queued(Option<oneshot::Receiver<Result<()>>>),
+}
+
+impl WriteSide {
+    /// Creates the write side and its writer task.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub(crate) fn new(sock: Arc<AsyncFd<OwnedFd>>, can_pass_fds: bool, max_frame: usize) -> Arc<Self> {
+        let side = Arc::new(WriteSide {
+            sock,
+            state: Mutex::new(State::default()),
+            wake_writer: Notify::new(),
+            progress: Notify::new(),
+            senders: AtomicUsize::new(1),
+            can_pass_fds,
+            max_frame,
+        });
+        tokio::spawn(run_writer(side.clone()));
+        side
+    }
+
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    pub(crate) fn socket(&self) -> &AsyncFd<OwnedFd> {
+        &self.sock
+    }
+
+    /// Another `Sender` handle now shares this side.
+    pub(crate) fn add_sender(&self) {
+        self.senders.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A `Sender` handle went away; the last one lets the writer task finish and exit.
+    pub(crate) fn remove_sender(&self) {
+        if self.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.wake_writer.notify_one();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Builds the bytes of one frame, checking its size and whether fds may travel.
+    fn frame(&self, payload: &[u8], fds: &[OwnedFd]) -> Result<Vec<u8>> {
+        if payload.len() > self.max_frame {
+            return Err(Error::TooLarge { size: payload.len(), max: self.max_frame });
+        }
+        if !fds.is_empty() && !self.can_pass_fds {
+            return Err(Error::InvalidArgument(
+                "handles (file descriptors) can only travel over Unix sockets, not TCP".into(),
+            ));
+        }
+        if fds.len() > scm_rights::MAX_FDS {
+            return Err(Error::InvalidArgument(format!(
+                "a message may carry at most {} handles' file descriptors",
+                scm_rights::MAX_FDS
+            )));
+        }
+        let mut bytes = Vec::with_capacity(frame::HEADER + payload.len());
+        bytes.extend_from_slice(&frame::header(payload.len(), fds.len()));
+        bytes.extend_from_slice(payload);
+        Ok(bytes)
+    }
+
+    /// Sends one frame and waits until it is written (`wait`), or only until it is queued.
+    pub(crate) async fn send(&self, payload: &[u8], fds: Vec<OwnedFd>, wait: bool) -> Result<()> {
+        let bytes = self.frame(payload, &fds)?;
+        if !wait {
+            self.wait_for_space().await?;
+        }
+        let out = OutFrame { bytes, offset: 0, fds, done: None };
+        let rx = match self.claim_or_enqueue(out, wait)? {
+            Claim::Direct(out) => self.write_direct(out, false, wait)?,
+            Claim::Queued(rx) => rx,
+        };
+        match rx {
+            Some(rx) => rx.await.unwrap_or(Err(Error::Closed)),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues (or writes at once) a frame without waiting for anything: the `Sink` path. The
+    /// caller checked for space first.
+    pub(crate) fn start_send(&self, payload: &[u8], fds: Vec<OwnedFd>) -> Result<()> {
+        let bytes = self.frame(payload, &fds)?;
+        let out = OutFrame { bytes, offset: 0, fds, done: None };
+        match self.claim_or_enqueue(out, false)? {
+            Claim::Direct(out) => self.write_direct(out, false, false).map(drop),
+            Claim::Queued(_) => Ok(()),
+        }
+    }
+
+    /// [`send`](Self::send) for threads outside the runtime: blocks until written.
+    pub(crate) fn send_blocking(&self, payload: &[u8], fds: Vec<OwnedFd>) -> Result<()> {
+        let bytes = self.frame(payload, &fds)?;
+        let out = OutFrame { bytes, offset: 0, fds, done: None };
+        let rx = match self.claim_or_enqueue(out, true)? {
+            Claim::Direct(out) => self.write_direct(out, true, true)?,
+            Claim::Queued(rx) => rx,
+        };
+        match rx {
+            Some(rx) => rx.blocking_recv().unwrap_or(Err(Error::Closed)),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes the socket for a direct write when nobody writes and nothing waits; otherwise
+    /// queues the frame for the writer task.
+    fn claim_or_enqueue(&self, mut out: OutFrame, wait: bool) -> Result<Claim> {
+        let mut state = self.lock();
+        if state.failed {
+            return Err(Error::Closed);
+        }
+        if !state.writing && state.queue.is_empty() {
+            state.writing = true;
+            return Ok(Claim::Direct(out));
+        }
+        let rx = with_done(&mut out, wait);
+        state.queued_bytes += out.bytes.len();
+        state.queue.push_back(out);
+        drop(state);
+        self.wake_writer.notify_one();
+        Ok(Claim::Queued(rx))
+    }
+
+    /// Writes `out` from the caller's thread while holding the `writing` flag, then releases the
+    /// flag. A frame the socket could not take whole goes to the front of the queue *before* the
+    /// flag is released, so no other frame can slip into the middle of it.
+    fn write_direct(&self, mut out: OutFrame, blocking: bool, wait: bool) -> Result<Option<oneshot::Receiver<Result<()>>>> {
+        let result = loop {
+            match send_slices(self.sock.get_ref(), std::slice::from_ref(&out)) {
+                Ok(n) => {
+                    advance(std::slice::from_mut(&mut out), n);
+                    if out.offset == out.bytes.len() {
+                        break Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !blocking {
+                        break Ok(());
+                    }
+                    if let Err(e) = scm_rights::wait_ready(self.sock.get_ref(), true, None) {
+                        break Err(Error::Io(e));
+                    }
+                }
+                Err(e) => break Err(closed_or(e)),
+            }
+        };
+        let mut state = self.lock();
+        state.writing = false;
+        let mut rx = None;
+        match &result {
+            Err(_) => fail(&mut state),
+            Ok(()) if out.offset < out.bytes.len() => {
+                rx = with_done(&mut out, wait);
+                state.queued_bytes += out.bytes.len() - out.offset;
+                state.queue.push_front(out);
+            }
+            Ok(()) => {}
+        }
+        let more = !state.queue.is_empty();
+        drop(state);
+        if more {
+            self.wake_writer.notify_one();
+        }
+        self.progress.notify_waiters();
+        result.map(|()| rx)
+    }
+
+    /// Waits while more than `QUEUE_LIMIT` bytes are queued.
+    pub(crate) async fn wait_for_space(&self) -> Result<()> {
+        loop {
+            let progress = self.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            {
+                let state = self.lock();
+                if state.failed {
+                    return Err(Error::Closed);
+                }
+                if state.queued_bytes <= QUEUE_LIMIT {
+                    return Ok(());
+                }
+            }
+            progress.await;
+        }
+    }
+
+    /// Waits until everything queued so far is written.
+    pub(crate) async fn flush(&self) -> Result<()> {
+        loop {
+            let progress = self.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            {
+                let state = self.lock();
+                if state.failed {
+                    return Err(Error::Closed);
+                }
+                if state.queue.is_empty() && !state.writing {
+                    return Ok(());
+                }
+            }
+            progress.await;
+        }
+    }
+}
+
+/// Gives `out` a completion channel when the caller waits for the write.
+fn with_done(out: &mut OutFrame, wait: bool) -> Option<oneshot::Receiver<Result<()>>> {
+    wait.then(|| {
+        let (tx, rx) = oneshot::channel();
+        out.done = Some(tx);
+        rx
+    })
+}
+
+fn closed_or(e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Error::Closed,
+        _ => Error::Io(e),
+    }
+}
+
+fn fail(state: &mut State) {
+    state.failed = true;
+    state.queued_bytes = 0;
+    for out in state.queue.drain(..) {
+        if let Some(done) = out.done {
+            let _ = done.send(Err(Error::Closed));
+        }
+    }
+}
+
+/// One `sendmsg` of as many whole frames of `batch` as fit in an iovec; the first frame's fds go
+/// with its first byte.
+fn send_slices(sock: &OwnedFd, batch: &[OutFrame]) -> io::Result<usize> {
+    let slices: Vec<IoSlice<'_>> = batch.iter().map(|f| IoSlice::new(&f.bytes[f.offset..])).collect();
+    let first = &batch[0];
+    let fds: Vec<_> = if first.offset == 0 {
+        first.fds.iter().map(AsFd::as_fd).collect()
+    } else {
+        Vec::new()
+    };
+    scm_rights::send(sock.as_fd(), &slices, &fds)
+}
+
+/// Moves `n` written bytes through `batch`, completing whole frames.
+fn advance(batch: &mut [OutFrame], mut n: usize) {
+    for out in batch.iter_mut() {
+        if n == 0 {
+            break;
+        }
+        // Any byte of a frame written means its fds went with its first byte.
+        out.fds.clear();
+        let left = out.bytes.len() - out.offset;
+        let step = left.min(n);
+        out.offset += step;
+        n -= step;
+    }
+}
+
+async fn run_writer(side: Arc<WriteSide>) {
+    loop {
+        let mut batch: Vec<OutFrame> = Vec::new();
+        loop {
+            let wake = side.wake_writer.notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            {
+                let mut state = side.lock();
+                if state.failed {
+                    return;
+                }
+                if !state.writing && !state.queue.is_empty() {
+                    state.writing = true;
+                    let mut bytes = 0;
+                    while let Some(front) = state.queue.front() {
+                        let first = batch.is_empty();
+                        if !first && (!front.fds.is_empty() || batch.len() >= BATCH_FRAMES || bytes >= BATCH_BYTES) {
+                            break;
+                        }
+                        let out = state.queue.pop_front().expect("front exists");
+                        bytes += out.bytes.len() - out.offset;
+                        batch.push(out);
+                    }
+                    state.queued_bytes -= bytes.min(state.queued_bytes);
+                    break;
+                }
+                if state.queue.is_empty() && !state.writing && side.senders.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+            }
+            wake.await;
+        }
+
+        let mut result = Ok(());
+        while !batch.is_empty() {
+            let written = side
+                .sock
+                .async_io(Interest::WRITABLE, |sock| send_slices(sock, &batch))
+                .await;
+            match written {
+                Ok(n) => {
+                    advance(&mut batch, n);
+                    while batch.first().is_some_and(|f| f.offset == f.bytes.len()) {
+                        if let Some(done) = batch.remove(0).done {
+                            let _ = done.send(Ok(()));
+                        }
+                    }
+                }
+                Err(e) => {
+                    result = Err(closed_or(e));
+                    break;
+                }
+            }
+        }
+        let mut state = side.lock();
+        state.writing = false;
+        if result.is_err() {
+            for out in batch.drain(..) {
+                if let Some(done) = out.done {
+                    let _ = done.send(Err(Error::Closed));
+                }
+            }
+            fail(&mut state);
+        }
+        drop(state);
+        side.progress.notify_waiters();
+    }
+}
