@@ -50,7 +50,7 @@ pub mod process;
 pub mod shm;
 mod sys;
 
-pub use connection::{Connection, Pipe};
+pub use connection::{Client, Connection, Listener, Pipe};
 pub use error::{Error, ProcessFailure, Result};
 pub use process::{
     Builder, Process, ProcessInfo, current_process, inherited, init, init_blocking, parent_process,

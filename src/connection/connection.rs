@@ -433,6 +433,32 @@ pub struct Connection<T> {
 }
 
 impl<T> Connection<T> {
+    /// Runs the authkey handshake: the listener side challenges first, then answers.
+    pub(crate) async fn authenticate(&mut self, key: &[u8], listener_side: bool) -> Result<()> {
+        let (reader, writer) = (&mut self.rx.side, &*self.tx.side);
+        if listener_side {
+            super::auth::challenge(key, reader, writer).await?;
+            super::auth::answer(key, reader, writer).await
+        } else {
+            super::auth::answer(key, reader, writer).await?;
+            super::auth::challenge(key, reader, writer).await
+        }
+    }
+
+    /// Wraps a connected Unix stream socket (for example one end of a `socketpair` made
+    /// elsewhere) with the default 64 MiB frame limit.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the socket cannot be registered.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn from_std(stream: std::os::unix::net::UnixStream) -> Result<Self> {
+        open(stream.into(), super::frame::DEFAULT_MAX_FRAME)
+    }
+
     /// Separates the receiving and sending halves.
     pub fn into_split(self) -> (Receiver<T>, Sender<T>) {
         (self.rx, self.tx)

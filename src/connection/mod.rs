@@ -28,10 +28,12 @@
 //! # }
 //! ```
 
+mod auth;
 #[allow(clippy::module_inception)]
 mod connection;
 mod fd_channel;
 mod frame;
+mod listener;
 mod pipe;
 mod read_side;
 mod write_side;
@@ -39,4 +41,5 @@ mod write_side;
 pub use connection::{Connection, Credentials, Receiver, Sender};
 pub(crate) use fd_channel::FdChannel;
 pub(crate) use frame::Frame;
+pub use listener::{Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, Listener, ListenerBuilder};
 pub use pipe::Pipe;

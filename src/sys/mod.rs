@@ -67,3 +67,16 @@ pub(crate) fn same_file(a: impl AsFd, b: impl AsFd) -> std::io::Result<bool> {
     let (a, b) = (rustix::fs::fstat(a)?, rustix::fs::fstat(b)?);
     Ok(a.st_dev == b.st_dev && a.st_ino == b.st_ino)
 }
+
+/// Fills `buf` from the kernel's random source (`getrandom(2)`), for authentication nonces.
+pub(crate) fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

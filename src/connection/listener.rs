@@ -1,0 +1,358 @@
+//! [`Listener`] and [`Client`]: connections by address, with an authkey handshake
+//! (Python's `multiprocessing.connection.Listener` / `Client`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::os::linux::net::SocketAddrExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::connection::{self, Connection};
+use super::frame::DEFAULT_MAX_FRAME;
+use crate::{Error, Result};
+
+/// How long an accepted peer may take to authenticate before it is dropped.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a [`Listener`] listens and a [`Client`] connects.
+///
+/// Parses from a string: `"@name"` is a Linux abstract-namespace Unix socket, anything with a `/`
+/// a Unix socket path, anything else a TCP address such as `"127.0.0.1:6000"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    /// A Unix socket file.
+    Unix(PathBuf),
+    /// A Unix socket in the abstract namespace (no file; gone with the listener).
+    Abstract(Vec<u8>),
+    /// A TCP address.
+    Tcp(SocketAddr),
+}
+
+impl FromStr for Address {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Address> {
+        if let Some(name) = s.strip_prefix('@') {
+            Ok(Address::Abstract(name.as_bytes().to_vec()))
+        } else if s.contains('/') {
+            Ok(Address::Unix(PathBuf::from(s)))
+        } else {
+            s.parse()
+                .map(Address::Tcp)
+                .map_err(|_| Error::InvalidArgument(format!("{s:?} is neither a socket path, @name nor host:port")))
+        }
+    }
+}
+
+impl From<SocketAddr> for Address {
+    fn from(a: SocketAddr) -> Address {
+        Address::Tcp(a)
+    }
+}
+
+impl From<PathBuf> for Address {
+    fn from(p: PathBuf) -> Address {
+        Address::Unix(p)
+    }
+}
+
+impl From<&Path> for Address {
+    fn from(p: &Path) -> Address {
+        Address::Unix(p.to_owned())
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Unix(p) => write!(f, "{}", p.display()),
+            Address::Abstract(n) => write!(f, "@{}", String::from_utf8_lossy(n)),
+            Address::Tcp(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// Accepts authenticated connections (Python's `multiprocessing.connection.Listener`).
+///
+/// Peers are accepted and authenticated in the background, each on its own task, so a silent or
+/// slow client (dropped after the handshake timeout) never delays the others.
+///
+/// # Examples
+///
+/// ```
+/// use tokio_multiprocessing::connection::{Client, Listener};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> tokio_multiprocessing::Result<()> {
+/// let mut listener = Listener::<String>::bind("127.0.0.1:0".parse()?, Some(b"secret")).await?;
+/// let address = listener.local_addr().clone();
+/// let client = tokio::spawn(async move {
+///     let conn = Client::connect::<String>(address, Some(b"secret")).await?;
+///     conn.send(&"hello".to_string()).await
+/// });
+/// let mut conn = listener.accept().await?;
+/// assert_eq!(conn.recv().await?, "hello");
+/// client.await.unwrap()?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Listener<T> {
+    incoming: mpsc::Receiver<Result<Connection<T>>>,
+    acceptor: JoinHandle<()>,
+    address: Address,
+    socket_file: Option<PathBuf>,
+}
+
+/// Options for a [`Listener`].
+#[derive(Debug, Clone)]
+#[must_use = "a ListenerBuilder does nothing until `bind` is called"]
+pub struct ListenerBuilder {
+    address: Address,
+    authkey: Option<Vec<u8>>,
+    handshake_timeout: Duration,
+    max_frame: usize,
+}
+
+impl ListenerBuilder {
+    /// The key both sides must prove they hold; `None` (the default) skips authentication.
+    pub fn authkey(mut self, key: Option<&[u8]>) -> Self {
+        self.authkey = key.map(<[u8]>::to_vec);
+        self
+    }
+
+    /// How long an accepted peer may take to authenticate (default 10 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// The largest message payload accepted and sent on accepted connections (default 64 MiB).
+    pub fn max_frame(mut self, max: usize) -> Self {
+        self.max_frame = max.min(u32::MAX as usize);
+        self
+    }
+
+    /// Binds and starts accepting.
+    ///
+    /// A Unix socket file left behind by a dead listener is replaced; one that a live listener
+    /// serves is an error (`AddrInUse`), and so is a path that is not a socket.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the address cannot be bound.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub async fn bind<T: Send + 'static>(self) -> Result<Listener<T>> {
+        let (socket, address, socket_file) = Socket::bind(&self.address).await?;
+        let (tx, incoming) = mpsc::channel(64);
+        let acceptor = tokio::spawn(accept_loop::<T>(socket, tx, self));
+        Ok(Listener { incoming, acceptor, address, socket_file })
+    }
+}
+
+impl<T: Send + 'static> Listener<T> {
+    /// Binds to `address`, requiring `authkey` from clients (`None`: no authentication).
+    ///
+    /// # Errors
+    ///
+    /// As [`ListenerBuilder::bind`].
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub async fn bind(address: Address, authkey: Option<&[u8]>) -> Result<Self> {
+        Self::builder(address).authkey(authkey).bind().await
+    }
+
+    /// Options for a listener on `address`.
+    pub fn builder(address: Address) -> ListenerBuilder {
+        ListenerBuilder {
+            address,
+            authkey: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_frame: DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+impl<T> Listener<T> {
+    /// The next authenticated connection.
+    ///
+    /// # Errors
+    ///
+    /// A peer that failed its handshake is reported once, and the listener keeps serving:
+    /// [`Error::Auth`] for a wrong key, [`Error::Timeout`] for a peer that did not finish in
+    /// time, others for a broken peer. [`Error::Io`] when accepting itself fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: connections that arrive meanwhile wait for the next call.
+    pub async fn accept(&mut self) -> Result<Connection<T>> {
+        self.incoming
+            .recv()
+            .await
+            .unwrap_or_else(|| Err(Error::Io(std::io::Error::other("listener stopped"))))
+    }
+
+    /// The address clients connect to (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> &Address {
+        &self.address
+    }
+}
+
+impl<T> Drop for Listener<T> {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+        if let Some(path) = &self.socket_file {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl<T> fmt::Debug for Listener<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener").field("address", &self.address).finish_non_exhaustive()
+    }
+}
+
+/// Connects to a [`Listener`] (Python's `multiprocessing.connection.Client`).
+#[derive(Debug)]
+pub struct Client(());
+
+impl Client {
+    /// Connects to `address` and, with a key, proves it and checks the listener's proof.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Auth`] when either side's key is wrong (or the listener wants none and we
+    /// sent one, or the reverse); [`Error::Timeout`] when the handshake takes longer than 10 s;
+    /// [`Error::Io`] when the connection fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future drops the half-made connection.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub async fn connect<T>(address: impl Into<Address>, authkey: Option<&[u8]>) -> Result<Connection<T>> {
+        let fd = Socket::connect(&address.into()).await?;
+        let mut conn = connection::open::<T>(fd, DEFAULT_MAX_FRAME)?;
+        if let Some(key) = authkey {
+            tokio::time::timeout(DEFAULT_HANDSHAKE_TIMEOUT, conn.authenticate(key, false))
+                .await
+                .unwrap_or(Err(Error::Timeout))?;
+        }
+        Ok(conn)
+    }
+}
+
+enum Socket {
+    Unix(tokio::net::UnixListener),
+    Tcp(tokio::net::TcpListener),
+}
+
+impl Socket {
+    async fn bind(address: &Address) -> Result<(Socket, Address, Option<PathBuf>)> {
+        match address {
+            Address::Tcp(a) => {
+                let l = tokio::net::TcpListener::bind(a).await?;
+                let local = Address::Tcp(l.local_addr()?);
+                Ok((Socket::Tcp(l), local, None))
+            }
+            Address::Abstract(name) => {
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                let l = std::os::unix::net::UnixListener::bind_addr(&addr)?;
+                l.set_nonblocking(true)?;
+                Ok((Socket::Unix(tokio::net::UnixListener::from_std(l)?), address.clone(), None))
+            }
+            Address::Unix(path) => {
+                remove_stale_socket(path)?;
+                let l = tokio::net::UnixListener::bind(path)?;
+                Ok((Socket::Unix(l), address.clone(), Some(path.clone())))
+            }
+        }
+    }
+
+    async fn accept(&self) -> std::io::Result<OwnedFd> {
+        match self {
+            Socket::Unix(l) => Ok(l.accept().await?.0.into_std()?.into()),
+            Socket::Tcp(l) => {
+                let (s, _) = l.accept().await?;
+                s.set_nodelay(true)?;
+                Ok(s.into_std()?.into())
+            }
+        }
+    }
+
+    async fn connect(address: &Address) -> Result<OwnedFd> {
+        Ok(match address {
+            Address::Tcp(a) => {
+                let s = tokio::net::TcpStream::connect(a).await?;
+                s.set_nodelay(true)?;
+                s.into_std()?.into()
+            }
+            Address::Abstract(name) => {
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                std::os::unix::net::UnixStream::connect_addr(&addr)?.into()
+            }
+            Address::Unix(path) => tokio::net::UnixStream::connect(path).await?.into_std()?.into(),
+        })
+    }
+}
+
+/// Removes a socket file nobody listens on any more; refuses to touch anything else.
+fn remove_stale_socket(path: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
+    if !meta.file_type().is_socket() {
+        return Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        )));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("a live listener serves {}", path.display()),
+        ))),
+        Err(_) => Ok(std::fs::remove_file(path)?),
+    }
+}
+
+async fn accept_loop<T: Send + 'static>(socket: Socket, tx: mpsc::Sender<Result<Connection<T>>>, options: ListenerBuilder) {
+    loop {
+        let fd = match socket.accept().await {
+            Ok(fd) => fd,
+            Err(e) => {
+                if tx.send(Err(Error::Io(e))).await.is_err() {
+                    return;
+                }
+                // Out of fds and the like: give the system a moment instead of spinning.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (tx, options) = (tx.clone(), options.clone());
+        tokio::spawn(async move {
+            let handshake = async {
+                let mut conn = connection::open::<T>(fd, options.max_frame)?;
+                if let Some(key) = &options.authkey {
+                    conn.authenticate(key, true).await?;
+                }
+                Ok(conn)
+            };
+            let result = tokio::time::timeout(options.handshake_timeout, handshake)
+                .await
+                .unwrap_or(Err(Error::Timeout));
+            let _ = tx.send(result).await;
+        });
+    }
+}
