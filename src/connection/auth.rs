@@ -57,10 +57,12 @@ pub(crate) async fn challenge(key: &[u8], reader: &mut ReadSide, writer: &WriteS
     writer.send(&out, Vec::new(), true).await?;
 
     let reply = recv_small(reader).await?;
-    let ok = reply
-        .strip_prefix(DIGEST)
-        .is_some_and(|digest| hmac(key, &message).is_ok_and(|mac| mac.verify_slice(digest).is_ok()));
-    writer.send(if ok { WELCOME } else { FAILURE }, Vec::new(), true).await?;
+    let ok = reply.strip_prefix(DIGEST).is_some_and(|digest| {
+        hmac(key, &message).is_ok_and(|mac| mac.verify_slice(digest).is_ok())
+    });
+    writer
+        .send(if ok { WELCOME } else { FAILURE }, Vec::new(), true)
+        .await?;
     if ok { Ok(()) } else { Err(Error::Auth) }
 }
 

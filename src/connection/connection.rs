@@ -19,8 +19,8 @@ use super::frame::Frame;
 use super::read_side::ReadSide;
 use super::write_side::WriteSide;
 use crate::handle::{self, FdIndex, FdSink, FdSource, Handle};
-use crate::sys::scm_rights::{self, SocketKind};
 use crate::sys::reactor;
+use crate::sys::scm_rights::{self, SocketKind};
 use crate::{Error, Result};
 
 /// The credentials of the process at the other end of a Unix connection (`SO_PEERCRED`).
@@ -53,7 +53,10 @@ fn engine(
     let kind = scm_rights::socket_kind(&fd)
         .ok_or_else(|| Error::Corrupt("a connection must be a stream socket".into()))?;
     scm_rights::set_nonblocking(&fd, true)?;
-    let sock = Arc::new(reactor::register(fd, Interest::READABLE | Interest::WRITABLE)?);
+    let sock = Arc::new(reactor::register(
+        fd,
+        Interest::READABLE | Interest::WRITABLE,
+    )?);
     let reader = read.then(|| ReadSide::new(sock.clone(), max_frame));
     let writer = write.then(|| WriteSide::new(sock, kind == SocketKind::UnixStream, max_frame));
     Ok((reader, writer))
@@ -202,7 +205,9 @@ impl<T> Drop for Sender<T> {
 
 impl<T> fmt::Debug for Sender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sender").field("max_frame", &self.max_frame()).finish_non_exhaustive()
+        f.debug_struct("Sender")
+            .field("max_frame", &self.max_frame())
+            .finish_non_exhaustive()
     }
 }
 
@@ -212,7 +217,11 @@ impl<T: Serialize> Sink<T> for Sender<T> {
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
         let side = this.side.clone();
-        poll_stored(&mut this.sink, cx, async move { side.wait_for_space().await })
+        poll_stored(
+            &mut this.sink,
+            cx,
+            async move { side.wait_for_space().await },
+        )
     }
 
     fn start_send(self: Pin<&mut Self>, item: T) -> Result<()> {
@@ -305,7 +314,10 @@ impl<T> Receiver<T> {
         let len = frame.payload.len();
         if len > buf.len() {
             self.side.unread(frame);
-            return Err(Error::TooLarge { size: len, max: buf.len() });
+            return Err(Error::TooLarge {
+                size: len,
+                max: buf.len(),
+            });
         }
         buf[..len].copy_from_slice(&frame.payload);
         Ok(len)
@@ -701,9 +713,15 @@ fn wire(sock: &impl AsFd, max_frame: usize, fds: &mut FdSink) -> Result<Connecti
     })
 }
 
-fn unwire(wire: ConnectionWire, fds: &mut FdSource, read: bool, write: bool) -> Result<(Option<ReadSide>, Option<Arc<WriteSide>>)> {
+fn unwire(
+    wire: ConnectionWire,
+    fds: &mut FdSource,
+    read: bool,
+    write: bool,
+) -> Result<(Option<ReadSide>, Option<Arc<WriteSide>>)> {
     let fd = fds.take(wire.fd)?;
-    let max_frame = usize::try_from(wire.max_frame).map_err(|_| Error::Corrupt("bad max_frame".into()))?;
+    let max_frame =
+        usize::try_from(wire.max_frame).map_err(|_| Error::Corrupt("bad max_frame".into()))?;
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(Error::InvalidArgument(
             "connections can only be received inside a tokio runtime".into(),
@@ -769,4 +787,3 @@ macro_rules! serde_via_handle_generic {
     )*};
 }
 serde_via_handle_generic!(Connection, Sender, Receiver);
-

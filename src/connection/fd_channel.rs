@@ -44,7 +44,10 @@ impl FdChannel {
     /// stream mid-frame. Callers treat a cancelled send as the end of the channel.
     pub(crate) async fn send(&mut self, payload: &[u8], fds: &[OwnedFd]) -> Result<()> {
         if payload.len() > self.max_frame || payload.len() > u32::MAX as usize {
-            return Err(Error::TooLarge { size: payload.len(), max: self.max_frame });
+            return Err(Error::TooLarge {
+                size: payload.len(),
+                max: self.max_frame,
+            });
         }
         let header = frame::header(payload.len(), fds.len());
         let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
@@ -64,7 +67,9 @@ impl FdChannel {
                 })
                 .await
                 .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => Error::Closed,
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+                        Error::Closed
+                    }
                     _ => Error::Io(e),
                 })?;
         }

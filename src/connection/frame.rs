@@ -90,7 +90,9 @@ impl FrameReader {
         let result = self.read_inner(sock);
         let broken = match &result {
             Err(Error::Corrupt(why)) => Some(why.clone()),
-            Err(Error::TooLarge { size, max }) => Some(format!("peer announced a {size}-byte frame (max {max})")),
+            Err(Error::TooLarge { size, max }) => {
+                Some(format!("peer announced a {size}-byte frame (max {max})"))
+            }
             _ => None,
         };
         if broken.is_some() {
@@ -102,10 +104,16 @@ impl FrameReader {
 
     fn read_inner(&mut self, sock: BorrowedFd<'_>) -> Result<Step> {
         let (n, fds) = match self.expected {
-            None => scm_rights::recv(sock, &mut self.header[self.header_len..], scm_rights::MAX_FDS),
-            Some((len, _)) if self.payload_len < len => {
-                scm_rights::recv(sock, &mut self.payload[self.payload_len..], scm_rights::MAX_FDS)
-            }
+            None => scm_rights::recv(
+                sock,
+                &mut self.header[self.header_len..],
+                scm_rights::MAX_FDS,
+            ),
+            Some((len, _)) if self.payload_len < len => scm_rights::recv(
+                sock,
+                &mut self.payload[self.payload_len..],
+                scm_rights::MAX_FDS,
+            ),
             Some(_) => return self.finish(),
         }
         .map_err(|e| match e.kind() {
@@ -127,13 +135,20 @@ impl FrameReader {
                 if self.header_len < HEADER {
                     return Ok(Step::More);
                 }
-                let len = u32::from_le_bytes(self.header[..4].try_into().expect("4 bytes")) as usize;
-                let nfds = u32::from_le_bytes(self.header[4..].try_into().expect("4 bytes")) as usize;
+                let len =
+                    u32::from_le_bytes(self.header[..4].try_into().expect("4 bytes")) as usize;
+                let nfds =
+                    u32::from_le_bytes(self.header[4..].try_into().expect("4 bytes")) as usize;
                 if len > self.max_frame {
-                    return Err(Error::TooLarge { size: len, max: self.max_frame });
+                    return Err(Error::TooLarge {
+                        size: len,
+                        max: self.max_frame,
+                    });
                 }
                 if nfds > scm_rights::MAX_FDS {
-                    return Err(Error::Corrupt(format!("frame announces {nfds} file descriptors")));
+                    return Err(Error::Corrupt(format!(
+                        "frame announces {nfds} file descriptors"
+                    )));
                 }
                 self.payload = vec![0; len];
                 self.expected = Some((len, nfds));
@@ -205,24 +220,51 @@ mod tests {
     #[test]
     fn oversized_announcements_and_truncation_are_errors() {
         let (a, b) = scm_rights::socketpair().unwrap();
-        scm_rights::send(a.as_fd(), &[IoSlice::new(&header(u32::MAX as usize, 0))], &[]).unwrap();
+        scm_rights::send(
+            a.as_fd(),
+            &[IoSlice::new(&header(u32::MAX as usize, 0))],
+            &[],
+        )
+        .unwrap();
         let mut reader = FrameReader::new(1024);
-        assert!(matches!(drain(&mut reader, b.as_fd()), Err(Error::TooLarge { .. })));
-        assert!(matches!(drain(&mut reader, b.as_fd()), Err(Error::Corrupt(_))), "stays broken");
+        assert!(matches!(
+            drain(&mut reader, b.as_fd()),
+            Err(Error::TooLarge { .. })
+        ));
+        assert!(
+            matches!(drain(&mut reader, b.as_fd()), Err(Error::Corrupt(_))),
+            "stays broken"
+        );
 
         let (a, b) = scm_rights::socketpair().unwrap();
-        scm_rights::send(a.as_fd(), &[IoSlice::new(&header(10, 0)), IoSlice::new(b"abc")], &[]).unwrap();
+        scm_rights::send(
+            a.as_fd(),
+            &[IoSlice::new(&header(10, 0)), IoSlice::new(b"abc")],
+            &[],
+        )
+        .unwrap();
         drop(a);
         let mut reader = FrameReader::new(1024);
-        assert!(matches!(drain(&mut reader, b.as_fd()), Err(Error::Corrupt(_))));
+        assert!(matches!(
+            drain(&mut reader, b.as_fd()),
+            Err(Error::Corrupt(_))
+        ));
     }
 
     #[test]
     fn fds_must_match_the_header() {
         let (a, b) = scm_rights::socketpair().unwrap();
         let efd = crate::sys::eventfd::create().unwrap();
-        scm_rights::send(a.as_fd(), &[IoSlice::new(&header(1, 0)), IoSlice::new(b"x")], &[efd.as_fd()]).unwrap();
+        scm_rights::send(
+            a.as_fd(),
+            &[IoSlice::new(&header(1, 0)), IoSlice::new(b"x")],
+            &[efd.as_fd()],
+        )
+        .unwrap();
         let mut reader = FrameReader::new(1024);
-        assert!(matches!(drain(&mut reader, b.as_fd()), Err(Error::Corrupt(_))));
+        assert!(matches!(
+            drain(&mut reader, b.as_fd()),
+            Err(Error::Corrupt(_))
+        ));
     }
 }

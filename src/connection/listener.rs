@@ -42,9 +42,11 @@ impl FromStr for Address {
         } else if s.contains('/') {
             Ok(Address::Unix(PathBuf::from(s)))
         } else {
-            s.parse()
-                .map(Address::Tcp)
-                .map_err(|_| Error::InvalidArgument(format!("{s:?} is neither a socket path, @name nor host:port")))
+            s.parse().map(Address::Tcp).map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "{s:?} is neither a socket path, @name nor host:port"
+                ))
+            })
         }
     }
 }
@@ -109,16 +111,39 @@ pub struct Listener<T> {
 }
 
 /// Options for a [`Listener`].
-#[derive(Debug, Clone)]
 #[must_use = "a ListenerBuilder does nothing until `bind` is called"]
-pub struct ListenerBuilder {
+pub struct ListenerBuilder<T> {
     address: Address,
     authkey: Option<Vec<u8>>,
     handshake_timeout: Duration,
     max_frame: usize,
+    _type: std::marker::PhantomData<fn() -> T>,
 }
 
-impl ListenerBuilder {
+impl<T> Clone for ListenerBuilder<T> {
+    fn clone(&self) -> Self {
+        ListenerBuilder {
+            address: self.address.clone(),
+            authkey: self.authkey.clone(),
+            handshake_timeout: self.handshake_timeout,
+            max_frame: self.max_frame,
+            _type: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for ListenerBuilder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListenerBuilder")
+            .field("address", &self.address)
+            .field("authkey", &self.authkey.as_ref().map(|_| ".."))
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_frame", &self.max_frame)
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> ListenerBuilder<T> {
     /// The key both sides must prove they hold; `None` (the default) skips authentication.
     pub fn authkey(mut self, key: Option<&[u8]>) -> Self {
         self.authkey = key.map(<[u8]>::to_vec);
@@ -149,11 +174,16 @@ impl ListenerBuilder {
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub async fn bind<T: Send + 'static>(self) -> Result<Listener<T>> {
+    pub async fn bind(self) -> Result<Listener<T>> {
         let (socket, address, socket_file) = Socket::bind(&self.address).await?;
         let (tx, incoming) = mpsc::channel(64);
         let acceptor = tokio::spawn(accept_loop::<T>(socket, tx, self));
-        Ok(Listener { incoming, acceptor, address, socket_file })
+        Ok(Listener {
+            incoming,
+            acceptor,
+            address,
+            socket_file,
+        })
     }
 }
 
@@ -172,12 +202,13 @@ impl<T: Send + 'static> Listener<T> {
     }
 
     /// Options for a listener on `address`.
-    pub fn builder(address: Address) -> ListenerBuilder {
+    pub fn builder(address: Address) -> ListenerBuilder<T> {
         ListenerBuilder {
             address,
             authkey: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_frame: DEFAULT_MAX_FRAME,
+            _type: std::marker::PhantomData,
         }
     }
 }
@@ -218,7 +249,9 @@ impl<T> Drop for Listener<T> {
 
 impl<T> fmt::Debug for Listener<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Listener").field("address", &self.address).finish_non_exhaustive()
+        f.debug_struct("Listener")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
     }
 }
 
@@ -242,7 +275,10 @@ impl Client {
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub async fn connect<T>(address: impl Into<Address>, authkey: Option<&[u8]>) -> Result<Connection<T>> {
+    pub async fn connect<T>(
+        address: impl Into<Address>,
+        authkey: Option<&[u8]>,
+    ) -> Result<Connection<T>> {
         let fd = Socket::connect(&address.into()).await?;
         let mut conn = connection::open::<T>(fd, DEFAULT_MAX_FRAME)?;
         if let Some(key) = authkey {
@@ -271,7 +307,11 @@ impl Socket {
                 let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
                 let l = std::os::unix::net::UnixListener::bind_addr(&addr)?;
                 l.set_nonblocking(true)?;
-                Ok((Socket::Unix(tokio::net::UnixListener::from_std(l)?), address.clone(), None))
+                Ok((
+                    Socket::Unix(tokio::net::UnixListener::from_std(l)?),
+                    address.clone(),
+                    None,
+                ))
             }
             Address::Unix(path) => {
                 remove_stale_socket(path)?;
@@ -303,7 +343,10 @@ impl Socket {
                 let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
                 std::os::unix::net::UnixStream::connect_addr(&addr)?.into()
             }
-            Address::Unix(path) => tokio::net::UnixStream::connect(path).await?.into_std()?.into(),
+            Address::Unix(path) => tokio::net::UnixStream::connect(path)
+                .await?
+                .into_std()?
+                .into(),
         })
     }
 }
@@ -311,7 +354,9 @@ impl Socket {
 /// Removes a socket file nobody listens on any more; refuses to touch anything else.
 fn remove_stale_socket(path: &Path) -> Result<()> {
     use std::os::unix::fs::FileTypeExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
     if !meta.file_type().is_socket() {
         return Err(Error::Io(std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
@@ -327,7 +372,11 @@ fn remove_stale_socket(path: &Path) -> Result<()> {
     }
 }
 
-async fn accept_loop<T: Send + 'static>(socket: Socket, tx: mpsc::Sender<Result<Connection<T>>>, options: ListenerBuilder) {
+async fn accept_loop<T: Send + 'static>(
+    socket: Socket,
+    tx: mpsc::Sender<Result<Connection<T>>>,
+    options: ListenerBuilder<T>,
+) {
     loop {
         let fd = match socket.accept().await {
             Ok(fd) => fd,

@@ -90,7 +90,10 @@ impl<T> Pipe<T> {
     /// Outside a tokio runtime.
     pub fn open_duplex(self) -> Result<(Connection<T>, Connection<T>)> {
         let (a, b) = scm_rights::socketpair().map_err(Error::Io)?;
-        Ok((connection::open(a, self.max_frame)?, connection::open(b, self.max_frame)?))
+        Ok((
+            connection::open(a, self.max_frame)?,
+            connection::open(b, self.max_frame)?,
+        ))
     }
 
     /// [`simplex`](Self::simplex) with these options.
@@ -112,6 +115,8 @@ impl<T> Pipe<T> {
 
 impl<T> fmt::Debug for Pipe<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pipe").field("max_frame", &self.max_frame).finish()
+        f.debug_struct("Pipe")
+            .field("max_frame", &self.max_frame)
+            .finish()
     }
 }

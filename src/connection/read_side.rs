@@ -89,7 +89,9 @@ impl ReadSide {
             match self.reader.read_once(self.sock.get_ref().as_fd()) {
                 Ok(Step::Frame(frame)) => return Ok(frame),
                 Ok(Step::More) => {}
-                Err(Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => on_empty(self.sock.get_ref())?,
+                Err(Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    on_empty(self.sock.get_ref())?
+                }
                 Err(Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -105,7 +107,9 @@ impl ReadSide {
         }
         let wait = async {
             loop {
-                let Ok(mut guard) = self.sock.readable().await else { return true };
+                let Ok(mut guard) = self.sock.readable().await else {
+                    return true;
+                };
                 match scm_rights::has_input(self.sock.get_ref()) {
                     Ok(false) => guard.clear_ready(),
                     Ok(true) | Err(_) => return true,

@@ -67,7 +67,11 @@ impl WriteSide {
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub(crate) fn new(sock: Arc<AsyncFd<OwnedFd>>, can_pass_fds: bool, max_frame: usize) -> Arc<Self> {
+    pub(crate) fn new(
+        sock: Arc<AsyncFd<OwnedFd>>,
+        can_pass_fds: bool,
+        max_frame: usize,
+    ) -> Arc<Self> {
         let side = Arc::new(WriteSide {
             sock,
             state: Mutex::new(State::default()),
@@ -108,7 +112,10 @@ impl WriteSide {
     /// Builds the bytes of one frame, checking its size and whether fds may travel.
     fn frame(&self, payload: &[u8], fds: &[OwnedFd]) -> Result<Vec<u8>> {
         if payload.len() > self.max_frame {
-            return Err(Error::TooLarge { size: payload.len(), max: self.max_frame });
+            return Err(Error::TooLarge {
+                size: payload.len(),
+                max: self.max_frame,
+            });
         }
         if !fds.is_empty() && !self.can_pass_fds {
             return Err(Error::InvalidArgument(
@@ -133,7 +140,12 @@ impl WriteSide {
         if !wait {
             self.wait_for_space().await?;
         }
-        let out = OutFrame { bytes, offset: 0, fds, done: None };
+        let out = OutFrame {
+            bytes,
+            offset: 0,
+            fds,
+            done: None,
+        };
         let rx = match self.claim_or_enqueue(out, wait)? {
             Claim::Direct(out) => self.write_direct(out, false, wait)?,
             Claim::Queued(rx) => rx,
@@ -148,7 +160,12 @@ impl WriteSide {
     /// caller checked for space first.
     pub(crate) fn start_send(&self, payload: &[u8], fds: Vec<OwnedFd>) -> Result<()> {
         let bytes = self.frame(payload, &fds)?;
-        let out = OutFrame { bytes, offset: 0, fds, done: None };
+        let out = OutFrame {
+            bytes,
+            offset: 0,
+            fds,
+            done: None,
+        };
         match self.claim_or_enqueue(out, false)? {
             Claim::Direct(out) => self.write_direct(out, false, false).map(drop),
             Claim::Queued(_) => Ok(()),
@@ -158,7 +175,12 @@ impl WriteSide {
     /// [`send`](Self::send) for threads outside the runtime: blocks until written.
     pub(crate) fn send_blocking(&self, payload: &[u8], fds: Vec<OwnedFd>) -> Result<()> {
         let bytes = self.frame(payload, &fds)?;
-        let out = OutFrame { bytes, offset: 0, fds, done: None };
+        let out = OutFrame {
+            bytes,
+            offset: 0,
+            fds,
+            done: None,
+        };
         let rx = match self.claim_or_enqueue(out, true)? {
             Claim::Direct(out) => self.write_direct(out, true, true)?,
             Claim::Queued(rx) => rx,
@@ -191,7 +213,12 @@ impl WriteSide {
     /// Writes `out` from the caller's thread while holding the `writing` flag, then releases the
     /// flag. A frame the socket could not take whole goes to the front of the queue *before* the
     /// flag is released, so no other frame can slip into the middle of it.
-    fn write_direct(&self, mut out: OutFrame, blocking: bool, wait: bool) -> Result<Option<oneshot::Receiver<Result<()>>>> {
+    fn write_direct(
+        &self,
+        mut out: OutFrame,
+        blocking: bool,
+        wait: bool,
+    ) -> Result<Option<oneshot::Receiver<Result<()>>>> {
         let result = loop {
             match send_slices(self.sock.get_ref(), std::slice::from_ref(&out)) {
                 Ok(n) => {
@@ -301,7 +328,10 @@ fn fail(state: &mut State) {
 /// One `sendmsg` of as many whole frames of `batch` as fit in an iovec; the first frame's fds go
 /// with its first byte.
 fn send_slices(sock: &OwnedFd, batch: &[OutFrame]) -> io::Result<usize> {
-    let slices: Vec<IoSlice<'_>> = batch.iter().map(|f| IoSlice::new(&f.bytes[f.offset..])).collect();
+    let slices: Vec<IoSlice<'_>> = batch
+        .iter()
+        .map(|f| IoSlice::new(&f.bytes[f.offset..]))
+        .collect();
     let first = &batch[0];
     let fds: Vec<_> = if first.offset == 0 {
         first.fds.iter().map(AsFd::as_fd).collect()
@@ -343,7 +373,11 @@ async fn run_writer(side: Arc<WriteSide>) {
                     let mut bytes = 0;
                     while let Some(front) = state.queue.front() {
                         let first = batch.is_empty();
-                        if !first && (!front.fds.is_empty() || batch.len() >= BATCH_FRAMES || bytes >= BATCH_BYTES) {
+                        if !first
+                            && (!front.fds.is_empty()
+                                || batch.len() >= BATCH_FRAMES
+                                || bytes >= BATCH_BYTES)
+                        {
                             break;
                         }
                         let out = state.queue.pop_front().expect("front exists");
@@ -353,7 +387,10 @@ async fn run_writer(side: Arc<WriteSide>) {
                     state.queued_bytes -= bytes.min(state.queued_bytes);
                     break;
                 }
-                if state.queue.is_empty() && !state.writing && side.senders.load(Ordering::Acquire) == 0 {
+                if state.queue.is_empty()
+                    && !state.writing
+                    && side.senders.load(Ordering::Acquire) == 0
+                {
                     return;
                 }
             }

@@ -161,7 +161,10 @@ fn child_socket() -> Result<Option<i32>> {
 async fn run_child(fd: i32) -> Result<()> {
     let sock = sys::spawn::take_inherited(fd)?;
     let mut channel = FdChannel::new(sock, bootstrap::MAX_FRAME)?;
-    let crate::connection::Frame { payload: frame, fds } = channel.recv().await?;
+    let crate::connection::Frame {
+        payload: frame,
+        fds,
+    } = channel.recv().await?;
     let boot: Bootstrap = postcard::from_bytes(&frame)
         .map_err(|e| Error::Corrupt(format!("bad bootstrap frame: {e}")))?;
     let parent = ProcessInfo {

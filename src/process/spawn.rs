@@ -276,7 +276,10 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
         let exit = exit
             .ok_or_else(|| Error::Io(std::io::Error::other("child exited but cannot be reaped")))?;
         match self.frame.take().unwrap_or(Err(Error::Closed)) {
-            Ok(Frame { payload: frame, fds }) => {
+            Ok(Frame {
+                payload: frame,
+                fds,
+            }) => {
                 let outcome: Outcome = postcard::from_bytes(&frame)
                     .map_err(|e| Error::Corrupt(format!("bad result frame from child: {e}")))?;
                 match outcome {

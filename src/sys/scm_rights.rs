@@ -160,9 +160,17 @@ pub(crate) fn shutdown(sock: impl AsFd) {
 
 /// Waits until `sock` is readable (`for_write == false`) or writable, at most `timeout`
 /// (`poll(2)`); returns whether it became ready. For blocking callers only.
-pub(crate) fn wait_ready(sock: impl AsFd, for_write: bool, timeout: Option<std::time::Duration>) -> io::Result<bool> {
+pub(crate) fn wait_ready(
+    sock: impl AsFd,
+    for_write: bool,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<bool> {
     use rustix::event::{PollFd, PollFlags, Timespec};
-    let flags = if for_write { PollFlags::OUT } else { PollFlags::IN };
+    let flags = if for_write {
+        PollFlags::OUT
+    } else {
+        PollFlags::IN
+    };
     let ts = timeout.map(|d| Timespec {
         tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
         tv_nsec: d.subsec_nanos() as _,
