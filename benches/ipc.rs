@@ -1,51 +1,310 @@
-//! Side-by-side IPC benchmarks (`cargo bench`, or `cargo bench -- --quick` for a smoke run).
+//! Side-by-side IPC benchmarks: `cargo bench` (full) or `cargo bench -- --quick` (scaled down
+//! about 20x, for CI).
 //!
-//! This is the start of the harness of DESIGN.md §6: it measures what exists so far (process
-//! start-up and shared-memory copies) and prints one table, median of 3 runs with min–max. Rows
-//! for Pipe, Queue, Lock and Event (W1–W5) and for the peers join as those primitives land.
+//! Workloads of DESIGN.md §6 between two real processes; process start-up is outside every timed
+//! region (the sender waits for a "go" from the timer's side). Each row is the median of 3 runs
+//! with min–max; latency rows give p50 and p99. Ratios compare this crate with each peer.
+//!
+//! - W1: 64-byte messages one-way (msgs/s)
+//! - W2: 8-byte ping-pong (µs per round trip)
+//! - W3: 1 MiB messages one-way (GB/s)
+//!
+//! Peers: Python `multiprocessing.Pipe` (`send_bytes` / `recv_bytes`, via `benches/peers.py`,
+//! skipped with a note when `python3` is missing) and a hand-rolled tokio `UnixStream` +
+//! `LengthDelimitedCodec`, sending one message per `send` and batched with `feed` + `flush`.
+//! Rows for Queue, Lock and Event (W4, W5) join as those primitives land.
 
-use std::time::{Duration, Instant};
+use std::os::fd::OwnedFd;
+use std::time::Instant;
 
-use tokio_multiprocessing as mp;
+use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio_multiprocessing::handle::{self, FdIndex, FdSink, FdSource, Handle};
+use tokio_multiprocessing::{self as mp, Connection, Pipe};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-async fn echo(x: u64) -> u64 {
-    x
-}
+// ----- a raw socket handle, so the tokio-codec peer runs across processes too -----
 
-/// Copies `total` bytes into and back out of a segment in 1 MiB pieces, inside a child.
-async fn copy_through(args: (mp::SharedMemory, usize)) -> f64 {
-    let (shm, total) = args;
-    let chunk = vec![7u8; shm.size()];
-    let mut back = vec![0u8; shm.size()];
-    let start = Instant::now();
-    let mut done = 0;
-    while done < total {
-        shm.write_at(0, &chunk).unwrap();
-        shm.read_at(0, &mut back).unwrap();
-        done += chunk.len();
+struct RawSocket(OwnedFd);
+
+impl Handle for RawSocket {
+    type Wire = FdIndex;
+    fn to_wire(&self, fds: &mut FdSink) -> mp::Result<FdIndex> {
+        fds.push(&self.0)
     }
-    start.elapsed().as_secs_f64()
+    fn from_wire(wire: FdIndex, fds: &mut FdSource) -> mp::Result<Self> {
+        Ok(RawSocket(fds.take(wire)?))
+    }
 }
+
+impl Serialize for RawSocket {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        handle::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawSocket {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        handle::deserialize(d)
+    }
+}
+
+fn framed(sock: RawSocket) -> Framed<tokio::net::UnixStream, LengthDelimitedCodec> {
+    let std = std::os::unix::net::UnixStream::from(sock.0);
+    std.set_nonblocking(true).unwrap();
+    let codec = LengthDelimitedCodec::builder().max_frame_length(64 << 20).new_codec();
+    Framed::new(tokio::net::UnixStream::from_std(std).unwrap(), codec)
+}
+
+fn raw_pair() -> (RawSocket, RawSocket) {
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    (RawSocket(a.into()), RawSocket(b.into()))
+}
+
+// ----- child entries -----
+
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Send,
+    Batched,
+    Blocking,
+}
+
+async fn pipe_sender((mut conn, count, size, mode): (Connection<Vec<u8>>, usize, usize, Mode)) {
+    conn.recv_bytes().await.unwrap();
+    let payload = vec![7u8; size];
+    match mode {
+        Mode::Send => {
+            for _ in 0..count {
+                conn.send_bytes(&payload).await.unwrap();
+            }
+        }
+        Mode::Batched => {
+            for _ in 0..count {
+                conn.feed(&payload).await.unwrap();
+            }
+            conn.flush().await.unwrap();
+        }
+        Mode::Blocking => tokio::task::spawn_blocking(move || {
+            for _ in 0..count {
+                conn.send_bytes_blocking(&payload).unwrap();
+            }
+        })
+        .await
+        .unwrap(),
+    }
+}
+
+async fn pipe_echo((conn, count, blocking): (Connection<Vec<u8>>, usize, bool)) {
+    let mut conn = conn;
+    if blocking {
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..count {
+                let m = conn.recv_bytes_blocking().unwrap();
+                conn.send_bytes_blocking(&m).unwrap();
+            }
+        })
+        .await
+        .unwrap();
+    } else {
+        for _ in 0..count {
+            let m = conn.recv_bytes().await.unwrap();
+            conn.send_bytes(&m).await.unwrap();
+        }
+    }
+}
+
+async fn codec_sender((sock, count, size, batched): (RawSocket, usize, usize, bool)) {
+    let mut f = framed(sock);
+    f.next().await.unwrap().unwrap();
+    let payload = bytes::Bytes::from(vec![7u8; size]);
+    for _ in 0..count {
+        if batched {
+            f.feed(payload.clone()).await.unwrap();
+        } else {
+            f.send(payload.clone()).await.unwrap();
+        }
+    }
+    SinkExt::<bytes::Bytes>::flush(&mut f).await.unwrap();
+}
+
+async fn codec_echo((sock, count): (RawSocket, usize)) {
+    let mut f = framed(sock);
+    for _ in 0..count {
+        let m = f.next().await.unwrap().unwrap();
+        f.send(m.freeze()).await.unwrap();
+    }
+}
+
+// ----- one-way (W1, W3) and ping-pong (W2) drivers -----
+
+/// Seconds for `count` messages to arrive, timed from the "go".
+async fn one_way_pipe(count: usize, size: usize, mode: Mode) -> mp::Result<f64> {
+    let (mut ours, theirs) = Pipe::<Vec<u8>>::duplex()?;
+    let mut child = mp::Process::spawn(pipe_sender, (theirs, count, size, mode))?;
+    let start = Instant::now();
+    ours.send_bytes(b"go").await?;
+    for _ in 0..count {
+        ours.recv_bytes().await?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    child.join().await?;
+    Ok(secs)
+}
+
+async fn one_way_codec(count: usize, size: usize, batched: bool) -> mp::Result<f64> {
+    let (ours, theirs) = raw_pair();
+    let mut child = mp::Process::spawn(codec_sender, (theirs, count, size, batched))?;
+    let mut f = framed(ours);
+    let start = Instant::now();
+    f.send(bytes::Bytes::from_static(b"go")).await?;
+    for _ in 0..count {
+        f.next().await.unwrap()?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    child.join().await?;
+    Ok(secs)
+}
+
+/// Round-trip times in µs.
+async fn ping_pong_pipe(count: usize, blocking: bool) -> mp::Result<Vec<f64>> {
+    let (mut ours, theirs) = Pipe::<Vec<u8>>::duplex()?;
+    let mut child = mp::Process::spawn(pipe_echo, (theirs, count, blocking))?;
+    let samples = if blocking {
+        tokio::task::spawn_blocking(move || {
+            let mut samples = Vec::with_capacity(count);
+            for _ in 0..count {
+                let t = Instant::now();
+                ours.send_bytes_blocking(b"12345678").unwrap();
+                ours.recv_bytes_blocking().unwrap();
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            samples
+        })
+        .await
+        .unwrap()
+    } else {
+        let mut samples = Vec::with_capacity(count);
+        for _ in 0..count {
+            let t = Instant::now();
+            ours.send_bytes(b"12345678").await?;
+            ours.recv_bytes().await?;
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        samples
+    };
+    child.join().await?;
+    Ok(samples)
+}
+
+async fn ping_pong_codec(count: usize) -> mp::Result<Vec<f64>> {
+    let (ours, theirs) = raw_pair();
+    let mut child = mp::Process::spawn(codec_echo, (theirs, count))?;
+    let mut f = framed(ours);
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let t = Instant::now();
+        f.send(bytes::Bytes::from_static(b"12345678")).await?;
+        f.next().await.unwrap()?;
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    child.join().await?;
+    Ok(samples)
+}
+
+fn python(workload: &str, count: usize, size: usize) -> Option<Vec<f64>> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers.py");
+    let out = std::process::Command::new("python3")
+        .args([script, workload, &count.to_string(), &size.to_string()])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("python peer failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    String::from_utf8(out.stdout)
+        .ok()?
+        .split_whitespace()
+        .map(|v| v.parse().ok())
+        .collect()
+}
+
+// ----- reporting -----
 
 struct Row {
-    name: &'static str,
+    workload: &'static str,
+    system: &'static str,
+    ours: bool,
     unit: &'static str,
-    samples: Vec<f64>,
+    higher_is_better: bool,
+    /// One value per run (for latencies: the run's p50), plus the p99s.
+    runs: Vec<f64>,
+    p99s: Vec<f64>,
+    note: Option<String>,
 }
 
 impl Row {
-    fn print(&self) {
-        let mut s = self.samples.clone();
+    fn new(workload: &'static str, system: &'static str, ours: bool, unit: &'static str, higher: bool) -> Row {
+        Row { workload, system, ours, unit, higher_is_better: higher, runs: vec![], p99s: vec![], note: None }
+    }
+
+    fn median(&self) -> Option<f64> {
+        let mut s = self.runs.clone();
         s.sort_by(f64::total_cmp);
-        let median = s[s.len() / 2];
-        println!(
-            "{:<44} {:>12.2} {:<8} (min {:.2}, max {:.2})",
-            self.name,
-            median,
-            self.unit,
-            s[0],
-            s[s.len() - 1]
-        );
+        s.get(s.len() / 2).copied()
+    }
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)]
+}
+
+fn print(rows: &[Row]) {
+    println!(
+        "\n{:<4} {:<48} {:>12} {:<7} {:>21} {:>10}",
+        "", "system", "median", "unit", "min – max", "p99"
+    );
+    let mut last = "";
+    for row in rows {
+        if row.workload != last {
+            println!("{}", "-".repeat(108));
+            last = row.workload;
+        }
+        match (&row.note, row.median()) {
+            (Some(note), _) => println!("{:<4} {:<48} {note}", row.workload, row.system),
+            (None, None) => println!("{:<4} {:<48} no result", row.workload, row.system),
+            (None, Some(median)) => {
+                let min = row.runs.iter().copied().fold(f64::INFINITY, f64::min);
+                let max = row.runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let p99 = if row.p99s.is_empty() {
+                    String::new()
+                } else {
+                    let mut p = row.p99s.clone();
+                    format!("{:.1}", percentile(&mut p, 0.5))
+                };
+                println!(
+                    "{:<4} {:<48} {:>12.2} {:<7} {:>10.2} – {:<8.2} {:>10}",
+                    row.workload, row.system, median, row.unit, min, max, p99
+                );
+            }
+        }
+    }
+    println!("\nratios (this crate ÷ peer; > 1 means this crate is better):");
+    for ours in rows.iter().filter(|r| r.ours) {
+        let Some(o) = ours.median() else { continue };
+        let ratios: Vec<String> = rows
+            .iter()
+            .filter(|p| !p.ours && p.workload == ours.workload)
+            .filter_map(|p| {
+                let v = p.median()?;
+                let r = if ours.higher_is_better { o / v } else { v / o };
+                Some(format!("{r:.2}x vs {}", p.system))
+            })
+            .collect();
+        if !ratios.is_empty() {
+            println!("  {} {}: {}", ours.workload, ours.system, ratios.join("; "));
+        }
     }
 }
 
@@ -55,50 +314,116 @@ async fn main() -> mp::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let scale = if quick { 20 } else { 1 };
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let python_version = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     println!(
-        "machine: {} cpus, Linux {}; mode: {}",
+        "machine: {} cpus, Linux {}; {}; mode: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         kernel.trim(),
-        if quick {
-            "quick (scaled down 20x)"
-        } else {
-            "full"
-        }
+        python_version.clone().unwrap_or_else(|| "no python3".into()),
+        if quick { "quick (scaled down 20x)" } else { "full" }
     );
+    println!("waits: every receiver parks in the kernel (epoll for async, poll/futex for blocking); nobody spins");
 
-    let spawns = 30 / scale.min(10);
-    let mut spawn_row = Row {
-        name: "Process::spawn + join (re-exec round trip)",
-        unit: "ms",
-        samples: vec![],
-    };
-    for _ in 0..3 {
-        let start = Instant::now();
-        for i in 0..spawns {
-            let got = mp::Process::spawn(echo, i as u64)?.join().await?;
-            assert_eq!(got, i as u64);
+    let w1 = 1_000_000 / scale;
+    let w2 = 50_000 / scale;
+    let w3_size = 1 << 20;
+    let w3 = (2usize << 30) / w3_size / scale;
+    let mut rows = Vec::new();
+
+    // W1
+    for (system, mode) in [
+        ("Pipe send_bytes (async, awaits each write)", Mode::Send),
+        ("Pipe feed + flush (async, batched)", Mode::Batched),
+        ("Pipe send_bytes_blocking (threads)", Mode::Blocking),
+    ] {
+        let mut row = Row::new("W1", system, true, "msg/s", true);
+        for _ in 0..3 {
+            row.runs.push(w1 as f64 / one_way_pipe(w1, 64, mode).await?);
         }
-        spawn_row
-            .samples
-            .push(start.elapsed().as_secs_f64() * 1000.0 / spawns as f64);
+        rows.push(row);
     }
+    for (system, batched) in [
+        ("tokio UnixStream + LengthDelimitedCodec, send", false),
+        ("tokio UnixStream + LengthDelimitedCodec, feed+flush", true),
+    ] {
+        let mut row = Row::new("W1", system, false, "msg/s", true);
+        for _ in 0..3 {
+            row.runs.push(w1 as f64 / one_way_codec(w1, 64, batched).await?);
+        }
+        rows.push(row);
+    }
+    rows.push(python_row("W1", "Python multiprocessing.Pipe send_bytes", "w1", w1, 64, "msg/s", true, python_version.is_some()));
 
-    let total = (2usize << 30) / scale;
-    let mut copy_row = Row {
-        name: "SharedMemory 1 MiB write_at + read_at",
-        unit: "GB/s",
-        samples: vec![],
-    };
+    // W2
+    for (system, blocking) in [("Pipe async", false), ("Pipe blocking (threads)", true)] {
+        let mut row = Row::new("W2", system, true, "µs p50", false);
+        for _ in 0..3 {
+            let mut s = ping_pong_pipe(w2, blocking).await?;
+            row.runs.push(percentile(&mut s, 0.5));
+            row.p99s.push(percentile(&mut s, 0.99));
+        }
+        rows.push(row);
+    }
+    let mut row = Row::new("W2", "tokio UnixStream + LengthDelimitedCodec", false, "µs p50", false);
     for _ in 0..3 {
-        let shm = mp::SharedMemory::create(1 << 20)?;
-        let secs = mp::Process::spawn(copy_through, (shm, total))?
-            .join_timeout(Duration::from_secs(600))
-            .await?;
-        copy_row.samples.push(2.0 * total as f64 / secs / 1e9);
+        let mut s = ping_pong_codec(w2).await?;
+        row.runs.push(percentile(&mut s, 0.5));
+        row.p99s.push(percentile(&mut s, 0.99));
     }
+    rows.push(row);
+    rows.push(python_row("W2", "Python multiprocessing.Pipe send_bytes", "w2", w2, 8, "µs p50", false, python_version.is_some()));
 
-    println!("{:<44} {:>12} {:<8}", "workload", "median", "unit");
-    spawn_row.print();
-    copy_row.print();
+    // W3
+    let gb = |secs: f64| (w3 * w3_size) as f64 / secs / 1e9;
+    let mut row = Row::new("W3", "Pipe send_bytes 1 MiB", true, "GB/s", true);
+    for _ in 0..3 {
+        row.runs.push(gb(one_way_pipe(w3, w3_size, Mode::Send).await?));
+    }
+    rows.push(row);
+    let mut row = Row::new("W3", "tokio UnixStream + LengthDelimitedCodec", false, "GB/s", true);
+    for _ in 0..3 {
+        row.runs.push(gb(one_way_codec(w3, w3_size, false).await?));
+    }
+    rows.push(row);
+    rows.push(python_row("W3", "Python multiprocessing.Pipe send_bytes", "w3", w3, w3_size, "GB/s", true, python_version.is_some()));
+
+    print(&rows);
     Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn python_row(
+    workload: &'static str,
+    system: &'static str,
+    name: &str,
+    count: usize,
+    size: usize,
+    unit: &'static str,
+    higher: bool,
+    have_python: bool,
+) -> Row {
+    let mut row = Row::new(workload, system, false, unit, higher);
+    if !have_python {
+        row.note = Some("skipped: python3 not found".into());
+        return row;
+    }
+    for _ in 0..3 {
+        match python(name, count, size) {
+            Some(v) if !v.is_empty() => {
+                row.runs.push(v[0]);
+                if let Some(p99) = v.get(1) {
+                    row.p99s.push(*p99);
+                }
+            }
+            _ => {
+                row.note = Some("python peer failed (see stderr)".into());
+                break;
+            }
+        }
+    }
+    row
 }

@@ -1,0 +1,58 @@
+"""Python multiprocessing peers for benches/ipc.rs: the same workloads, timed the same way.
+
+Usage: python3 peers.py WORKLOAD COUNT SIZE
+Prints one line: "<value>" or "<p50> <p99>" for latencies. Process start-up is not timed.
+"""
+import multiprocessing as mp
+import sys
+import time
+
+
+def sender(conn, count, size):
+    conn.recv_bytes()  # go
+    payload = b"x" * size
+    for _ in range(count):
+        conn.send_bytes(payload)
+    conn.close()
+
+
+def echo(conn, count):
+    for _ in range(count):
+        conn.send_bytes(conn.recv_bytes())
+    conn.close()
+
+
+def main():
+    workload, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    ours, theirs = mp.Pipe()
+    if workload in ("w1", "w3"):
+        p = mp.Process(target=sender, args=(theirs, count, size))
+        p.start()
+        ours.send_bytes(b"go")
+        start = time.perf_counter()
+        for _ in range(count):
+            ours.recv_bytes()
+        elapsed = time.perf_counter() - start
+        p.join()
+        if workload == "w1":
+            print(count / elapsed)
+        else:
+            print(count * size / elapsed / 1e9)
+    elif workload == "w2":
+        p = mp.Process(target=echo, args=(theirs, count))
+        p.start()
+        msg = b"12345678"
+        samples = []
+        for _ in range(count):
+            t = time.perf_counter()
+            ours.send_bytes(msg)
+            ours.recv_bytes()
+            samples.append((time.perf_counter() - t) * 1e6)
+        p.join()
+        samples.sort()
+        print(samples[len(samples) // 2], samples[int(len(samples) * 0.99)])
+
+
+if __name__ == "__main__":
+    mp.set_start_method("spawn")
+    main()
