@@ -52,7 +52,9 @@ impl<'de> Deserialize<'de> for RawSocket {
 fn framed(sock: RawSocket) -> Framed<tokio::net::UnixStream, LengthDelimitedCodec> {
     let std = std::os::unix::net::UnixStream::from(sock.0);
     std.set_nonblocking(true).unwrap();
-    let codec = LengthDelimitedCodec::builder().max_frame_length(64 << 20).new_codec();
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(64 << 20)
+        .new_codec();
     Framed::new(tokio::net::UnixStream::from_std(std).unwrap(), codec)
 }
 
@@ -219,7 +221,10 @@ fn python(workload: &str, count: usize, size: usize) -> Option<Vec<f64>> {
         .output()
         .ok()?;
     if !out.status.success() {
-        eprintln!("python peer failed: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "python peer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return None;
     }
     String::from_utf8(out.stdout)
@@ -244,8 +249,23 @@ struct Row {
 }
 
 impl Row {
-    fn new(workload: &'static str, system: &'static str, ours: bool, unit: &'static str, higher: bool) -> Row {
-        Row { workload, system, ours, unit, higher_is_better: higher, runs: vec![], p99s: vec![], note: None }
+    fn new(
+        workload: &'static str,
+        system: &'static str,
+        ours: bool,
+        unit: &'static str,
+        higher: bool,
+    ) -> Row {
+        Row {
+            workload,
+            system,
+            ours,
+            unit,
+            higher_is_better: higher,
+            runs: vec![],
+            p99s: vec![],
+            note: None,
+        }
     }
 
     fn median(&self) -> Option<f64> {
@@ -323,10 +343,18 @@ async fn main() -> mp::Result<()> {
         "machine: {} cpus, Linux {}; {}; mode: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         kernel.trim(),
-        python_version.clone().unwrap_or_else(|| "no python3".into()),
-        if quick { "quick (scaled down 20x)" } else { "full" }
+        python_version
+            .clone()
+            .unwrap_or_else(|| "no python3".into()),
+        if quick {
+            "quick (scaled down 20x)"
+        } else {
+            "full"
+        }
     );
-    println!("waits: every receiver parks in the kernel (epoll for async, poll/futex for blocking); nobody spins");
+    println!(
+        "waits: every receiver parks in the kernel (epoll for async, poll/futex for blocking); nobody spins"
+    );
 
     let w1 = 1_000_000 / scale;
     let w2 = 50_000 / scale;
@@ -352,11 +380,21 @@ async fn main() -> mp::Result<()> {
     ] {
         let mut row = Row::new("W1", system, false, "msg/s", true);
         for _ in 0..3 {
-            row.runs.push(w1 as f64 / one_way_codec(w1, 64, batched).await?);
+            row.runs
+                .push(w1 as f64 / one_way_codec(w1, 64, batched).await?);
         }
         rows.push(row);
     }
-    rows.push(python_row("W1", "Python multiprocessing.Pipe send_bytes", "w1", w1, 64, "msg/s", true, python_version.is_some()));
+    rows.push(python_row(
+        "W1",
+        "Python multiprocessing.Pipe send_bytes",
+        "w1",
+        w1,
+        64,
+        "msg/s",
+        true,
+        python_version.is_some(),
+    ));
 
     // W2
     for (system, blocking) in [("Pipe async", false), ("Pipe blocking (threads)", true)] {
@@ -368,28 +406,59 @@ async fn main() -> mp::Result<()> {
         }
         rows.push(row);
     }
-    let mut row = Row::new("W2", "tokio UnixStream + LengthDelimitedCodec", false, "µs p50", false);
+    let mut row = Row::new(
+        "W2",
+        "tokio UnixStream + LengthDelimitedCodec",
+        false,
+        "µs p50",
+        false,
+    );
     for _ in 0..3 {
         let mut s = ping_pong_codec(w2).await?;
         row.runs.push(percentile(&mut s, 0.5));
         row.p99s.push(percentile(&mut s, 0.99));
     }
     rows.push(row);
-    rows.push(python_row("W2", "Python multiprocessing.Pipe send_bytes", "w2", w2, 8, "µs p50", false, python_version.is_some()));
+    rows.push(python_row(
+        "W2",
+        "Python multiprocessing.Pipe send_bytes",
+        "w2",
+        w2,
+        8,
+        "µs p50",
+        false,
+        python_version.is_some(),
+    ));
 
     // W3
     let gb = |secs: f64| (w3 * w3_size) as f64 / secs / 1e9;
     let mut row = Row::new("W3", "Pipe send_bytes 1 MiB", true, "GB/s", true);
     for _ in 0..3 {
-        row.runs.push(gb(one_way_pipe(w3, w3_size, Mode::Send).await?));
+        row.runs
+            .push(gb(one_way_pipe(w3, w3_size, Mode::Send).await?));
     }
     rows.push(row);
-    let mut row = Row::new("W3", "tokio UnixStream + LengthDelimitedCodec", false, "GB/s", true);
+    let mut row = Row::new(
+        "W3",
+        "tokio UnixStream + LengthDelimitedCodec",
+        false,
+        "GB/s",
+        true,
+    );
     for _ in 0..3 {
         row.runs.push(gb(one_way_codec(w3, w3_size, false).await?));
     }
     rows.push(row);
-    rows.push(python_row("W3", "Python multiprocessing.Pipe send_bytes", "w3", w3, w3_size, "GB/s", true, python_version.is_some()));
+    rows.push(python_row(
+        "W3",
+        "Python multiprocessing.Pipe send_bytes",
+        "w3",
+        w3,
+        w3_size,
+        "GB/s",
+        true,
+        python_version.is_some(),
+    ));
 
     print(&rows);
     Ok(())

@@ -54,14 +54,14 @@ pub(crate) async fn challenge(key: &[u8], reader: &mut ReadSide, writer: &WriteS
     message.extend_from_slice(&nonce);
     let mut out = CHALLENGE.to_vec();
     out.extend_from_slice(&message);
-    writer.send(&out, Vec::new(), true).await?;
+    writer.send(&out, Vec::new()).await?;
 
     let reply = recv_small(reader).await?;
     let ok = reply.strip_prefix(DIGEST).is_some_and(|digest| {
         hmac(key, &message).is_ok_and(|mac| mac.verify_slice(digest).is_ok())
     });
     writer
-        .send(if ok { WELCOME } else { FAILURE }, Vec::new(), true)
+        .send(if ok { WELCOME } else { FAILURE }, Vec::new())
         .await?;
     if ok { Ok(()) } else { Err(Error::Auth) }
 }
@@ -77,7 +77,7 @@ pub(crate) async fn answer(key: &[u8], reader: &mut ReadSide, writer: &WriteSide
     let digest = hmac(key, message)?.finalize().into_bytes();
     let mut reply = DIGEST.to_vec();
     reply.extend_from_slice(&digest);
-    writer.send(&reply, Vec::new(), true).await?;
+    writer.send(&reply, Vec::new()).await?;
     match recv_small(reader).await?.as_slice() {
         WELCOME => Ok(()),
         _ => Err(Error::Auth),

@@ -105,7 +105,7 @@ impl<T> Sender<T> {
     /// the first await, so cancelling never leaves half a frame on the wire. A cancelled send
     /// may still be delivered.
     pub async fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
-        self.side.send(bytes, Vec::new(), true).await
+        self.side.send(bytes, Vec::new()).await
     }
 
     /// [`send_bytes`](Self::send_bytes) for plain threads.
@@ -156,7 +156,7 @@ impl<T: Serialize> Sender<T> {
     /// delivered.
     pub async fn send(&self, value: &T) -> Result<()> {
         let (bytes, fds) = handle::encode(value)?;
-        self.side.send(&bytes, fds, true).await
+        self.side.send(&bytes, fds).await
     }
 
     /// Queues `value` and returns without waiting for the write (only for room in the queue):
@@ -172,7 +172,8 @@ impl<T: Serialize> Sender<T> {
     /// Cancel-safe: if cancelled while waiting for room, nothing was queued.
     pub async fn feed(&self, value: &T) -> Result<()> {
         let (bytes, fds) = handle::encode(value)?;
-        self.side.send(&bytes, fds, false).await
+        self.side.wait_for_space().await?;
+        self.side.enqueue(&bytes, fds)
     }
 
     /// [`send`](Self::send) for plain threads: blocks until written.
@@ -226,7 +227,7 @@ impl<T: Serialize> Sink<T> for Sender<T> {
 
     fn start_send(self: Pin<&mut Self>, item: T) -> Result<()> {
         let (bytes, fds) = handle::encode(&item)?;
-        self.side.start_send(&bytes, fds)
+        self.side.enqueue(&bytes, fds)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {

@@ -83,6 +83,9 @@ impl FdChannel {
     /// Cancel-safe: partial input is kept and the next call continues from it.
     pub(crate) async fn recv(&mut self) -> Result<Frame> {
         loop {
+            if let Some(frame) = self.reader.buffered()? {
+                return Ok(frame);
+            }
             let mut guard = self.sock.readable().await?;
             match guard.try_io(|s| would_block(self.reader.read_once(s.as_fd()))) {
                 Ok(Ok(Ok(Step::Frame(frame)))) => return Ok(frame),

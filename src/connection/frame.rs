@@ -8,6 +8,7 @@
 //! Every length and count read from the socket is checked against local limits *before* anything
 //! is allocated; a frame whose fds do not match its header is refused.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
@@ -44,17 +45,33 @@ pub(crate) enum Step {
     More,
 }
 
-/// Reassembles frames from a stream, one `recvmsg` at a time. Partial input survives between
-/// calls, so a cancelled receive loses nothing.
+/// Input buffer size: many small frames arrive with one `recvmsg`.
+const BUFFER: usize = 64 * 1024;
+
+/// A frame whose header was parsed and whose payload is still arriving.
+#[derive(Debug)]
+struct Partial {
+    payload: Vec<u8>,
+    filled: usize,
+    fds: Vec<OwnedFd>,
+}
+
+/// Reassembles frames from a stream. Reads go into a buffer (many small frames per system
+/// call) or, for the rest of a large payload, straight into the payload. Partial input survives
+/// between calls, so a cancelled receive loses nothing.
+///
+/// File descriptors arrive with the bytes of the `sendmsg` that carried them, which begins with
+/// the header announcing them; the kernel never lets one read span two fd-carrying messages. So
+/// fds are queued as they arrive and handed to the next header that announces fds; a header
+/// whose fds are not there, or fds nobody announced piling up, break the connection.
 #[derive(Debug)]
 pub(crate) struct FrameReader {
     max_frame: usize,
-    header: [u8; HEADER],
-    header_len: usize,
-    payload: Vec<u8>,
-    payload_len: usize,
-    expected: Option<(usize, usize)>,
-    fds: Vec<OwnedFd>,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    partial: Option<Partial>,
+    fds: VecDeque<OwnedFd>,
     /// Set after a protocol violation: the stream position is lost for good.
     broken: Option<String>,
 }
@@ -63,12 +80,11 @@ impl FrameReader {
     pub(crate) fn new(max_frame: usize) -> Self {
         FrameReader {
             max_frame,
-            header: [0; HEADER],
-            header_len: 0,
-            payload: Vec::new(),
-            payload_len: 0,
-            expected: None,
-            fds: Vec::new(),
+            buf: vec![0; BUFFER].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            partial: None,
+            fds: VecDeque::new(),
             broken: None,
         }
     }
@@ -78,112 +94,144 @@ impl FrameReader {
         self.max_frame
     }
 
-    /// Makes at most one `recvmsg` on `sock` and returns a frame once complete.
+    /// Whether input that was read but not returned is waiting.
+    pub(crate) fn has_buffered(&self) -> bool {
+        self.start < self.end || self.partial.is_some()
+    }
+
+    /// A frame already complete in the buffer, without a system call.
+    pub(crate) fn buffered(&mut self) -> Result<Option<Frame>> {
+        if let Some(why) = &self.broken {
+            return Err(Error::Corrupt(format!("connection is broken: {why}")));
+        }
+        let result = self.parse();
+        self.note_broken(&result, None);
+        result
+    }
+
+    /// Returns a buffered frame, or makes one `recvmsg` on `sock` and returns a frame if that
+    /// completed one.
     ///
     /// A socket with nothing to read gives `Error::Io` of kind `WouldBlock`. End of stream between
     /// frames is [`Error::Closed`]; inside a frame it is [`Error::Corrupt`]. After a protocol
-    /// error every later call fails the same way.
+    /// error every later call fails the same way, and the socket is shut down.
     pub(crate) fn read_once(&mut self, sock: BorrowedFd<'_>) -> Result<Step> {
         if let Some(why) = &self.broken {
             return Err(Error::Corrupt(format!("connection is broken: {why}")));
         }
-        let result = self.read_inner(sock);
-        let broken = match &result {
-            Err(Error::Corrupt(why)) => Some(why.clone()),
-            Err(Error::TooLarge { size, max }) => {
-                Some(format!("peer announced a {size}-byte frame (max {max})"))
-            }
-            _ => None,
+        let result = match self.parse() {
+            Ok(Some(frame)) => Ok(Step::Frame(frame)),
+            Ok(None) => self.read_more(sock),
+            Err(e) => Err(e),
         };
-        if broken.is_some() {
-            self.broken = broken;
-            scm_rights::shutdown(sock);
-        }
+        self.note_broken(&result, Some(sock));
         result
     }
 
-    fn read_inner(&mut self, sock: BorrowedFd<'_>) -> Result<Step> {
-        let (n, fds) = match self.expected {
-            None => scm_rights::recv(
-                sock,
-                &mut self.header[self.header_len..],
-                scm_rights::MAX_FDS,
-            ),
-            Some((len, _)) if self.payload_len < len => scm_rights::recv(
-                sock,
-                &mut self.payload[self.payload_len..],
-                scm_rights::MAX_FDS,
-            ),
-            Some(_) => return self.finish(),
-        }
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::InvalidData => Error::Corrupt(e.to_string()),
-            io::ErrorKind::ConnectionReset => Error::Closed,
-            _ => Error::Io(e),
-        })?;
-        if n == 0 {
-            return Err(if self.header_len == 0 {
-                Error::Closed
-            } else {
-                Error::Corrupt("peer closed the connection in the middle of a frame".into())
-            });
-        }
-        self.fds.extend(fds);
-        match self.expected {
-            None => {
-                self.header_len += n;
-                if self.header_len < HEADER {
-                    return Ok(Step::More);
-                }
-                let len =
-                    u32::from_le_bytes(self.header[..4].try_into().expect("4 bytes")) as usize;
-                let nfds =
-                    u32::from_le_bytes(self.header[4..].try_into().expect("4 bytes")) as usize;
-                if len > self.max_frame {
-                    return Err(Error::TooLarge {
-                        size: len,
-                        max: self.max_frame,
-                    });
-                }
-                if nfds > scm_rights::MAX_FDS {
-                    return Err(Error::Corrupt(format!(
-                        "frame announces {nfds} file descriptors"
-                    )));
-                }
-                self.payload = vec![0; len];
-                self.expected = Some((len, nfds));
+    fn note_broken<T>(&mut self, result: &Result<T>, sock: Option<BorrowedFd<'_>>) {
+        let why = match result {
+            Err(Error::Corrupt(why)) => why.clone(),
+            Err(Error::TooLarge { size, max }) => {
+                format!("peer announced a {size}-byte frame (max {max})")
             }
-            Some(_) => self.payload_len += n,
-        }
-        if let Some((_, nfds)) = self.expected
-            && self.fds.len() > nfds
-        {
-            return Err(Error::Corrupt(format!(
-                "frame announced {nfds} file descriptors, more arrived"
-            )));
-        }
-        match self.expected {
-            Some((len, _)) if self.payload_len == len => self.finish(),
-            _ => Ok(Step::More),
+            _ => return,
+        };
+        self.broken = Some(why);
+        self.partial = None;
+        self.fds.clear();
+        if let Some(sock) = sock {
+            scm_rights::shutdown(sock);
         }
     }
 
-    fn finish(&mut self) -> Result<Step> {
-        let (_, nfds) = self.expected.expect("a header was read");
-        if self.fds.len() != nfds {
-            return Err(Error::Corrupt(format!(
-                "frame announced {nfds} file descriptors, {} arrived",
-                self.fds.len()
-            )));
+    /// Makes progress on buffered input; `Some` once a frame is complete.
+    fn parse(&mut self) -> Result<Option<Frame>> {
+        loop {
+            if let Some(partial) = &mut self.partial {
+                let want = partial.payload.len() - partial.filled;
+                let take = want.min(self.end - self.start);
+                partial.payload[partial.filled..partial.filled + take]
+                    .copy_from_slice(&self.buf[self.start..self.start + take]);
+                partial.filled += take;
+                self.start += take;
+                if partial.filled < partial.payload.len() {
+                    return Ok(None);
+                }
+                let done = self.partial.take().expect("checked above");
+                return Ok(Some(Frame {
+                    payload: done.payload,
+                    fds: done.fds,
+                }));
+            }
+            if self.end - self.start < HEADER {
+                return Ok(None);
+            }
+            let h = &self.buf[self.start..self.start + HEADER];
+            let len = u32::from_le_bytes(h[..4].try_into().expect("4 bytes")) as usize;
+            let nfds = u32::from_le_bytes(h[4..].try_into().expect("4 bytes")) as usize;
+            if len > self.max_frame {
+                return Err(Error::TooLarge {
+                    size: len,
+                    max: self.max_frame,
+                });
+            }
+            if nfds > self.fds.len() {
+                return Err(Error::Corrupt(format!(
+                    "frame announced {nfds} file descriptors, {} arrived",
+                    self.fds.len()
+                )));
+            }
+            self.start += HEADER;
+            self.partial = Some(Partial {
+                payload: vec![0; len],
+                filled: 0,
+                fds: self.fds.drain(..nfds).collect(),
+            });
         }
-        let frame = Frame {
-            payload: std::mem::take(&mut self.payload),
-            fds: std::mem::take(&mut self.fds),
+    }
+
+    fn read_more(&mut self, sock: BorrowedFd<'_>) -> Result<Step> {
+        // The rest of a large payload goes straight into it; everything else into the buffer.
+        let direct = self
+            .partial
+            .as_ref()
+            .is_some_and(|p| self.start == self.end && p.payload.len() - p.filled >= BUFFER / 2);
+        if !direct && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let target: &mut [u8] = match &mut self.partial {
+            Some(p) if direct => &mut p.payload[p.filled..],
+            _ => &mut self.buf[self.end..],
         };
-        self.expected = None;
-        self.header_len = 0;
-        self.payload_len = 0;
-        Ok(Step::Frame(frame))
+        let (n, fds) =
+            scm_rights::recv(sock, target, scm_rights::MAX_FDS).map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidData => Error::Corrupt(e.to_string()),
+                io::ErrorKind::ConnectionReset => Error::Closed,
+                _ => Error::Io(e),
+            })?;
+        if n == 0 {
+            return Err(if self.has_buffered() {
+                Error::Corrupt("peer closed the connection in the middle of a frame".into())
+            } else {
+                Error::Closed
+            });
+        }
+        self.fds.extend(fds);
+        if self.fds.len() > scm_rights::MAX_FDS {
+            return Err(Error::Corrupt(
+                "file descriptors arrived that no frame announced".into(),
+            ));
+        }
+        match &mut self.partial {
+            Some(p) if direct => p.filled += n,
+            _ => self.end += n,
+        }
+        Ok(match self.parse()? {
+            Some(frame) => Step::Frame(frame),
+            None => Step::More,
+        })
     }
 }
 
@@ -252,13 +300,13 @@ mod tests {
     }
 
     #[test]
-    fn fds_must_match_the_header() {
+    fn fds_go_to_the_frames_that_announce_them() {
+        // Announced but missing.
         let (a, b) = scm_rights::socketpair().unwrap();
-        let efd = crate::sys::eventfd::create().unwrap();
         scm_rights::send(
             a.as_fd(),
-            &[IoSlice::new(&header(1, 0)), IoSlice::new(b"x")],
-            &[efd.as_fd()],
+            &[IoSlice::new(&header(1, 2)), IoSlice::new(b"x")],
+            &[],
         )
         .unwrap();
         let mut reader = FrameReader::new(1024);
@@ -266,5 +314,21 @@ mod tests {
             drain(&mut reader, b.as_fd()),
             Err(Error::Corrupt(_))
         ));
+        // Several frames, some with fds, read together: each gets its own.
+        let (a, b) = scm_rights::socketpair().unwrap();
+        let e1 = crate::sys::eventfd::create().unwrap();
+        let e2 = crate::sys::eventfd::create().unwrap();
+        let send = |h: [u8; HEADER], p: &[u8], fds: &[BorrowedFd<'_>]| {
+            scm_rights::send(a.as_fd(), &[IoSlice::new(&h), IoSlice::new(p)], fds).unwrap();
+        };
+        send(header(1, 0), b"a", &[]);
+        send(header(1, 2), b"b", &[e1.as_fd(), e2.as_fd()]);
+        send(header(1, 0), b"c", &[]);
+        send(header(1, 1), b"d", &[e1.as_fd()]);
+        let mut reader = FrameReader::new(1024);
+        let counts: Vec<usize> = (0..4)
+            .map(|_| drain(&mut reader, b.as_fd()).unwrap().fds.len())
+            .collect();
+        assert_eq!(counts, [0, 2, 0, 1]);
     }
 }

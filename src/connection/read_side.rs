@@ -50,6 +50,9 @@ impl ReadSide {
             return Poll::Ready(Ok(frame));
         }
         loop {
+            if let Some(frame) = self.reader.buffered()? {
+                return Poll::Ready(Ok(frame));
+            }
             let mut guard = ready!(self.sock.poll_read_ready(cx))?;
             let reader = &mut self.reader;
             match guard.try_io(|s| would_block(reader.read_once(s.as_fd()))) {
@@ -102,7 +105,7 @@ impl ReadSide {
     ///
     /// True when a frame or part of one, or the end of the stream, is waiting.
     pub(crate) async fn poll(&mut self, timeout: Option<Duration>) -> bool {
-        if self.pending.is_some() {
+        if self.pending.is_some() || self.reader.has_buffered() {
             return true;
         }
         let wait = async {

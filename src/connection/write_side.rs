@@ -23,6 +23,8 @@ use crate::{Error, Result};
 
 /// Queued bytes above which `feed` waits for the writer (backpressure).
 const QUEUE_LIMIT: usize = 4 << 20;
+/// Queued bytes at which `feed` wakes the writer without waiting for `flush`.
+const WAKE_BYTES: usize = 64 * 1024;
 /// Most frames and bytes one `sendmsg` carries.
 const BATCH_FRAMES: usize = 64;
 const BATCH_BYTES: usize = 1 << 20;
@@ -32,6 +34,20 @@ struct OutFrame {
     offset: usize,
     fds: Vec<OwnedFd>,
     done: Option<oneshot::Sender<Result<()>>>,
+}
+
+impl OutFrame {
+    fn new(payload: &[u8], fds: Vec<OwnedFd>, done: Option<oneshot::Sender<Result<()>>>) -> Self {
+        let mut bytes = Vec::with_capacity(frame::HEADER + payload.len());
+        bytes.extend_from_slice(&frame::header(payload.len(), fds.len()));
+        bytes.extend_from_slice(payload);
+        OutFrame {
+            bytes,
+            offset: 0,
+            fds,
+            done,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -57,8 +73,8 @@ pub(crate) struct WriteSide {
 
 /// Who writes a frame: the caller, right now, or the writer task.
 enum Claim {
-    Direct(OutFrame),
-    Queued(Option<oneshot::Receiver<Result<()>>>),
+    Direct(Vec<OwnedFd>),
+    Queued(oneshot::Receiver<Result<()>>),
 }
 
 impl WriteSide {
@@ -109,8 +125,8 @@ impl WriteSide {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Builds the bytes of one frame, checking its size and whether fds may travel.
-    fn frame(&self, payload: &[u8], fds: &[OwnedFd]) -> Result<Vec<u8>> {
+    /// Checks a frame's size and whether its fds may travel.
+    fn check(&self, payload: &[u8], fds: &[OwnedFd]) -> Result<()> {
         if payload.len() > self.max_frame {
             return Err(Error::TooLarge {
                 size: payload.len(),
@@ -128,102 +144,102 @@ impl WriteSide {
                 scm_rights::MAX_FDS
             )));
         }
-        let mut bytes = Vec::with_capacity(frame::HEADER + payload.len());
-        bytes.extend_from_slice(&frame::header(payload.len(), fds.len()));
-        bytes.extend_from_slice(payload);
-        Ok(bytes)
+        Ok(())
     }
 
-    /// Sends one frame and waits until it is written (`wait`), or only until it is queued.
-    pub(crate) async fn send(&self, payload: &[u8], fds: Vec<OwnedFd>, wait: bool) -> Result<()> {
-        let bytes = self.frame(payload, &fds)?;
-        if !wait {
-            self.wait_for_space().await?;
-        }
-        let out = OutFrame {
-            bytes,
-            offset: 0,
-            fds,
-            done: None,
-        };
-        let rx = match self.claim_or_enqueue(out, wait)? {
-            Claim::Direct(out) => self.write_direct(out, false, wait)?,
-            Claim::Queued(rx) => rx,
-        };
-        match rx {
-            Some(rx) => rx.await.unwrap_or(Err(Error::Closed)),
-            None => Ok(()),
-        }
-    }
-
-    /// Queues (or writes at once) a frame without waiting for anything: the `Sink` path. The
-    /// caller checked for space first.
-    pub(crate) fn start_send(&self, payload: &[u8], fds: Vec<OwnedFd>) -> Result<()> {
-        let bytes = self.frame(payload, &fds)?;
-        let out = OutFrame {
-            bytes,
-            offset: 0,
-            fds,
-            done: None,
-        };
-        match self.claim_or_enqueue(out, false)? {
-            Claim::Direct(out) => self.write_direct(out, false, false).map(drop),
-            Claim::Queued(_) => Ok(()),
+    /// Sends one frame and returns once it is written.
+    pub(crate) async fn send(&self, payload: &[u8], fds: Vec<OwnedFd>) -> Result<()> {
+        self.check(payload, &fds)?;
+        match self.claim_or_enqueue(payload, fds)? {
+            Claim::Direct(fds) => match self.write_direct(payload, fds, false)? {
+                Some(rx) => rx.await.unwrap_or(Err(Error::Closed)),
+                None => Ok(()),
+            },
+            Claim::Queued(rx) => rx.await.unwrap_or(Err(Error::Closed)),
         }
     }
 
     /// [`send`](Self::send) for threads outside the runtime: blocks until written.
     pub(crate) fn send_blocking(&self, payload: &[u8], fds: Vec<OwnedFd>) -> Result<()> {
-        let bytes = self.frame(payload, &fds)?;
-        let out = OutFrame {
-            bytes,
-            offset: 0,
-            fds,
-            done: None,
-        };
-        let rx = match self.claim_or_enqueue(out, true)? {
-            Claim::Direct(out) => self.write_direct(out, true, true)?,
-            Claim::Queued(rx) => rx,
-        };
-        match rx {
-            Some(rx) => rx.blocking_recv().unwrap_or(Err(Error::Closed)),
-            None => Ok(()),
+        self.check(payload, &fds)?;
+        match self.claim_or_enqueue(payload, fds)? {
+            Claim::Direct(fds) => self.write_direct(payload, fds, true).map(drop),
+            Claim::Queued(rx) => rx.blocking_recv().unwrap_or(Err(Error::Closed)),
         }
     }
 
+    /// Queues a frame for the writer task without writing it now: the batching path (`feed`,
+    /// `Sink::start_send`). The writer is woken once enough is queued, or by `flush`.
+    pub(crate) fn enqueue(&self, payload: &[u8], fds: Vec<OwnedFd>) -> Result<()> {
+        self.check(payload, &fds)?;
+        let mut state = self.lock();
+        if state.failed {
+            return Err(Error::Closed);
+        }
+        state.queued_bytes += frame::HEADER + payload.len();
+        state.queue.push_back(OutFrame::new(payload, fds, None));
+        let wake = state.queued_bytes >= WAKE_BYTES;
+        drop(state);
+        if wake {
+            self.wake_writer.notify_one();
+        }
+        Ok(())
+    }
+
     /// Takes the socket for a direct write when nobody writes and nothing waits; otherwise
-    /// queues the frame for the writer task.
-    fn claim_or_enqueue(&self, mut out: OutFrame, wait: bool) -> Result<Claim> {
+    /// queues a copy of the frame for the writer task.
+    fn claim_or_enqueue(&self, payload: &[u8], fds: Vec<OwnedFd>) -> Result<Claim> {
         let mut state = self.lock();
         if state.failed {
             return Err(Error::Closed);
         }
         if !state.writing && state.queue.is_empty() {
             state.writing = true;
-            return Ok(Claim::Direct(out));
+            return Ok(Claim::Direct(fds));
         }
-        let rx = with_done(&mut out, wait);
-        state.queued_bytes += out.bytes.len();
-        state.queue.push_back(out);
+        let (tx, rx) = oneshot::channel();
+        state.queued_bytes += frame::HEADER + payload.len();
+        state.queue.push_back(OutFrame::new(payload, fds, Some(tx)));
         drop(state);
         self.wake_writer.notify_one();
         Ok(Claim::Queued(rx))
     }
 
-    /// Writes `out` from the caller's thread while holding the `writing` flag, then releases the
-    /// flag. A frame the socket could not take whole goes to the front of the queue *before* the
-    /// flag is released, so no other frame can slip into the middle of it.
+    /// Writes a frame from the caller's thread, straight from `payload` (no copy), while
+    /// holding the `writing` flag, then releases the flag. What the socket could not take goes
+    /// to the front of the queue *before* the flag is released, so no other frame can slip into
+    /// the middle of it; the returned receiver then reports its completion.
     fn write_direct(
         &self,
-        mut out: OutFrame,
+        payload: &[u8],
+        mut fds: Vec<OwnedFd>,
         blocking: bool,
-        wait: bool,
     ) -> Result<Option<oneshot::Receiver<Result<()>>>> {
+        let header = frame::header(payload.len(), fds.len());
+        let total = frame::HEADER + payload.len();
+        let mut sent = 0;
         let result = loop {
-            match send_slices(self.sock.get_ref(), std::slice::from_ref(&out)) {
+            let (h, p) = if sent < frame::HEADER {
+                (&header[sent..], payload)
+            } else {
+                (&header[..0], &payload[sent - frame::HEADER..])
+            };
+            let attach: Vec<_> = if sent == 0 {
+                fds.iter().map(AsFd::as_fd).collect()
+            } else {
+                Vec::new()
+            };
+            match scm_rights::send(
+                self.sock.get_ref().as_fd(),
+                &[IoSlice::new(h), IoSlice::new(p)],
+                &attach,
+            ) {
                 Ok(n) => {
-                    advance(std::slice::from_mut(&mut out), n);
-                    if out.offset == out.bytes.len() {
+                    if n > 0 {
+                        fds.clear();
+                    }
+                    sent += n;
+                    if sent == total {
                         break Ok(());
                     }
                 }
@@ -244,10 +260,23 @@ impl WriteSide {
         let mut rx = None;
         match &result {
             Err(_) => fail(&mut state),
-            Ok(()) if out.offset < out.bytes.len() => {
-                rx = with_done(&mut out, wait);
-                state.queued_bytes += out.bytes.len() - out.offset;
-                state.queue.push_front(out);
+            Ok(()) if sent < total => {
+                let mut rest = Vec::with_capacity(total - sent);
+                if sent < frame::HEADER {
+                    rest.extend_from_slice(&header[sent..]);
+                    rest.extend_from_slice(payload);
+                } else {
+                    rest.extend_from_slice(&payload[sent - frame::HEADER..]);
+                }
+                let (tx, done) = oneshot::channel();
+                rx = Some(done);
+                state.queued_bytes += rest.len();
+                state.queue.push_front(OutFrame {
+                    bytes: rest,
+                    offset: 0,
+                    fds,
+                    done: Some(tx),
+                });
             }
             Ok(()) => {}
         }
@@ -281,6 +310,7 @@ impl WriteSide {
 
     /// Waits until everything queued so far is written.
     pub(crate) async fn flush(&self) -> Result<()> {
+        self.wake_writer.notify_one();
         loop {
             let progress = self.progress.notified();
             tokio::pin!(progress);
@@ -297,15 +327,6 @@ impl WriteSide {
             progress.await;
         }
     }
-}
-
-/// Gives `out` a completion channel when the caller waits for the write.
-fn with_done(out: &mut OutFrame, wait: bool) -> Option<oneshot::Receiver<Result<()>>> {
-    wait.then(|| {
-        let (tx, rx) = oneshot::channel();
-        out.done = Some(tx);
-        rx
-    })
 }
 
 fn closed_or(e: io::Error) -> Error {

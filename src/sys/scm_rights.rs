@@ -20,6 +20,9 @@ use rustix::net::{
 /// The kernel's limit on fds in one message (`SCM_MAX_FD`).
 pub(crate) const MAX_FDS: usize = 253;
 
+/// Control-message space for `MAX_FDS` fds.
+const CONTROL_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_FDS));
+
 /// A connected pair of close-on-exec, blocking `AF_UNIX` stream sockets.
 pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(rustix::net::socketpair(
@@ -47,10 +50,19 @@ pub(crate) fn send(
             ),
         ));
     }
-    let mut space =
-        vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len().max(1)))];
+    if fds.is_empty() {
+        // The common case: no control message, no allocation.
+        let mut none = SendAncillaryBuffer::default();
+        return Ok(rustix::net::sendmsg(
+            sock,
+            bufs,
+            &mut none,
+            SendFlags::NOSIGNAL,
+        )?);
+    }
+    let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(io::Error::other("control buffer too small for the fds"));
     }
     Ok(rustix::net::sendmsg(
@@ -71,9 +83,10 @@ pub(crate) fn recv(
     max_fds: usize,
 ) -> io::Result<(usize, Vec<OwnedFd>)> {
     let max_fds = max_fds.min(MAX_FDS);
-    let mut space =
-        vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(max_fds.max(1)))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
+    // On the stack: this runs for every read of every connection.
+    let mut space = [MaybeUninit::<u8>::uninit(); CONTROL_SPACE];
+    let len = rustix::cmsg_space!(ScmRights(max_fds.max(1))).min(CONTROL_SPACE);
+    let mut control = RecvAncillaryBuffer::new(&mut space[..len]);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = rustix::net::recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)?;
     let mut fds = Vec::new();
