@@ -26,7 +26,7 @@ const QUEUE_LIMIT: usize = 4 << 20;
 /// Queued bytes at which `feed` wakes the writer without waiting for `flush`.
 const WAKE_BYTES: usize = 64 * 1024;
 /// Most frames and bytes one `sendmsg` carries.
-const BATCH_FRAMES: usize = 64;
+const BATCH_FRAMES: usize = 1024;
 const BATCH_BYTES: usize = 1 << 20;
 
 struct OutFrame {
@@ -69,6 +69,106 @@ pub(crate) struct WriteSide {
     senders: AtomicUsize,
     can_pass_fds: bool,
     max_frame: usize,
+}
+
+/// A frame its sender writes itself, straight from the caller's buffer, while holding the
+/// `writing` flag.
+struct DirectWrite<'a> {
+    side: &'a WriteSide,
+    header: [u8; frame::HEADER],
+    payload: &'a [u8],
+    fds: Vec<OwnedFd>,
+    sent: usize,
+    released: bool,
+}
+
+impl<'a> DirectWrite<'a> {
+    fn new(side: &'a WriteSide, payload: &'a [u8], fds: Vec<OwnedFd>) -> Self {
+        let header = frame::header(payload.len(), fds.len());
+        DirectWrite {
+            side,
+            header,
+            payload,
+            fds,
+            sent: 0,
+            released: false,
+        }
+    }
+
+    fn total(&self) -> usize {
+        frame::HEADER + self.payload.len()
+    }
+
+    /// One `sendmsg`; `Ok(true)` once the whole frame is out.
+    fn write_once(&mut self) -> io::Result<bool> {
+        let (h, p) = if self.sent < frame::HEADER {
+            (&self.header[self.sent..], self.payload)
+        } else {
+            (
+                &self.header[..0],
+                &self.payload[self.sent - frame::HEADER..],
+            )
+        };
+        let attach: Vec<_> = if self.sent == 0 {
+            self.fds.iter().map(AsFd::as_fd).collect()
+        } else {
+            Vec::new()
+        };
+        let n = scm_rights::send(
+            self.side.sock.get_ref().as_fd(),
+            &[IoSlice::new(h), IoSlice::new(p)],
+            &attach,
+        )?;
+        if n > 0 {
+            // The fds went with the first byte.
+            self.fds.clear();
+        }
+        self.sent += n;
+        Ok(self.sent == self.total())
+    }
+
+    /// Gives the socket back. An unfinished frame goes to the front of the queue first, so no
+    /// other frame can slip into the middle of it.
+    fn release(&mut self, failed: bool) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        let mut state = self.side.lock();
+        state.writing = false;
+        if failed {
+            fail(&mut state);
+        } else if self.sent < self.total() {
+            let mut rest = Vec::with_capacity(self.total() - self.sent);
+            if self.sent < frame::HEADER {
+                rest.extend_from_slice(&self.header[self.sent..]);
+                rest.extend_from_slice(self.payload);
+            } else {
+                rest.extend_from_slice(&self.payload[self.sent - frame::HEADER..]);
+            }
+            state.queued_bytes += rest.len();
+            let fds = std::mem::take(&mut self.fds);
+            state.queue.push_front(OutFrame {
+                bytes: rest,
+                offset: 0,
+                fds,
+                done: None,
+            });
+        }
+        let more = !state.queue.is_empty();
+        drop(state);
+        if more {
+            self.side.wake_writer.notify_one();
+        }
+        self.side.progress.notify_waiters();
+    }
+}
+
+impl Drop for DirectWrite<'_> {
+    fn drop(&mut self) {
+        // A cancelled send: the writer task finishes the frame.
+        self.release(false);
+    }
 }
 
 /// Who writes a frame: the caller, right now, or the writer task.
@@ -148,24 +248,64 @@ impl WriteSide {
     }
 
     /// Sends one frame and returns once it is written.
+    ///
+    /// When the socket is free the caller writes the frame itself, straight from `payload`, and
+    /// waits for room as needed: no copy and no task hop. If the future is dropped half-way, the
+    /// rest of the frame is copied to the front of the queue and the writer task finishes it.
     pub(crate) async fn send(&self, payload: &[u8], fds: Vec<OwnedFd>) -> Result<()> {
         self.check(payload, &fds)?;
-        match self.claim_or_enqueue(payload, fds)? {
-            Claim::Direct(fds) => match self.write_direct(payload, fds, false)? {
-                Some(rx) => rx.await.unwrap_or(Err(Error::Closed)),
-                None => Ok(()),
-            },
-            Claim::Queued(rx) => rx.await.unwrap_or(Err(Error::Closed)),
-        }
+        let fds = match self.claim_or_enqueue(payload, fds)? {
+            Claim::Direct(fds) => fds,
+            Claim::Queued(rx) => return rx.await.unwrap_or(Err(Error::Closed)),
+        };
+        let mut direct = DirectWrite::new(self, payload, fds);
+        let result = loop {
+            match direct.write_once() {
+                Ok(true) => break Ok(()),
+                Ok(false) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut ready = match self.sock.writable().await {
+                        Ok(ready) => ready,
+                        Err(e) => break Err(Error::Io(e)),
+                    };
+                    match ready.try_io(|_| direct.write_once()) {
+                        Ok(Ok(true)) => break Ok(()),
+                        Ok(Ok(false)) | Err(_) => {}
+                        Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Ok(Err(e)) => break Err(closed_or(e)),
+                    }
+                }
+                Err(e) => break Err(closed_or(e)),
+            }
+        };
+        direct.release(result.is_err());
+        result
     }
 
     /// [`send`](Self::send) for threads outside the runtime: blocks until written.
     pub(crate) fn send_blocking(&self, payload: &[u8], fds: Vec<OwnedFd>) -> Result<()> {
         self.check(payload, &fds)?;
-        match self.claim_or_enqueue(payload, fds)? {
-            Claim::Direct(fds) => self.write_direct(payload, fds, true).map(drop),
-            Claim::Queued(rx) => rx.blocking_recv().unwrap_or(Err(Error::Closed)),
-        }
+        let fds = match self.claim_or_enqueue(payload, fds)? {
+            Claim::Direct(fds) => fds,
+            Claim::Queued(rx) => return rx.blocking_recv().unwrap_or(Err(Error::Closed)),
+        };
+        let mut direct = DirectWrite::new(self, payload, fds);
+        let result = loop {
+            match direct.write_once() {
+                Ok(true) => break Ok(()),
+                Ok(false) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(e) = scm_rights::wait_ready(self.sock.get_ref(), true, None) {
+                        break Err(Error::Io(e));
+                    }
+                }
+                Err(e) => break Err(closed_or(e)),
+            }
+        };
+        direct.release(result.is_err());
+        result
     }
 
     /// Queues a frame for the writer task without writing it now: the batching path (`feed`,
@@ -203,90 +343,6 @@ impl WriteSide {
         drop(state);
         self.wake_writer.notify_one();
         Ok(Claim::Queued(rx))
-    }
-
-    /// Writes a frame from the caller's thread, straight from `payload` (no copy), while
-    /// holding the `writing` flag, then releases the flag. What the socket could not take goes
-    /// to the front of the queue *before* the flag is released, so no other frame can slip into
-    /// the middle of it; the returned receiver then reports its completion.
-    fn write_direct(
-        &self,
-        payload: &[u8],
-        mut fds: Vec<OwnedFd>,
-        blocking: bool,
-    ) -> Result<Option<oneshot::Receiver<Result<()>>>> {
-        let header = frame::header(payload.len(), fds.len());
-        let total = frame::HEADER + payload.len();
-        let mut sent = 0;
-        let result = loop {
-            let (h, p) = if sent < frame::HEADER {
-                (&header[sent..], payload)
-            } else {
-                (&header[..0], &payload[sent - frame::HEADER..])
-            };
-            let attach: Vec<_> = if sent == 0 {
-                fds.iter().map(AsFd::as_fd).collect()
-            } else {
-                Vec::new()
-            };
-            match scm_rights::send(
-                self.sock.get_ref().as_fd(),
-                &[IoSlice::new(h), IoSlice::new(p)],
-                &attach,
-            ) {
-                Ok(n) => {
-                    if n > 0 {
-                        fds.clear();
-                    }
-                    sent += n;
-                    if sent == total {
-                        break Ok(());
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !blocking {
-                        break Ok(());
-                    }
-                    if let Err(e) = scm_rights::wait_ready(self.sock.get_ref(), true, None) {
-                        break Err(Error::Io(e));
-                    }
-                }
-                Err(e) => break Err(closed_or(e)),
-            }
-        };
-        let mut state = self.lock();
-        state.writing = false;
-        let mut rx = None;
-        match &result {
-            Err(_) => fail(&mut state),
-            Ok(()) if sent < total => {
-                let mut rest = Vec::with_capacity(total - sent);
-                if sent < frame::HEADER {
-                    rest.extend_from_slice(&header[sent..]);
-                    rest.extend_from_slice(payload);
-                } else {
-                    rest.extend_from_slice(&payload[sent - frame::HEADER..]);
-                }
-                let (tx, done) = oneshot::channel();
-                rx = Some(done);
-                state.queued_bytes += rest.len();
-                state.queue.push_front(OutFrame {
-                    bytes: rest,
-                    offset: 0,
-                    fds,
-                    done: Some(tx),
-                });
-            }
-            Ok(()) => {}
-        }
-        let more = !state.queue.is_empty();
-        drop(state);
-        if more {
-            self.wake_writer.notify_one();
-        }
-        self.progress.notify_waiters();
-        result.map(|()| rx)
     }
 
     /// Waits while more than `QUEUE_LIMIT` bytes are queued.
