@@ -23,6 +23,8 @@ use crate::{Error, Result};
 
 /// Queued bytes above which `feed` waits for the writer (backpressure).
 const QUEUE_LIMIT: usize = 4 << 20;
+/// Largest chunk small frames are gathered into.
+const CHUNK_BYTES: usize = 256 * 1024;
 /// Queued bytes at which `feed` wakes the writer without waiting for `flush`.
 const WAKE_BYTES: usize = 64 * 1024;
 /// Most frames and bytes one `sendmsg` carries.
@@ -58,6 +60,27 @@ struct State {
     writing: bool,
     /// The socket failed (peer gone); every later send fails with `Closed`.
     failed: bool,
+}
+
+impl State {
+    /// Queues a frame. Frames without fds are appended to the last queued chunk when that one
+    /// has no waiting sender yet, so a burst of small frames becomes one buffer (and one
+    /// `sendmsg`) instead of one allocation each; a waiting sender's completion then fires when
+    /// the whole chunk, ending with its frame, is written.
+    fn push(&mut self, payload: &[u8], fds: Vec<OwnedFd>, done: Option<oneshot::Sender<Result<()>>>) {
+        self.queued_bytes += frame::HEADER + payload.len();
+        if fds.is_empty()
+            && let Some(last) = self.queue.back_mut()
+            && last.done.is_none()
+            && last.bytes.len() + frame::HEADER + payload.len() <= CHUNK_BYTES
+        {
+            last.bytes.extend_from_slice(&frame::header(payload.len(), 0));
+            last.bytes.extend_from_slice(payload);
+            last.done = done;
+            return;
+        }
+        self.queue.push_back(OutFrame::new(payload, fds, done));
+    }
 }
 
 /// Shared by every `Sender` clone of one socket and its writer task.
@@ -316,8 +339,7 @@ impl WriteSide {
         if state.failed {
             return Err(Error::Closed);
         }
-        state.queued_bytes += frame::HEADER + payload.len();
-        state.queue.push_back(OutFrame::new(payload, fds, None));
+        state.push(payload, fds, None);
         let wake = state.queued_bytes >= WAKE_BYTES;
         drop(state);
         if wake {
@@ -338,8 +360,7 @@ impl WriteSide {
             return Ok(Claim::Direct(fds));
         }
         let (tx, rx) = oneshot::channel();
-        state.queued_bytes += frame::HEADER + payload.len();
-        state.queue.push_back(OutFrame::new(payload, fds, Some(tx)));
+        state.push(payload, fds, Some(tx));
         drop(state);
         self.wake_writer.notify_one();
         Ok(Claim::Queued(rx))
