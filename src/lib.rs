@@ -1,7 +1,7 @@
 //! Python's `multiprocessing` for async Rust.
 //!
 //! Every primitive a Python programmer reaches for works **across OS processes** and is
-//! **awaited inside tokio**. This release has the foundation: shared memory, typed shared lists,
+//! **awaited inside tokio**. This release has the foundation: pipes and connections, shared memory, typed shared lists,
 //! child processes running async functions, and handles that cross to other processes.
 //!
 //! | Python `multiprocessing` | tokio-multiprocessing |
@@ -9,6 +9,8 @@
 //! | `Process(target=f, args=(x,)).start()` / `.join()` | [`Process::spawn(f, x)`](Process::spawn) / [`join().await`](Process::join) |
 //! | `if __name__ == "__main__":` | [`init().await`](init) first in `main` |
 //! | `current_process()`, `parent_process()` | [`current_process()`], [`parent_process()`] |
+//! | `Pipe()`, `Connection.send` / `recv` | [`Pipe::duplex`], [`Connection::send`] / [`Connection::recv`] |
+//! | `connection.Listener` / `Client` (authkey) | [`Listener`], [`Client`] |
 //! | `shared_memory.SharedMemory` | [`SharedMemory`] (anonymous memfd, or named with [`SharedMemory::create_named`]) |
 //! | `shared_memory.ShareableList` | [`ShareableList`] |
 //! | passing a handle to a child | as a spawn argument, inside a message, or [`pass`] / [`inherited`] for any program |
@@ -35,7 +37,8 @@
 //! # Layers
 //!
 //! `sys` is the only module with syscalls and `unsafe`; [`shm`] builds segments on it; [`handle`]
-//! says how any handle crosses to another process; [`process`] starts children. Linux only.
+//! says how any handle crosses to another process; [`connection`] frames messages over sockets;
+//! [`process`] starts children. Linux only.
 #![doc(test(attr(deny(warnings))))]
 
 #[cfg(not(target_os = "linux"))]

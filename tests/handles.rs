@@ -149,3 +149,43 @@ async fn passed_fds_reach_only_their_command() -> mp::Result<()> {
     with.status().await?;
     Ok(())
 }
+
+/// The "any program" for a connection passed with `mp::pass`.
+#[tokio::test]
+async fn helper_talks_over_an_inherited_connection() {
+    if std::env::var_os("TKMP_TEST_HELPER").is_none() {
+        return;
+    }
+    let mut conn: mp::Connection<String> = mp::inherited("conn").expect("inherited connection");
+    let question = conn.recv().await.unwrap();
+    conn.send(&format!(
+        "{question} -> answered by pid {}",
+        std::process::id()
+    ))
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_passes_to_a_command_child() -> mp::Result<()> {
+    let (mut ours, theirs) = mp::Pipe::<String>::duplex()?;
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    cmd.args([
+        "helper_talks_over_an_inherited_connection",
+        "--exact",
+        "--nocapture",
+        "-q",
+    ])
+    .env("TKMP_TEST_HELPER", "1")
+    .stdout(std::process::Stdio::null())
+    .kill_on_drop(true);
+    mp::pass(&mut cmd, "conn", &theirs)?;
+    drop(theirs);
+    let mut child = cmd.spawn()?;
+    drop(cmd);
+    ours.send(&"why".to_string()).await?;
+    let answer = ours.recv().await?;
+    assert!(answer.starts_with("why -> answered by pid"), "{answer}");
+    assert!(child.wait().await?.success());
+    Ok(())
+}

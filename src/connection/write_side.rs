@@ -67,14 +67,20 @@ impl State {
     /// has no waiting sender yet, so a burst of small frames becomes one buffer (and one
     /// `sendmsg`) instead of one allocation each; a waiting sender's completion then fires when
     /// the whole chunk, ending with its frame, is written.
-    fn push(&mut self, payload: &[u8], fds: Vec<OwnedFd>, done: Option<oneshot::Sender<Result<()>>>) {
+    fn push(
+        &mut self,
+        payload: &[u8],
+        fds: Vec<OwnedFd>,
+        done: Option<oneshot::Sender<Result<()>>>,
+    ) {
         self.queued_bytes += frame::HEADER + payload.len();
         if fds.is_empty()
             && let Some(last) = self.queue.back_mut()
             && last.done.is_none()
             && last.bytes.len() + frame::HEADER + payload.len() <= CHUNK_BYTES
         {
-            last.bytes.extend_from_slice(&frame::header(payload.len(), 0));
+            last.bytes
+                .extend_from_slice(&frame::header(payload.len(), 0));
             last.bytes.extend_from_slice(payload);
             last.done = done;
             return;
