@@ -49,8 +49,10 @@ compile_error!(
 pub mod connection;
 mod error;
 pub mod handle;
+mod notify;
 pub mod process;
 pub mod shm;
+pub mod sync;
 mod sys;
 
 pub use connection::{Client, Connection, Listener, Pipe};
@@ -60,3 +62,4 @@ pub use process::{
     pass,
 };
 pub use shm::{Item, ShareableList, SharedMemory, Slot};
+pub use sync::{BoundedSemaphore, Event, Lock, LockError, LockGuard, Semaphore, SemaphorePermit};

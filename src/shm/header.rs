@@ -26,6 +26,9 @@ const READY: u32 = 0x5245_4459;
 pub(crate) enum Kind {
     Bytes = 1,
     ShareableList = 2,
+    Event = 3,
+    Lock = 4,
+    Semaphore = 5,
 }
 
 impl Kind {
@@ -33,6 +36,9 @@ impl Kind {
         match raw {
             1 => "raw shared memory",
             2 => "a ShareableList",
+            3 => "an Event",
+            4 => "a Lock",
+            5 => "a Semaphore",
             _ => "an unknown kind",
         }
     }

@@ -29,9 +29,10 @@
 //! # }
 //! ```
 
-mod header;
+pub(crate) mod header;
 mod shareable_list;
 mod shared_memory;
 
 pub use shareable_list::{Item, ShareableList, Slot};
 pub use shared_memory::SharedMemory;
+pub(crate) use shared_memory::SharedMemoryWire;

@@ -9,7 +9,7 @@
 //! - [eventfd(2)](https://man7.org/linux/man-pages/man2/eventfd.2.html)
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use rustix::event::{EventfdFlags, eventfd};
 use tokio::io::Interest;
@@ -26,6 +26,13 @@ pub(crate) fn create() -> io::Result<OwnedFd> {
 /// read, unreachable in practice) still leaves the fd readable, which is all a ring must do.
 pub(crate) fn ring(fd: BorrowedFd<'_>) {
     let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+}
+
+/// Whether `fd` is an eventfd (its `/proc/self/fd` link names the eventfd anon inode), so a
+/// peer cannot hand us a pipe or a socket as a doorbell.
+pub(crate) fn is_eventfd(fd: impl AsRawFd) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .is_ok_and(|target| target.as_os_str() == "anon_inode:[eventfd]")
 }
 
 /// A doorbell registered with the current tokio reactor, for async waiters.

@@ -20,15 +20,7 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod code_address;
-#[allow(
-    dead_code,
-    reason = "the doorbell of the wait/wake protocol; its users come with the sync primitives"
-)]
 pub(crate) mod eventfd;
-#[allow(
-    dead_code,
-    reason = "the blocking half of the wait/wake protocol; its users come with the sync primitives"
-)]
 pub(crate) mod futex;
 pub(crate) mod mapping;
 pub(crate) mod memfd;

@@ -105,3 +105,30 @@ impl AsyncPidfd {
         }
     }
 }
+
+/// When process `pid` started (`/proc/<pid>/stat` field 22, clock ticks since boot), and
+/// whether it is a zombie. `None` when no such process exists.
+///
+/// The start time tells a process from a later one that reused its pid.
+pub(crate) fn start_time(pid: u32) -> Option<(u64, bool)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain anything, ')' included.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    // `rest` starts at field 3 (state); field 22 is 19 further on.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((start, state == "Z" || state == "X"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn our_own_start_time_is_stable_and_alive() {
+        let me = std::process::id();
+        let (a, zombie) = super::start_time(me).unwrap();
+        assert!(!zombie);
+        assert_eq!(super::start_time(me).unwrap().0, a);
+        assert!(super::start_time(u32::MAX - 1).is_none());
+    }
+}

@@ -132,7 +132,6 @@ pub(crate) fn set_nonblocking(sock: impl AsFd, nonblocking: bool) -> io::Result<
     Ok(rustix::fs::fcntl_setfl(sock, flags)?)
 }
 
-#[allow(dead_code, reason = "exposed by the Listener of the connections layer")]
 /// The credentials (pid, uid, gid) of the process at the other end (`SO_PEERCRED`).
 pub(crate) fn peer_credentials(sock: impl AsFd) -> io::Result<(u32, u32, u32)> {
     let cred = rustix::net::sockopt::socket_peercred(sock)?;

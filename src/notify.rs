@@ -1,0 +1,179 @@
+//! The one wait/wake protocol every synchronization primitive uses.
+//!
+//! Shared memory is the only source of truth; kernel objects are doorbells. A *wait channel* is
+//! three 32-bit words in a segment — `seq` (bumped on every change that can satisfy a waiter),
+//! `sync_waiters` and `async_waiters` — plus one eventfd shared by every process holding the
+//! primitive (reliability-design.md §2).
+//!
+//! - **notify**: change the state, bump `seq`, `fence(SeqCst)`, then `FUTEX_WAKE` only if a
+//!   blocking waiter is counted and ring the eventfd only if an async waiter is counted. Nobody
+//!   waiting costs no system call at all.
+//! - **blocking wait**: count ourselves in, `fence(SeqCst)`, read `seq`, check the state, and
+//!   `FUTEX_WAIT` on `seq` (shared key) with a bounded timeout; re-check on every wake.
+//! - **async wait**: count ourselves in, `fence(SeqCst)`, check, await the eventfd's readiness
+//!   through tokio, clear it, re-check. Nobody ever reads the eventfd (a read in one process
+//!   would make another process miss its wake-up). A drop guard uncounts a cancelled waiter.
+//! - every wait also re-checks on a safety timer, because a notifier can die between its state
+//!   change and its ring.
+//!
+//! The fences pair up as in Dekker's algorithm: either the notifier sees the waiter's count (and
+//! wakes it), or the waiter sees the notifier's state change (and does not sleep).
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering, fence};
+use std::time::{Duration, Instant};
+
+use crate::shm::SharedMemory;
+use crate::sys::eventfd::{self, AsyncDoorbell};
+use crate::sys::futex;
+
+/// Bytes a wait channel occupies in its segment.
+pub(crate) const CHANNEL_SIZE: usize = 16;
+
+/// Longest a waiter sleeps without re-checking the state.
+pub(crate) const SAFETY_RECHECK: Duration = Duration::from_secs(1);
+
+/// A wait channel: three words at `base` in `shm`, and the doorbell.
+#[derive(Debug)]
+pub(crate) struct WaitChannel {
+    shm: SharedMemory,
+    base: usize,
+    doorbell: OwnedFd,
+    registered: OnceLock<Option<AsyncDoorbell>>,
+}
+
+/// Counts a waiter in for as long as it lives.
+struct Counted<'a>(&'a AtomicU32);
+
+impl<'a> Counted<'a> {
+    fn new(counter: &'a AtomicU32) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        Counted(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        // Never below zero, even if a hostile peer zeroed the word meanwhile.
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+}
+
+impl WaitChannel {
+    /// A channel over the words at data offset `base` of `shm` (checked to be in range) and
+    /// `doorbell`.
+    pub(crate) fn new(shm: SharedMemory, base: usize, doorbell: OwnedFd) -> crate::Result<Self> {
+        shm.atomic_u32(base + 8)?;
+        Ok(WaitChannel { shm, base, doorbell, registered: OnceLock::new() })
+    }
+
+    /// The doorbell, for sending the channel to another process.
+    pub(crate) fn doorbell(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.doorbell.as_fd()
+    }
+
+    fn word(&self, index: usize) -> &AtomicU32 {
+        self.shm
+            .atomic_u32(self.base + 4 * index)
+            .expect("checked when the channel was made")
+    }
+
+    fn seq(&self) -> &AtomicU32 {
+        self.word(0)
+    }
+
+    /// How many waiters are counted in (blocking, async), for tests.
+    pub(crate) fn waiters(&self) -> (u32, u32) {
+        (self.word(1).load(Ordering::Relaxed), self.word(2).load(Ordering::Relaxed))
+    }
+
+    /// Wakes every waiter, in every process, after a state change.
+    pub(crate) fn notify(&self) {
+        self.seq().fetch_add(1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if self.word(1).load(Ordering::Relaxed) > 0 {
+            futex::wake(self.seq(), u32::MAX);
+        }
+        if self.word(2).load(Ordering::Relaxed) > 0 {
+            eventfd::ring(self.doorbell.as_fd());
+        }
+    }
+
+    fn bell(&self) -> Option<&AsyncDoorbell> {
+        self.registered
+            .get_or_init(|| AsyncDoorbell::register(self.doorbell.as_fd()).ok())
+            .as_ref()
+    }
+
+    /// Waits until `ready` returns `Some`, at most until `deadline`; re-checks at least every
+    /// `recheck`. `None` when the deadline passed first.
+    ///
+    /// Cancel-safe: dropping the future only uncounts the waiter; notifications are broadcast,
+    /// so there is no wake-up to pass on.
+    pub(crate) async fn wait<T>(
+        &self,
+        mut ready: impl FnMut() -> Option<T>,
+        deadline: Option<Instant>,
+        recheck: Duration,
+    ) -> Option<T> {
+        if let Some(v) = ready() {
+            return Some(v);
+        }
+        let _counted = Counted::new(self.word(2));
+        let bell = self.bell();
+        loop {
+            if let Some(v) = ready() {
+                return Some(v);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| d <= now) {
+                return None;
+            }
+            let mut until = now + recheck.min(SAFETY_RECHECK);
+            if let Some(d) = deadline {
+                until = until.min(d);
+            }
+            let sleep = tokio::time::sleep_until(until.into());
+            match bell {
+                Some(bell) => {
+                    tokio::select! {
+                        _ = bell.rung() => {}
+                        _ = sleep => {}
+                    }
+                }
+                // No reactor registration (out of fds): fall back to the safety timer.
+                None => sleep.await,
+            }
+        }
+    }
+
+    /// [`wait`](Self::wait) for threads: sleeps on the futex.
+    pub(crate) fn wait_blocking<T>(
+        &self,
+        mut ready: impl FnMut() -> Option<T>,
+        deadline: Option<Instant>,
+        recheck: Duration,
+    ) -> Option<T> {
+        if let Some(v) = ready() {
+            return Some(v);
+        }
+        let _counted = Counted::new(self.word(1));
+        loop {
+            let seen = self.seq().load(Ordering::Acquire);
+            if let Some(v) = ready() {
+                return Some(v);
+            }
+            let now = Instant::now();
+            let mut timeout = recheck.min(SAFETY_RECHECK);
+            if let Some(d) = deadline {
+                if d <= now {
+                    return None;
+                }
+                timeout = timeout.min(d - now);
+            }
+            futex::wait(self.seq(), seen, Some(timeout));
+        }
+    }
+}

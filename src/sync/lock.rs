@@ -1,0 +1,396 @@
+//! [`Lock`]: a mutual-exclusion lock owned by a process, robust against owner death.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::segment::{Segment, SegmentWire};
+use crate::handle::{FdSink, FdSource, Handle, serde_via_handle};
+use crate::notify::SAFETY_RECHECK;
+use crate::shm::header::Kind;
+use crate::sys::{self, pidfd};
+use crate::{Error, Result};
+
+// State layout (after the wait channel).
+const OWNER: usize = 0; // u64: 0 = free, else pid << 32 | per-process nonce
+const OWNER_START: usize = 8; // u64: the owner process's start time
+const START_FOR: usize = 16; // u64: the owner token OWNER_START belongs to
+const CONSISTENCY: usize = 24; // u32: CONSISTENT, INCONSISTENT or NOT_RECOVERABLE
+const STATE: usize = 32;
+
+const CONSISTENT: u32 = 0;
+const INCONSISTENT: u32 = 1;
+const NOT_RECOVERABLE: u32 = 2;
+
+/// How often a waiter checks whether a lock's owner in another process is still alive.
+const LIVENESS_CHECK: Duration = Duration::from_millis(100);
+
+static NONCE: AtomicU32 = AtomicU32::new(1);
+
+fn new_token() -> u64 {
+    let nonce = loop {
+        let n = NONCE.fetch_add(1, Ordering::Relaxed);
+        if n != 0 {
+            break n;
+        }
+    };
+    (u64::from(sys::getpid()) << 32) | u64::from(nonce)
+}
+
+fn my_start_time() -> u64 {
+    static START: OnceLock<u64> = OnceLock::new();
+    *START.get_or_init(|| pidfd::start_time(sys::getpid()).map_or(0, |(t, _)| t))
+}
+
+/// Why [`Lock::lock`] did not simply hand out the lock.
+pub enum LockError {
+    /// The previous owner's process died while holding the lock. The lock is now yours: the
+    /// guard holds it. The data it protects may be half-updated; repair it, then call
+    /// [`LockGuard::mark_consistent`]. Dropping the guard without doing so makes the lock
+    /// unusable for everyone ([`LockError::NotRecoverable`]), as with pthread's `EOWNERDEAD`.
+    OwnerDied(LockGuard),
+    /// A previous owner died and its successor gave up on repairing the state.
+    NotRecoverable,
+    /// `try_lock` found the lock held.
+    WouldBlock,
+    /// The timeout passed first.
+    Timeout,
+}
+
+impl LockError {
+    /// The guard of an [`OwnerDied`](Self::OwnerDied), if this is one.
+    pub fn into_guard(self) -> Option<LockGuard> {
+        match self {
+            LockError::OwnerDied(guard) => Some(guard),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for LockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LockError::OwnerDied(_) => "OwnerDied(..)",
+            LockError::NotRecoverable => "NotRecoverable",
+            LockError::WouldBlock => "WouldBlock",
+            LockError::Timeout => "Timeout",
+        })
+    }
+}
+
+impl fmt::Display for LockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LockError::OwnerDied(_) => "the previous owner died while holding the lock",
+            LockError::NotRecoverable => "the lock is not recoverable after its owner died",
+            LockError::WouldBlock => "the lock is held",
+            LockError::Timeout => "timed out waiting for the lock",
+        })
+    }
+}
+
+impl std::error::Error for LockError {}
+
+impl From<LockError> for Error {
+    fn from(e: LockError) -> Error {
+        match e {
+            LockError::OwnerDied(_) => Error::OwnerDied,
+            LockError::NotRecoverable => Error::Broken,
+            LockError::WouldBlock => Error::Empty,
+            LockError::Timeout => Error::Timeout,
+        }
+    }
+}
+
+/// A lock between tasks, threads and processes (Python's `multiprocessing.Lock`), owned by the
+/// process that holds it and robust against that process dying.
+///
+/// Unlike Python's `Lock`, which any process may release, only the guard releases it, and the
+/// guard may move freely between the threads of its process (a tokio task's guard survives
+/// `.await`). If the owning process dies, the next locker — including one already waiting, in
+/// any process — gets [`LockError::OwnerDied`] with the lock, within about 100 ms. A slow or
+/// stopped owner is never treated as dead: death means the process is gone or a zombie, checked
+/// by pid and process start time, so a recycled pid is not mistaken for the owner.
+///
+/// # Memory ordering
+///
+/// Acquiring is an acquire operation and releasing a release operation: everything the previous
+/// owner wrote under the lock, in any process, is visible to the next one.
+///
+/// # Examples
+///
+/// ```
+/// use tokio_multiprocessing::Lock;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> tokio_multiprocessing::Result<()> {
+/// let lock = Lock::new()?;
+/// {
+///     let _guard = lock.lock().await?;
+///     assert!(lock.try_lock().is_err());
+/// }
+/// assert!(lock.try_lock().is_ok());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Lock {
+    seg: Arc<Segment>,
+}
+
+/// Holds a [`Lock`]; dropping it unlocks.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+#[clippy::has_significant_drop]
+pub struct LockGuard {
+    lock: Lock,
+    token: u64,
+    inconsistent: bool,
+}
+
+enum Attempt {
+    Acquired(LockGuard),
+    Failed(LockError),
+    Busy { other_process: bool },
+}
+
+impl Lock {
+    /// A new, unlocked lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the segment or its doorbell cannot be made.
+    pub fn new() -> Result<Self> {
+        Ok(Lock {
+            seg: Arc::new(Segment::create(Kind::Lock, STATE, |_| Ok(()))?),
+        })
+    }
+
+    /// Whether somebody holds the lock right now.
+    pub fn is_locked(&self) -> bool {
+        self.seg.u64(OWNER).load(Ordering::Acquire) != 0
+    }
+
+    fn attempt(&self) -> Attempt {
+        if self.seg.u32(CONSISTENCY).load(Ordering::Acquire) == NOT_RECOVERABLE {
+            return Attempt::Failed(LockError::NotRecoverable);
+        }
+        let owner = self.seg.u64(OWNER);
+        let token = new_token();
+        match owner.compare_exchange(0, token, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => Attempt::Acquired(self.owned(token, false)),
+            Err(current) if self.is_dead(current) => {
+                // Exactly one of the waiters that noticed the death wins this exchange.
+                match owner.compare_exchange(current, token, Ordering::Acquire, Ordering::Relaxed) {
+                    Ok(_) => {
+                        self.seg.u32(CONSISTENCY).store(INCONSISTENT, Ordering::Release);
+                        Attempt::Failed(LockError::OwnerDied(self.owned(token, true)))
+                    }
+                    Err(_) => Attempt::Busy { other_process: true },
+                }
+            }
+            Err(current) => Attempt::Busy {
+                other_process: (current >> 32) as u32 != sys::getpid(),
+            },
+        }
+    }
+
+    fn owned(&self, token: u64, inconsistent: bool) -> LockGuard {
+        self.seg.u64(OWNER_START).store(my_start_time(), Ordering::Relaxed);
+        self.seg.u64(START_FOR).store(token, Ordering::Release);
+        LockGuard {
+            lock: self.clone(),
+            token,
+            inconsistent,
+        }
+    }
+
+    /// Whether the process behind `token` is gone (or a zombie, or its pid now belongs to a
+    /// newer process). Never true for a process that is merely slow or stopped.
+    fn is_dead(&self, token: u64) -> bool {
+        let pid = (token >> 32) as u32;
+        if pid == sys::getpid() {
+            return false;
+        }
+        let recorded = if self.seg.u64(START_FOR).load(Ordering::Acquire) == token {
+            Some(self.seg.u64(OWNER_START).load(Ordering::Relaxed))
+        } else {
+            None
+        };
+        match pidfd::start_time(pid) {
+            None => true,
+            Some((_, true)) => true,
+            Some((start, false)) => recorded.is_some_and(|r| r != 0 && r != start),
+        }
+    }
+
+    fn step(&self) -> (Option<Result<LockGuard, LockError>>, Duration) {
+        match self.attempt() {
+            Attempt::Acquired(guard) => (Some(Ok(guard)), SAFETY_RECHECK),
+            Attempt::Failed(e) => (Some(Err(e)), SAFETY_RECHECK),
+            Attempt::Busy { other_process } => (
+                None,
+                if other_process { LIVENESS_CHECK } else { SAFETY_RECHECK },
+            ),
+        }
+    }
+
+    /// Takes the lock if nobody holds it, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::WouldBlock`] when it is held; [`LockError::OwnerDied`] (with the lock) when
+    /// its holder died; [`LockError::NotRecoverable`].
+    pub fn try_lock(&self) -> Result<LockGuard, LockError> {
+        self.step().0.unwrap_or(Err(LockError::WouldBlock))
+    }
+
+    async fn lock_until(&self, deadline: Option<Instant>) -> Result<LockGuard, LockError> {
+        // The recheck interval depends on who holds the lock, so wait in slices.
+        loop {
+            let (done, recheck) = self.step();
+            if let Some(result) = done {
+                return result;
+            }
+            let slice_end = Instant::now() + recheck;
+            let until = deadline.map_or(slice_end, |d| d.min(slice_end));
+            let got = self
+                .seg
+                .channel
+                .wait(|| self.step().0, Some(until), recheck)
+                .await;
+            if let Some(result) = got {
+                return result;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return self.step().0.unwrap_or(Err(LockError::Timeout));
+            }
+        }
+    }
+
+    /// Waits for the lock and takes it.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::OwnerDied`] (with the lock) when its holder died;
+    /// [`LockError::NotRecoverable`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped `lock` future holds nothing and leaves no trace (it loses only its
+    /// chance; there is no queue position to lose).
+    pub async fn lock(&self) -> Result<LockGuard, LockError> {
+        self.lock_until(None).await
+    }
+
+    /// [`lock`](Self::lock) with a deadline.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Timeout`], or as [`lock`](Self::lock).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`lock`](Self::lock).
+    pub async fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard, LockError> {
+        self.lock_until(Some(Instant::now() + timeout)).await
+    }
+
+    fn lock_blocking_until(&self, deadline: Option<Instant>) -> Result<LockGuard, LockError> {
+        loop {
+            let (done, recheck) = self.step();
+            if let Some(result) = done {
+                return result;
+            }
+            let slice_end = Instant::now() + recheck;
+            let until = deadline.map_or(slice_end, |d| d.min(slice_end));
+            if let Some(result) = self.seg.channel.wait_blocking(|| self.step().0, Some(until), recheck) {
+                return result;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return self.step().0.unwrap_or(Err(LockError::Timeout));
+            }
+        }
+    }
+
+    /// [`lock`](Self::lock) for threads (not on a runtime worker: it blocks the thread).
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Self::lock).
+    pub fn lock_blocking(&self) -> Result<LockGuard, LockError> {
+        self.lock_blocking_until(None)
+    }
+
+    /// [`lock_timeout`](Self::lock_timeout) for threads.
+    ///
+    /// # Errors
+    ///
+    /// As [`lock_timeout`](Self::lock_timeout).
+    pub fn lock_timeout_blocking(&self, timeout: Duration) -> Result<LockGuard, LockError> {
+        self.lock_blocking_until(Some(Instant::now() + timeout))
+    }
+
+    /// Waiters counted in on this lock's channel (blocking, async), for tests.
+    #[doc(hidden)]
+    pub fn __waiters(&self) -> (u32, u32) {
+        self.seg.channel.waiters()
+    }
+}
+
+impl LockGuard {
+    /// Declares the state the lock protects repaired after [`LockError::OwnerDied`], so the
+    /// lock stays usable once this guard is dropped.
+    pub fn mark_consistent(&mut self) {
+        if self.inconsistent {
+            self.lock.seg.u32(CONSISTENCY).store(CONSISTENT, Ordering::Release);
+            self.inconsistent = false;
+        }
+    }
+
+    /// The lock this guard holds.
+    pub fn lock(&self) -> &Lock {
+        &self.lock
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let seg = &self.lock.seg;
+        if self.inconsistent {
+            seg.u32(CONSISTENCY).store(NOT_RECOVERABLE, Ordering::Release);
+        }
+        let _ = seg
+            .u64(OWNER)
+            .compare_exchange(self.token, 0, Ordering::Release, Ordering::Relaxed);
+        seg.channel.notify();
+    }
+}
+
+impl fmt::Debug for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lock").field("locked", &self.is_locked()).finish()
+    }
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard").finish_non_exhaustive()
+    }
+}
+
+impl Handle for Lock {
+    type Wire = SegmentWire;
+
+    fn to_wire(&self, fds: &mut FdSink) -> Result<SegmentWire> {
+        self.seg.to_wire(fds)
+    }
+
+    fn from_wire(wire: SegmentWire, fds: &mut FdSource) -> Result<Self> {
+        Ok(Lock {
+            seg: Arc::new(Segment::from_wire(wire, fds, Kind::Lock, STATE)?),
+        })
+    }
+}
+
+serde_via_handle!(Lock);

@@ -1,0 +1,86 @@
+//! The shared part of every synchronization primitive: a segment holding a wait channel and the
+//! primitive's state words, plus the channel's doorbell.
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use serde::{Deserialize, Serialize};
+
+use crate::handle::{FdIndex, FdSink, FdSource};
+use crate::notify::{CHANNEL_SIZE, WaitChannel};
+use crate::shm::SharedMemory;
+use crate::shm::header::Kind;
+use crate::shm::SharedMemoryWire;
+use crate::sys::eventfd;
+use crate::{Error, Result};
+
+/// A primitive's segment: `[wait channel][state words]`.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    shm: SharedMemory,
+    pub(crate) channel: WaitChannel,
+    kind: Kind,
+}
+
+impl Segment {
+    /// Creates a segment for `kind` with `state` bytes of state, initialised by `init` before
+    /// anyone else can see it.
+    pub(crate) fn create(kind: Kind, state: usize, init: impl FnOnce(&SharedMemory) -> Result<()>) -> Result<Self> {
+        let shm = SharedMemory::create_kind(kind, CHANNEL_SIZE + state, None, init)?;
+        let channel = WaitChannel::new(shm.clone(), 0, eventfd::create()?)?;
+        Ok(Segment { shm, channel, kind })
+    }
+
+    /// The `AtomicU32` at state offset `offset` (fixed by the primitive, in range by construction).
+    pub(crate) fn u32(&self, offset: usize) -> &AtomicU32 {
+        self.shm
+            .atomic_u32(CHANNEL_SIZE + offset)
+            .expect("state offsets are validated when the segment is made or received")
+    }
+
+    /// The `AtomicU64` at state offset `offset`.
+    pub(crate) fn u64(&self, offset: usize) -> &AtomicU64 {
+        self.shm
+            .atomic_u64(CHANNEL_SIZE + offset)
+            .expect("state offsets are validated when the segment is made or received")
+    }
+
+    pub(crate) fn to_wire(&self, fds: &mut FdSink) -> Result<SegmentWire> {
+        Ok(SegmentWire {
+            shm: self.shm.wire(fds)?,
+            doorbell: fds.push(self.channel.doorbell())?,
+        })
+    }
+
+    /// Rebuilds a received segment of `kind` whose state is `state` bytes, validating the
+    /// segment (seals, header, kind, size) and the doorbell.
+    pub(crate) fn from_wire(wire: SegmentWire, fds: &mut FdSource, kind: Kind, state: usize) -> Result<Self> {
+        let shm = SharedMemory::from_wire_kind(wire.shm, fds, kind)?;
+        if shm.size() < CHANNEL_SIZE + state {
+            return Err(Error::Corrupt(format!(
+                "{} bytes of synchronization state, {} expected",
+                shm.size(),
+                CHANNEL_SIZE + state
+            )));
+        }
+        let doorbell = fds.take(wire.doorbell)?;
+        if !eventfd::is_eventfd(doorbell.as_raw_fd()) {
+            return Err(Error::Corrupt("a primitive's doorbell must be an eventfd".into()));
+        }
+        let channel = WaitChannel::new(shm.clone(), 0, doorbell)?;
+        Ok(Segment { shm, channel, kind })
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind
+    }
+}
+
+/// The plain-data part of a synchronization primitive in a message.
+#[derive(Debug, Serialize, Deserialize)]
+#[doc(hidden)]
+pub struct SegmentWire {
+    shm: SharedMemoryWire,
+    doorbell: FdIndex,
+}
