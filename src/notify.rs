@@ -57,7 +57,9 @@ impl<'a> Counted<'a> {
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
         // Never below zero, even if a hostile peer zeroed the word meanwhile.
-        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 }
 
@@ -66,7 +68,12 @@ impl WaitChannel {
     /// `doorbell`.
     pub(crate) fn new(shm: SharedMemory, base: usize, doorbell: OwnedFd) -> crate::Result<Self> {
         shm.atomic_u32(base + 8)?;
-        Ok(WaitChannel { shm, base, doorbell, registered: OnceLock::new() })
+        Ok(WaitChannel {
+            shm,
+            base,
+            doorbell,
+            registered: OnceLock::new(),
+        })
     }
 
     /// The doorbell, for sending the channel to another process.
@@ -86,7 +93,10 @@ impl WaitChannel {
 
     /// How many waiters are counted in (blocking, async), for tests.
     pub(crate) fn waiters(&self) -> (u32, u32) {
-        (self.word(1).load(Ordering::Relaxed), self.word(2).load(Ordering::Relaxed))
+        (
+            self.word(1).load(Ordering::Relaxed),
+            self.word(2).load(Ordering::Relaxed),
+        )
     }
 
     /// Wakes every waiter, in every process, after a state change.

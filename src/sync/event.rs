@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::segment::{Segment, SegmentWire};
+use crate::Result;
 use crate::handle::{FdSink, FdSource, Handle, serde_via_handle};
 use crate::notify::SAFETY_RECHECK;
 use crate::shm::header::Kind;
-use crate::Result;
 
 const FLAG: usize = 0;
 const STATE: usize = 4;
@@ -86,7 +86,11 @@ impl Event {
     ///
     /// Cancel-safe: a dropped wait leaves no trace.
     pub async fn wait(&self) {
-        let _ = self.seg.channel.wait(|| self.check(), None, SAFETY_RECHECK).await;
+        let _ = self
+            .seg
+            .channel
+            .wait(|| self.check(), None, SAFETY_RECHECK)
+            .await;
     }
 
     /// Waits until the flag is set or `timeout` passes; returns whether it is set (as Python's
@@ -106,7 +110,10 @@ impl Event {
 
     /// [`wait`](Self::wait) for threads (not on a runtime worker: it blocks the thread).
     pub fn wait_blocking(&self) {
-        let _ = self.seg.channel.wait_blocking(|| self.check(), None, SAFETY_RECHECK);
+        let _ = self
+            .seg
+            .channel
+            .wait_blocking(|| self.check(), None, SAFETY_RECHECK);
     }
 
     /// [`wait_timeout`](Self::wait_timeout) for threads.
@@ -127,7 +134,9 @@ impl Event {
 
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Event").field("is_set", &self.is_set()).finish()
+        f.debug_struct("Event")
+            .field("is_set", &self.is_set())
+            .finish()
     }
 }
 

@@ -183,10 +183,14 @@ impl Lock {
                 // Exactly one of the waiters that noticed the death wins this exchange.
                 match owner.compare_exchange(current, token, Ordering::Acquire, Ordering::Relaxed) {
                     Ok(_) => {
-                        self.seg.u32(CONSISTENCY).store(INCONSISTENT, Ordering::Release);
+                        self.seg
+                            .u32(CONSISTENCY)
+                            .store(INCONSISTENT, Ordering::Release);
                         Attempt::Failed(LockError::OwnerDied(self.owned(token, true)))
                     }
-                    Err(_) => Attempt::Busy { other_process: true },
+                    Err(_) => Attempt::Busy {
+                        other_process: true,
+                    },
                 }
             }
             Err(current) => Attempt::Busy {
@@ -196,7 +200,9 @@ impl Lock {
     }
 
     fn owned(&self, token: u64, inconsistent: bool) -> LockGuard {
-        self.seg.u64(OWNER_START).store(my_start_time(), Ordering::Relaxed);
+        self.seg
+            .u64(OWNER_START)
+            .store(my_start_time(), Ordering::Relaxed);
         self.seg.u64(START_FOR).store(token, Ordering::Release);
         LockGuard {
             lock: self.clone(),
@@ -230,7 +236,11 @@ impl Lock {
             Attempt::Failed(e) => (Some(Err(e)), SAFETY_RECHECK),
             Attempt::Busy { other_process } => (
                 None,
-                if other_process { LIVENESS_CHECK } else { SAFETY_RECHECK },
+                if other_process {
+                    LIVENESS_CHECK
+                } else {
+                    SAFETY_RECHECK
+                },
             ),
         }
     }
@@ -304,7 +314,11 @@ impl Lock {
             }
             let slice_end = Instant::now() + recheck;
             let until = deadline.map_or(slice_end, |d| d.min(slice_end));
-            if let Some(result) = self.seg.channel.wait_blocking(|| self.step().0, Some(until), recheck) {
+            if let Some(result) =
+                self.seg
+                    .channel
+                    .wait_blocking(|| self.step().0, Some(until), recheck)
+            {
                 return result;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -343,7 +357,10 @@ impl LockGuard {
     /// lock stays usable once this guard is dropped.
     pub fn mark_consistent(&mut self) {
         if self.inconsistent {
-            self.lock.seg.u32(CONSISTENCY).store(CONSISTENT, Ordering::Release);
+            self.lock
+                .seg
+                .u32(CONSISTENCY)
+                .store(CONSISTENT, Ordering::Release);
             self.inconsistent = false;
         }
     }
@@ -358,18 +375,21 @@ impl Drop for LockGuard {
     fn drop(&mut self) {
         let seg = &self.lock.seg;
         if self.inconsistent {
-            seg.u32(CONSISTENCY).store(NOT_RECOVERABLE, Ordering::Release);
+            seg.u32(CONSISTENCY)
+                .store(NOT_RECOVERABLE, Ordering::Release);
         }
-        let _ = seg
-            .u64(OWNER)
-            .compare_exchange(self.token, 0, Ordering::Release, Ordering::Relaxed);
+        let _ =
+            seg.u64(OWNER)
+                .compare_exchange(self.token, 0, Ordering::Release, Ordering::Relaxed);
         seg.channel.notify();
     }
 }
 
 impl fmt::Debug for Lock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lock").field("locked", &self.is_locked()).finish()
+        f.debug_struct("Lock")
+            .field("locked", &self.is_locked())
+            .finish()
     }
 }
 

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::handle::{FdIndex, FdSink, FdSource};
 use crate::notify::{CHANNEL_SIZE, WaitChannel};
 use crate::shm::SharedMemory;
-use crate::shm::header::Kind;
 use crate::shm::SharedMemoryWire;
+use crate::shm::header::Kind;
 use crate::sys::eventfd;
 use crate::{Error, Result};
 
@@ -25,7 +25,11 @@ pub(crate) struct Segment {
 impl Segment {
     /// Creates a segment for `kind` with `state` bytes of state, initialised by `init` before
     /// anyone else can see it.
-    pub(crate) fn create(kind: Kind, state: usize, init: impl FnOnce(&SharedMemory) -> Result<()>) -> Result<Self> {
+    pub(crate) fn create(
+        kind: Kind,
+        state: usize,
+        init: impl FnOnce(&SharedMemory) -> Result<()>,
+    ) -> Result<Self> {
         let shm = SharedMemory::create_kind(kind, CHANNEL_SIZE + state, None, init)?;
         let channel = WaitChannel::new(shm.clone(), 0, eventfd::create()?)?;
         Ok(Segment { shm, channel, kind })
@@ -54,7 +58,12 @@ impl Segment {
 
     /// Rebuilds a received segment of `kind` whose state is `state` bytes, validating the
     /// segment (seals, header, kind, size) and the doorbell.
-    pub(crate) fn from_wire(wire: SegmentWire, fds: &mut FdSource, kind: Kind, state: usize) -> Result<Self> {
+    pub(crate) fn from_wire(
+        wire: SegmentWire,
+        fds: &mut FdSource,
+        kind: Kind,
+        state: usize,
+    ) -> Result<Self> {
         let shm = SharedMemory::from_wire_kind(wire.shm, fds, kind)?;
         if shm.size() < CHANNEL_SIZE + state {
             return Err(Error::Corrupt(format!(
@@ -65,7 +74,9 @@ impl Segment {
         }
         let doorbell = fds.take(wire.doorbell)?;
         if !eventfd::is_eventfd(doorbell.as_raw_fd()) {
-            return Err(Error::Corrupt("a primitive's doorbell must be an eventfd".into()));
+            return Err(Error::Corrupt(
+                "a primitive's doorbell must be an eventfd".into(),
+            ));
         }
         let channel = WaitChannel::new(shm.clone(), 0, doorbell)?;
         Ok(Segment { shm, channel, kind })

@@ -24,9 +24,11 @@ struct Engine {
 impl Engine {
     fn new(permits: u32, bounded: bool) -> Result<Self> {
         let seg = Segment::create(Kind::Semaphore, STATE, |shm| {
-            shm.atomic_u32(crate::notify::CHANNEL_SIZE + VALUE)?.store(permits, Ordering::Relaxed);
+            shm.atomic_u32(crate::notify::CHANNEL_SIZE + VALUE)?
+                .store(permits, Ordering::Relaxed);
             let bound = if bounded { permits.max(1) } else { 0 };
-            shm.atomic_u32(crate::notify::CHANNEL_SIZE + BOUND)?.store(bound, Ordering::Relaxed);
+            shm.atomic_u32(crate::notify::CHANNEL_SIZE + BOUND)?
+                .store(bound, Ordering::Relaxed);
             Ok(())
         })?;
         Ok(Engine { seg: Arc::new(seg) })
@@ -61,11 +63,16 @@ impl Engine {
     }
 
     async fn acquire(&self, deadline: Option<Instant>) -> Option<()> {
-        self.seg.channel.wait(|| self.try_take(), deadline, SAFETY_RECHECK).await
+        self.seg
+            .channel
+            .wait(|| self.try_take(), deadline, SAFETY_RECHECK)
+            .await
     }
 
     fn acquire_blocking(&self, deadline: Option<Instant>) -> Option<()> {
-        self.seg.channel.wait_blocking(|| self.try_take(), deadline, SAFETY_RECHECK)
+        self.seg
+            .channel
+            .wait_blocking(|| self.try_take(), deadline, SAFETY_RECHECK)
     }
 }
 
@@ -123,7 +130,9 @@ macro_rules! semaphore {
             ///
             /// [`Error::Io`] when the segment or its doorbell cannot be made.
             pub fn new(permits: u32) -> Result<Self> {
-                Ok($name { engine: Engine::new(permits, $bounded)? })
+                Ok($name {
+                    engine: Engine::new(permits, $bounded)?,
+                })
             }
 
             /// Permits available now (Python's `get_value()`).
@@ -198,7 +207,9 @@ macro_rules! semaphore {
             }
 
             fn permit(&self) -> SemaphorePermit {
-                SemaphorePermit { engine: Some(self.engine.clone()) }
+                SemaphorePermit {
+                    engine: Some(self.engine.clone()),
+                }
             }
         }
 
@@ -223,7 +234,9 @@ macro_rules! semaphore {
                 if bounded != $bounded {
                     return Err(Error::Corrupt("semaphore of the other kind".into()));
                 }
-                Ok($name { engine: Engine { seg: Arc::new(seg) } })
+                Ok($name {
+                    engine: Engine { seg: Arc::new(seg) },
+                })
             }
         }
 

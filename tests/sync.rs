@@ -1,0 +1,424 @@
+//! Event, Lock and Semaphore across real processes.
+//!
+//! Several behaviours are ported from CPython's `Lib/test/_test_multiprocessing.py`
+//! (`_TestEvent.test_event`, `_TestLock.test_lock`, `_TestSemaphore.test_semaphore`,
+//! `test_bounded_semaphore`, `test_timeout`), rewritten for this crate.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use support::LIVENESS;
+use tokio_multiprocessing::{
+    self as mp, BoundedSemaphore, Error, Event, Lock, LockError, ProcessFailure, Semaphore,
+    SharedMemory,
+};
+
+fn read_u64(shm: &SharedMemory, at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    shm.read_at(at, &mut b).unwrap();
+    u64::from_le_bytes(b)
+}
+
+fn write_u64(shm: &SharedMemory, at: usize, v: u64) {
+    shm.write_at(at, &v.to_le_bytes()).unwrap();
+}
+
+// ----- Event -----
+
+#[tokio::test]
+async fn event_basics_as_in_cpython() -> mp::Result<()> {
+    let event = Event::new()?;
+    assert!(!event.is_set());
+    assert!(!event.wait_timeout(Duration::ZERO).await);
+    let start = Instant::now();
+    assert!(!event.wait_timeout(Duration::from_millis(150)).await);
+    assert!(start.elapsed() >= Duration::from_millis(150));
+    event.set();
+    assert!(event.is_set());
+    assert!(event.wait_timeout(Duration::ZERO).await);
+    event.wait().await;
+    event.clear();
+    assert!(!event.is_set());
+    assert!(!event.wait_timeout_blocking(Duration::from_millis(10)));
+    Ok(())
+}
+
+async fn wait_for_event((event, arrived, blocking): (Event, Semaphore, bool)) -> u32 {
+    arrived.release().unwrap();
+    if blocking {
+        tokio::task::spawn_blocking(move || event.wait_blocking())
+            .await
+            .unwrap();
+    } else {
+        event.wait().await;
+    }
+    std::process::id()
+}
+
+#[tokio::test]
+async fn event_wakes_waiters_in_three_processes() -> mp::Result<()> {
+    mp::init().await?;
+    let event = Event::new()?;
+    let arrived = Semaphore::new(0)?;
+    let mut children = Vec::new();
+    for blocking in [false, true, false] {
+        children.push(mp::Process::spawn(
+            wait_for_event,
+            (event.clone(), arrived.clone(), blocking),
+        )?);
+    }
+    for _ in 0..3 {
+        arrived.acquire_timeout(LIVENESS).await?.forget();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        children.iter().all(|c| c.is_alive()),
+        "nobody passes an unset event"
+    );
+    event.set();
+    for child in &mut children {
+        let pid = child.join_timeout(LIVENESS).await?;
+        assert_eq!(pid, child.pid());
+    }
+    Ok(())
+}
+
+// ----- Lock -----
+
+#[tokio::test]
+async fn lock_basics_as_in_cpython() -> mp::Result<()> {
+    let lock = Lock::new()?;
+    let guard = lock.try_lock().map_err(Error::from)?;
+    assert!(lock.is_locked());
+    assert!(matches!(lock.try_lock(), Err(LockError::WouldBlock)));
+    let start = Instant::now();
+    assert!(matches!(
+        lock.lock_timeout(Duration::from_millis(150)).await,
+        Err(LockError::Timeout)
+    ));
+    assert!(start.elapsed() >= Duration::from_millis(150));
+    drop(guard);
+    assert!(!lock.is_locked());
+    let _again = lock.lock().await.map_err(Error::from)?;
+    Ok(())
+}
+
+/// Adds 1 to the counter `n` times under the lock, with a read-modify-write that would lose
+/// updates without mutual exclusion.
+async fn increment((lock, counter, n, blocking): (Lock, SharedMemory, u64, bool)) {
+    if blocking {
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..n {
+                let _g = lock.lock_blocking().expect("lock");
+                write_u64(&counter, 0, read_u64(&counter, 0) + 1);
+            }
+        })
+        .await
+        .unwrap();
+    } else {
+        for _ in 0..n {
+            let _g = lock.lock().await.expect("lock");
+            write_u64(&counter, 0, read_u64(&counter, 0) + 1);
+        }
+    }
+}
+
+#[tokio::test]
+async fn three_processes_increment_under_a_lock_exactly() -> mp::Result<()> {
+    mp::init().await?;
+    const N: u64 = 100_000;
+    let lock = Lock::new()?;
+    let counter = SharedMemory::create(8)?;
+    let mut children = Vec::new();
+    for blocking in [false, true, false] {
+        children.push(mp::Process::spawn(
+            increment,
+            (lock.clone(), counter.clone(), N, blocking),
+        )?);
+    }
+    for child in &mut children {
+        child.join().await?;
+    }
+    assert_eq!(read_u64(&counter, 0), 3 * N);
+    Ok(())
+}
+
+/// Takes the lock, says so, and holds it until killed.
+async fn hold_forever((lock, holding): (Lock, Event)) {
+    let _guard = lock.lock().await.expect("lock");
+    holding.set();
+    loop {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_parked_async_waiter_gets_owner_died_when_the_owner_is_killed() -> mp::Result<()> {
+    mp::init().await?;
+    let (lock, holding) = (Lock::new()?, Event::new()?);
+    let mut owner = mp::Process::spawn(hold_forever, (lock.clone(), holding.clone()))?;
+    assert!(holding.wait_timeout(LIVENESS).await);
+    let waiter = tokio::spawn({
+        let lock = lock.clone();
+        async move { lock.lock_timeout(LIVENESS).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiter.is_finished(), "a live owner keeps the lock");
+    let killed = Instant::now();
+    owner.kill()?;
+    let mut guard = match waiter.await.unwrap() {
+        Err(LockError::OwnerDied(guard)) => guard,
+        other => panic!("expected OwnerDied, got {other:?}"),
+    };
+    eprintln!("OwnerDied {:?} after the kill", killed.elapsed());
+    guard.mark_consistent();
+    drop(guard);
+    assert!(lock.try_lock().is_ok(), "a repaired lock works again");
+    let _ = owner.join().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_parked_blocking_waiter_gets_owner_died_too() -> mp::Result<()> {
+    mp::init().await?;
+    let (lock, holding) = (Lock::new()?, Event::new()?);
+    let owner = mp::Process::spawn(hold_forever, (lock.clone(), holding.clone()))?;
+    assert!(holding.wait_timeout(LIVENESS).await);
+    let waiter = std::thread::spawn({
+        let lock = lock.clone();
+        move || lock.lock_timeout_blocking(LIVENESS).map(drop)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    owner.kill()?;
+    match waiter.join().unwrap() {
+        Err(LockError::OwnerDied(mut guard)) => guard.mark_consistent(),
+        other => panic!("expected OwnerDied, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unrepaired_lock_is_not_recoverable_for_anyone() -> mp::Result<()> {
+    mp::init().await?;
+    let (lock, holding) = (Lock::new()?, Event::new()?);
+    let mut owner = mp::Process::spawn(hold_forever, (lock.clone(), holding.clone()))?;
+    assert!(holding.wait_timeout(LIVENESS).await);
+    owner.kill()?;
+    let _ = owner.join().await;
+    let guard = lock
+        .lock_timeout(LIVENESS)
+        .await
+        .unwrap_err()
+        .into_guard()
+        .expect("OwnerDied");
+    drop(guard); // not marked consistent
+    assert!(matches!(lock.try_lock(), Err(LockError::NotRecoverable)));
+    assert!(matches!(lock.lock().await, Err(LockError::NotRecoverable)));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stopped_owner_is_not_treated_as_dead() -> mp::Result<()> {
+    mp::init().await?;
+    let (lock, holding) = (Lock::new()?, Event::new()?);
+    let mut owner = mp::Process::spawn(hold_forever, (lock.clone(), holding.clone()))?;
+    assert!(holding.wait_timeout(LIVENESS).await);
+    let pid = owner.pid().to_string();
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()?;
+    assert!(matches!(
+        lock.lock_timeout(Duration::from_millis(500)).await,
+        Err(LockError::Timeout)
+    ));
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()?;
+    assert!(matches!(lock.try_lock(), Err(LockError::WouldBlock)));
+    owner.kill()?;
+    let _ = owner.join().await;
+    let mut guard = lock
+        .lock_timeout(LIVENESS)
+        .await
+        .unwrap_err()
+        .into_guard()
+        .expect("OwnerDied");
+    guard.mark_consistent();
+    Ok(())
+}
+
+/// Locks and unlocks as fast as it can until killed.
+async fn hammer((lock, counter): (Lock, SharedMemory)) {
+    loop {
+        match lock.lock().await {
+            Ok(_g) => write_u64(&counter, 0, read_u64(&counter, 0) + 1),
+            Err(LockError::OwnerDied(mut g)) => g.mark_consistent(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn survivors_always_proceed_after_200_random_kills() -> mp::Result<()> {
+    mp::init().await?;
+    let lock = Lock::new()?;
+    let counter = SharedMemory::create(8)?;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let (mut recovered, mut clean) = (0, 0);
+    for _ in 0..200 {
+        let mut child = mp::Process::spawn(hammer, (lock.clone(), counter.clone()))?;
+        // Let it get going, then kill it at a random point.
+        let before = read_u64(&counter, 0);
+        let deadline = Instant::now() + LIVENESS;
+        while read_u64(&counter, 0) == before && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        tokio::time::sleep(Duration::from_micros(seed % 3000)).await;
+        child.kill()?;
+        assert!(matches!(
+            child.join().await,
+            Err(Error::Process(ProcessFailure::Signaled(9)))
+        ));
+        match lock.lock_timeout(LIVENESS).await {
+            Ok(_) => clean += 1,
+            Err(LockError::OwnerDied(mut g)) => {
+                g.mark_consistent();
+                recovered += 1;
+            }
+            Err(e) => panic!("the survivor could not proceed: {e}"),
+        }
+    }
+    eprintln!("200 kills: {recovered} while holding the lock, {clean} while not");
+    assert!(read_u64(&counter, 0) > 0);
+    Ok(())
+}
+
+// ----- Semaphore -----
+
+#[tokio::test]
+async fn semaphore_basics_as_in_cpython() -> mp::Result<()> {
+    let sem = Semaphore::new(2)?;
+    let a = sem.try_acquire()?;
+    let b = sem.acquire().await;
+    assert_eq!(sem.available_permits(), 0);
+    assert!(matches!(sem.try_acquire(), Err(Error::Empty)));
+    let start = Instant::now();
+    assert!(matches!(
+        sem.acquire_timeout(Duration::from_millis(150)).await,
+        Err(Error::Timeout)
+    ));
+    assert!(start.elapsed() >= Duration::from_millis(150));
+    drop(a);
+    assert_eq!(sem.available_permits(), 1);
+    b.forget();
+    assert_eq!(sem.available_permits(), 1);
+    sem.release()?;
+    sem.release()?; // a plain Semaphore may go above its start, as in Python
+    assert_eq!(sem.available_permits(), 3);
+
+    let bounded = BoundedSemaphore::new(1)?;
+    assert!(matches!(bounded.release(), Err(Error::InvalidArgument(_))));
+    let p = bounded.acquire().await;
+    drop(p);
+    assert_eq!(bounded.available_permits(), 1);
+    Ok(())
+}
+
+/// Enters the section guarded by the semaphore, recording how many are inside at once.
+async fn enter_section((sem, lock, stats): (BoundedSemaphore, Lock, SharedMemory)) {
+    for _ in 0..20 {
+        let _permit = sem.acquire().await;
+        {
+            let _g = lock.lock().await.unwrap();
+            let inside = read_u64(&stats, 0) + 1;
+            write_u64(&stats, 0, inside);
+            write_u64(&stats, 8, read_u64(&stats, 8).max(inside));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let _g = lock.lock().await.unwrap();
+        write_u64(&stats, 0, read_u64(&stats, 0) - 1);
+    }
+}
+
+#[tokio::test]
+async fn a_semaphore_limits_concurrency_across_four_processes() -> mp::Result<()> {
+    mp::init().await?;
+    let (sem, lock, stats) = (
+        BoundedSemaphore::new(2)?,
+        Lock::new()?,
+        SharedMemory::create(16)?,
+    );
+    let mut children = Vec::new();
+    for _ in 0..4 {
+        children.push(mp::Process::spawn(
+            enter_section,
+            (sem.clone(), lock.clone(), stats.clone()),
+        )?);
+    }
+    for child in &mut children {
+        child.join().await?;
+    }
+    assert_eq!(read_u64(&stats, 0), 0);
+    let max = read_u64(&stats, 8);
+    assert!((1..=2).contains(&max), "{max} inside at once");
+    assert_eq!(sem.available_permits(), 2);
+    Ok(())
+}
+
+// ----- cancellation -----
+
+#[tokio::test]
+async fn cancelled_waits_leave_no_trace() -> mp::Result<()> {
+    let lock = Lock::new()?;
+    let guard = lock.lock().await.map_err(Error::from)?;
+    // Poll once (pending: the lock is held), then drop the future.
+    assert!(lock.lock().now_or_never().is_none());
+    assert_eq!(lock.__waiters(), (0, 0));
+    drop(guard);
+    assert!(lock.try_lock().is_ok(), "the dropped waiter took nothing");
+
+    let event = Event::new()?;
+    {
+        let wait = event.wait();
+        tokio::pin!(wait);
+        assert!((&mut wait).now_or_never().is_none());
+        assert_eq!(event.__waiters(), (0, 1), "a parked waiter is counted");
+    }
+    assert_eq!(event.__waiters(), (0, 0), "and uncounted when dropped");
+
+    let sem = Semaphore::new(0)?;
+    for _ in 0..100 {
+        let _ = tokio::time::timeout(Duration::from_micros(50), sem.acquire()).await;
+    }
+    sem.release()?;
+    assert_eq!(
+        sem.available_permits(),
+        1,
+        "no cancelled acquire kept a permit"
+    );
+    Ok(())
+}
+
+// ----- handles -----
+
+async fn set_through_pipe(mut conn: mp::Connection<Event>) {
+    let event = conn.recv().await.unwrap();
+    event.set();
+}
+
+#[tokio::test]
+async fn primitives_travel_inside_messages() -> mp::Result<()> {
+    mp::init().await?;
+    let (ours, theirs) = mp::Pipe::<Event>::duplex()?;
+    let mut child = mp::Process::spawn(set_through_pipe, theirs)?;
+    let event = Event::new()?;
+    ours.send(&event).await?;
+    assert!(event.wait_timeout(LIVENESS).await);
+    child.join().await?;
+    Ok(())
+}
