@@ -62,4 +62,7 @@ pub use process::{
     pass,
 };
 pub use shm::{Item, ShareableList, SharedMemory, Slot};
-pub use sync::{BoundedSemaphore, Event, Lock, LockError, LockGuard, Semaphore, SemaphorePermit};
+pub use sync::{
+    Array, Barrier, BoundedSemaphore, Event, Lock, LockError, LockGuard, RawValue, Semaphore,
+    SemaphorePermit, Value,
+};

@@ -422,3 +422,147 @@ async fn primitives_travel_inside_messages() -> mp::Result<()> {
     child.join().await?;
     Ok(())
 }
+
+// ----- Value and Array -----
+
+async fn add_to_value((value, n): (mp::Value<u64>, u64)) {
+    for _ in 0..n {
+        *value.lock().await.expect("lock") += 1;
+    }
+}
+
+#[tokio::test]
+async fn value_counts_exactly_across_three_processes() -> mp::Result<()> {
+    mp::init().await?;
+    let value = mp::Value::new(0u64)?;
+    let mut children = Vec::new();
+    for _ in 0..3 {
+        children.push(mp::Process::spawn(add_to_value, (value.clone(), 5_000))?);
+    }
+    for child in &mut children {
+        child.join().await?;
+    }
+    assert_eq!(value.get(), 15_000);
+    Ok(())
+}
+
+async fn negate(array: mp::Array<f64>) -> usize {
+    let mut items = array.lock().await.expect("lock");
+    for x in items.iter_mut() {
+        *x = -*x;
+    }
+    items.len()
+}
+
+#[tokio::test]
+async fn array_is_shared_with_a_child() -> mp::Result<()> {
+    mp::init().await?;
+    let array = mp::Array::new(&[1.0, 2.5, -3.0])?;
+    assert_eq!(mp::Process::spawn(negate, array.clone())?.join().await?, 3);
+    assert_eq!(array.to_vec(), [-1.0, -2.5, 3.0]);
+    let raw = mp::RawValue::new(7i32)?;
+    raw.set(8);
+    assert_eq!(raw.get(), 8);
+    Ok(())
+}
+
+// ----- Barrier -----
+
+async fn barrier_rounds((barrier, rounds): (mp::Barrier, usize)) -> Vec<usize> {
+    let mut indices = Vec::new();
+    for _ in 0..rounds {
+        indices.push(barrier.wait_timeout(LIVENESS).await.expect("round"));
+    }
+    indices
+}
+
+#[tokio::test]
+async fn a_barrier_holds_four_processes_for_ten_rounds() -> mp::Result<()> {
+    mp::init().await?;
+    let barrier = mp::Barrier::new(4)?;
+    let mut children = Vec::new();
+    for _ in 0..4 {
+        children.push(mp::Process::spawn(barrier_rounds, (barrier.clone(), 10))?);
+    }
+    let mut per_child = Vec::new();
+    for child in &mut children {
+        per_child.push(child.join().await?);
+    }
+    for round in 0..10 {
+        let mut seen: Vec<usize> = per_child.iter().map(|v| v[round]).collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [0, 1, 2, 3],
+            "round {round}: one index each, exactly one leader (3)"
+        );
+    }
+    assert!(!barrier.is_broken());
+    Ok(())
+}
+
+async fn wait_at_barrier(barrier: mp::Barrier) -> String {
+    match barrier.wait_timeout(LIVENESS).await {
+        Ok(i) => format!("ok {i}"),
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn abort_breaks_waiters_and_reset_makes_the_barrier_usable_again() -> mp::Result<()> {
+    mp::init().await?;
+    let barrier = mp::Barrier::new(3)?;
+    let mut early = mp::Process::spawn(wait_at_barrier, barrier.clone())?;
+    while barrier.n_waiting() < 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    barrier.abort();
+    assert_eq!(early.join().await?, "Broken");
+    assert!(
+        matches!(barrier.wait().await, Err(Error::Broken)),
+        "stays broken"
+    );
+    barrier.reset();
+    assert!(!barrier.is_broken());
+    let mut a = mp::Process::spawn(wait_at_barrier, barrier.clone())?;
+    let mut b = mp::Process::spawn(wait_at_barrier, barrier.clone())?;
+    let mine = barrier.wait_timeout(LIVENESS).await?;
+    let (ra, rb) = (a.join().await?, b.join().await?);
+    assert!(ra.starts_with("ok") && rb.starts_with("ok"), "{ra} {rb}");
+    assert!(mine < 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_party_dying_at_the_barrier_breaks_it_for_the_others() -> mp::Result<()> {
+    mp::init().await?;
+    let barrier = mp::Barrier::new(3)?;
+    let mut doomed = mp::Process::spawn(wait_at_barrier, barrier.clone())?;
+    while barrier.n_waiting() < 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    doomed.kill()?;
+    let _ = doomed.join().await;
+    assert!(matches!(
+        barrier.wait_timeout(LIVENESS).await,
+        Err(Error::Broken)
+    ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_barrier_timeout_breaks_it() -> mp::Result<()> {
+    let barrier = mp::Barrier::new(2)?;
+    let start = Instant::now();
+    assert!(matches!(
+        barrier.wait_timeout(Duration::from_millis(100)).await,
+        Err(Error::Timeout)
+    ));
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    assert!(barrier.is_broken());
+    assert!(matches!(
+        mp::Barrier::new(0),
+        Err(Error::InvalidArgument(_))
+    ));
+    Ok(())
+}

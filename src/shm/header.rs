@@ -29,6 +29,7 @@ pub(crate) enum Kind {
     Event = 3,
     Lock = 4,
     Semaphore = 5,
+    Barrier = 6,
 }
 
 impl Kind {
@@ -39,6 +40,7 @@ impl Kind {
             3 => "an Event",
             4 => "a Lock",
             5 => "a Semaphore",
+            6 => "a Barrier",
             _ => "an unknown kind",
         }
     }

@@ -11,13 +11,19 @@
 //! |---|---|
 //! | `Event()`: `set`, `clear`, `is_set`, `wait(timeout)` | [`Event`]: same, `wait().await`, `wait_timeout(d).await` |
 //! | `Lock()`: `acquire`, `release` | [`Lock`]: `lock().await` → guard (released on drop), `try_lock`, `lock_timeout` |
+//! | `Value('i', 0)`, `Array('d', n)`, `RawValue` | [`Value`], [`Array`] (`lock().await` → guard that derefs), [`RawValue`] |
+//! | `Barrier(parties)`: `wait`, `abort`, `reset` | [`Barrier`]: `wait().await` → index, `abort`, `reset`, [`Error::Broken`](crate::Error::Broken) |
 //! | `Semaphore(n)`, `BoundedSemaphore(n)` | [`Semaphore`], [`BoundedSemaphore`]: `acquire().await` → permit, `release()` |
 
+mod barrier;
 mod event;
 mod lock;
 mod segment;
 mod semaphore;
+mod value;
 
+pub use barrier::{Barrier, MAX_PARTIES};
 pub use event::Event;
 pub use lock::{Lock, LockError, LockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphorePermit};
+pub use value::{Array, ArrayGuard, RawValue, Value, ValueGuard};

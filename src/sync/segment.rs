@@ -86,6 +86,11 @@ impl Segment {
     pub(crate) fn kind(&self) -> Kind {
         self.kind
     }
+
+    /// Whether `state` bytes of state fit in the segment.
+    pub(crate) fn fits(&self, state: usize) -> bool {
+        self.shm.size() >= CHANNEL_SIZE + state
+    }
 }
 
 /// The plain-data part of a synchronization primitive in a message.
