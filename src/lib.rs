@@ -63,6 +63,6 @@ pub use process::{
 };
 pub use shm::{Item, ShareableList, SharedMemory, Slot};
 pub use sync::{
-    Array, Barrier, BoundedSemaphore, Event, Lock, LockError, LockGuard, RawValue, Semaphore,
-    SemaphorePermit, Value,
+    Array, Barrier, BoundedSemaphore, Condition, Event, Lock, LockError, LockGuard, RLock,
+    RawValue, Semaphore, SemaphorePermit, Value,
 };

@@ -566,3 +566,168 @@ async fn a_barrier_timeout_breaks_it() -> mp::Result<()> {
     ));
     Ok(())
 }
+
+// ----- RLock -----
+
+async fn rlock_increment((lock, counter, n): (mp::RLock, SharedMemory, u64)) {
+    for _ in 0..n {
+        let _outer = lock.lock().await.expect("lock");
+        let _inner = lock.lock().await.expect("re-entry");
+        write_u64(&counter, 0, read_u64(&counter, 0) + 1);
+    }
+}
+
+#[tokio::test]
+async fn rlock_is_reentrant_for_its_task_and_exclusive_for_others() -> mp::Result<()> {
+    mp::init().await?;
+    let lock = mp::RLock::new()?;
+    let outer = lock.lock().await?;
+    let inner = lock.try_lock()?;
+    let other = tokio::spawn({
+        let lock = lock.clone();
+        async move {
+            lock.lock_timeout(Duration::from_millis(100))
+                .await
+                .map(drop)
+        }
+    });
+    assert!(other.await.unwrap().is_err(), "another task waits");
+    drop(outer);
+    assert!(lock.is_locked(), "still held by the inner guard");
+    drop(inner);
+    assert!(!lock.is_locked());
+
+    let counter = SharedMemory::create(8)?;
+    let mut children = Vec::new();
+    for _ in 0..2 {
+        children.push(mp::Process::spawn(
+            rlock_increment,
+            (lock.clone(), counter.clone(), 5_000),
+        )?);
+    }
+    for child in &mut children {
+        child.join().await?;
+    }
+    assert_eq!(read_u64(&counter, 0), 10_000);
+    Ok(())
+}
+
+// ----- Condition -----
+
+async fn wait_on_condition((lock, cond, woken): (Lock, mp::Condition, Semaphore)) -> bool {
+    let guard = lock.lock().await.expect("lock");
+    let (_guard, notified) = cond.wait_timeout(guard, LIVENESS).await.expect("wait");
+    woken.release().unwrap();
+    notified
+}
+
+#[tokio::test]
+async fn notify_n_wakes_exactly_n_waiters_across_processes() -> mp::Result<()> {
+    mp::init().await?;
+    let lock = Lock::new()?;
+    let cond = mp::Condition::new(&lock)?;
+    let woken = Semaphore::new(0)?;
+    let mut children = Vec::new();
+    for _ in 0..4 {
+        children.push(mp::Process::spawn(
+            wait_on_condition,
+            (lock.clone(), cond.clone(), woken.clone()),
+        )?);
+    }
+    let deadline = Instant::now() + LIVENESS;
+    while cond.n_waiting() < 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(cond.n_waiting(), 4);
+    assert!(cond.notify(1).is_err(), "notify needs the lock");
+    {
+        let _g = lock.lock().await.map_err(Error::from)?;
+        assert_eq!(cond.notify(2)?, 2);
+    }
+    for _ in 0..2 {
+        woken.acquire_timeout(LIVENESS).await?.forget();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(woken.available_permits(), 0, "exactly two woke");
+    assert_eq!(cond.n_waiting(), 2);
+    {
+        let _g = lock.lock().await.map_err(Error::from)?;
+        assert_eq!(cond.notify_all()?, 2);
+    }
+    for child in &mut children {
+        assert!(
+            child.join().await?,
+            "every waiter was notified, none timed out"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn timed_out_waiters_and_past_notifies_are_not_counted() -> mp::Result<()> {
+    let lock = Lock::new()?;
+    let cond = mp::Condition::new(&lock)?;
+    // Nobody waits: the notify is not stored.
+    {
+        let _g = lock.lock().await.map_err(Error::from)?;
+        assert_eq!(cond.notify(1)?, 0);
+    }
+    let guard = lock.lock().await.map_err(Error::from)?;
+    let (guard, notified) = cond.wait_timeout(guard, Duration::from_millis(100)).await?;
+    assert!(!notified);
+    drop(guard);
+    // The timed-out waiter does not absorb the next notify.
+    let waiter = tokio::spawn({
+        let (lock, cond) = (lock.clone(), cond.clone());
+        async move {
+            let guard = lock.lock().await.map_err(Error::from)?;
+            cond.wait_timeout(guard, LIVENESS).await.map(|(_, n)| n)
+        }
+    });
+    while cond.n_waiting() == 0 {
+        tokio::task::yield_now().await;
+    }
+    {
+        let _g = lock.lock().await.map_err(Error::from)?;
+        assert_eq!(cond.notify(1)?, 1);
+    }
+    assert!(waiter.await.unwrap()?);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cancelled_waiter_passes_its_notification_on() -> mp::Result<()> {
+    let lock = Lock::new()?;
+    let cond = mp::Condition::new(&lock)?;
+    let first = {
+        let (lock, cond) = (lock.clone(), cond.clone());
+        tokio::spawn(async move {
+            let guard = lock.lock().await.map_err(Error::from)?;
+            cond.wait(guard).await.map(drop)
+        })
+    };
+    while cond.n_waiting() < 1 {
+        tokio::task::yield_now().await;
+    }
+    let second = {
+        let (lock, cond) = (lock.clone(), cond.clone());
+        tokio::spawn(async move {
+            let guard = lock.lock().await.map_err(Error::from)?;
+            cond.wait_timeout(guard, LIVENESS).await.map(|(_, n)| n)
+        })
+    };
+    while cond.n_waiting() < 2 {
+        tokio::task::yield_now().await;
+    }
+    {
+        let _g = lock.lock().await.map_err(Error::from)?;
+        assert_eq!(cond.notify(1)?, 1); // the oldest: `first`
+    }
+    first.abort(); // cancelled before it could use the notification
+    let _ = first.await;
+    assert!(
+        second.await.unwrap()?,
+        "the notification moved on to the next waiter"
+    );
+    Ok(())
+}

@@ -30,6 +30,7 @@ pub(crate) enum Kind {
     Lock = 4,
     Semaphore = 5,
     Barrier = 6,
+    Condition = 7,
 }
 
 impl Kind {
@@ -41,6 +42,7 @@ impl Kind {
             4 => "a Lock",
             5 => "a Semaphore",
             6 => "a Barrier",
+            7 => "a Condition",
             _ => "an unknown kind",
         }
     }

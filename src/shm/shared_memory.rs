@@ -285,6 +285,11 @@ impl SharedMemory {
         Ok(self.inner.map.atomic_u64(HEADER_SIZE + offset)?)
     }
 
+    /// Whether `other` refers to the same segment (the same file).
+    pub(crate) fn same_segment(&self, other: &SharedMemory) -> bool {
+        sys::same_file(&self.inner.fd, &other.inner.fd).unwrap_or(false)
+    }
+
     /// The segment's fd, for tests that play a hostile peer.
     #[doc(hidden)]
     pub fn __fd(&self) -> std::os::fd::BorrowedFd<'_> {

@@ -166,6 +166,16 @@ impl Lock {
         })
     }
 
+    /// Whether `other` is a handle to the same lock.
+    pub(crate) fn same_as(&self, other: &Lock) -> bool {
+        self.seg.same_as(&other.seg)
+    }
+
+    /// Whether a guard in this process holds the lock.
+    pub(crate) fn held_by_this_process(&self) -> bool {
+        (self.seg.u64(OWNER).load(Ordering::Acquire) >> 32) as u32 == sys::getpid()
+    }
+
     /// Whether somebody holds the lock right now.
     pub fn is_locked(&self) -> bool {
         self.seg.u64(OWNER).load(Ordering::Acquire) != 0
@@ -368,6 +378,11 @@ impl LockGuard {
     /// The lock this guard holds.
     pub fn lock(&self) -> &Lock {
         &self.lock
+    }
+
+    /// Whether this guard holds `lock` (the same segment, whichever handle).
+    pub(crate) fn holds(&self, lock: &Lock) -> bool {
+        self.lock.same_as(lock)
     }
 }
 

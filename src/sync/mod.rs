@@ -10,20 +10,26 @@
 //! | Python | here |
 //! |---|---|
 //! | `Event()`: `set`, `clear`, `is_set`, `wait(timeout)` | [`Event`]: same, `wait().await`, `wait_timeout(d).await` |
+//! | `RLock()` | [`RLock`]: re-entrant for the task (or thread) that holds it |
 //! | `Lock()`: `acquire`, `release` | [`Lock`]: `lock().await` → guard (released on drop), `try_lock`, `lock_timeout` |
 //! | `Value('i', 0)`, `Array('d', n)`, `RawValue` | [`Value`], [`Array`] (`lock().await` → guard that derefs), [`RawValue`] |
+//! | `Condition(lock)`: `wait`, `wait_for`, `notify(n)`, `notify_all` | [`Condition`]: `wait(guard).await` → guard, same names |
 //! | `Barrier(parties)`: `wait`, `abort`, `reset` | [`Barrier`]: `wait().await` → index, `abort`, `reset`, [`Error::Broken`](crate::Error::Broken) |
 //! | `Semaphore(n)`, `BoundedSemaphore(n)` | [`Semaphore`], [`BoundedSemaphore`]: `acquire().await` → permit, `release()` |
 
 mod barrier;
+mod condition;
 mod event;
 mod lock;
+mod rlock;
 mod segment;
 mod semaphore;
 mod value;
 
 pub use barrier::{Barrier, MAX_PARTIES};
+pub use condition::{Condition, MAX_WAITERS};
 pub use event::Event;
 pub use lock::{Lock, LockError, LockGuard};
+pub use rlock::{RLock, RLockError, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphorePermit};
 pub use value::{Array, ArrayGuard, RawValue, Value, ValueGuard};

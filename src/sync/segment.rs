@@ -87,6 +87,11 @@ impl Segment {
         self.kind
     }
 
+    /// Whether `other` is the same segment (whichever process or handle made it).
+    pub(crate) fn same_as(&self, other: &Segment) -> bool {
+        self.shm.as_ptr() == other.shm.as_ptr() || self.shm.same_segment(&other.shm)
+    }
+
     /// Whether `state` bytes of state fit in the segment.
     pub(crate) fn fits(&self, state: usize) -> bool {
         self.shm.size() >= CHANNEL_SIZE + state

@@ -1,0 +1,356 @@
+//! [`Condition`]: wait for a notification while releasing a [`Lock`] (Python's
+//! `multiprocessing.Condition`).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::lock::{Lock, LockError, LockGuard};
+use super::segment::{Segment, SegmentWire};
+use crate::handle::{FdSink, FdSource, Handle};
+use crate::notify::SAFETY_RECHECK;
+use crate::shm::header::Kind;
+use crate::sys::{self, pidfd};
+use crate::{Error, Result};
+
+// State layout: a ticket counter, then waiter slots of 16 bytes:
+// state u32 | pid u32 | ticket u64.
+const TICKETS: usize = 0;
+const SLOTS: usize = 8;
+/// Most waiters one condition holds at once.
+pub const MAX_WAITERS: usize = 128;
+const STATE: usize = SLOTS + 16 * MAX_WAITERS;
+
+const FREE: u32 = 0;
+const CLAIMED: u32 = 1;
+const WAITING: u32 = 2;
+const NOTIFIED: u32 = 3;
+
+const LIVENESS_CHECK: Duration = Duration::from_millis(100);
+
+/// A condition variable over a [`Lock`], across tasks, threads and processes (Python's
+/// `multiprocessing.Condition`).
+///
+/// [`wait`](Self::wait) takes the lock's guard, releases the lock, sleeps until notified, and
+/// returns a new guard once the lock is re-acquired. [`notify(n)`](Self::notify) wakes exactly
+/// `n` of the tasks waiting at that moment (the longest-waiting first), [`notify_all`](Self::notify_all)
+/// all of them. A notification is never stored for a later waiter, a waiter whose timeout
+/// passed no longer counts, and a waiter whose process died is skipped.
+///
+/// # Examples
+///
+/// ```
+/// use tokio_multiprocessing::{Condition, Lock};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> tokio_multiprocessing::Result<()> {
+/// let lock = Lock::new()?;
+/// let cond = Condition::new(&lock)?;
+/// let waiter = tokio::spawn({
+///     let (lock, cond) = (lock.clone(), cond.clone());
+///     async move {
+///         let guard = lock.lock().await?;
+///         let (_guard, notified) = cond.wait_timeout(guard, std::time::Duration::from_secs(30)).await?;
+///         Ok::<_, tokio_multiprocessing::Error>(notified)
+///     }
+/// });
+/// while cond.n_waiting() == 0 {
+///     tokio::task::yield_now().await;
+/// }
+/// let _guard = lock.lock().await?;
+/// cond.notify(1)?;
+/// drop(_guard);
+/// assert!(waiter.await.unwrap()?);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Condition {
+    lock: Lock,
+    seg: Arc<Segment>,
+}
+
+/// A claimed waiter slot; freed on drop, passing on a notification it received but did not use.
+struct Slot<'a> {
+    cond: &'a Condition,
+    index: usize,
+    done: bool,
+}
+
+impl Slot<'_> {
+    fn state(&self) -> &AtomicU32 {
+        self.cond.seg.u32(SLOTS + 16 * self.index)
+    }
+
+    /// Frees the slot; `Some(true)` if it had been notified.
+    fn release(&mut self) -> bool {
+        self.done = true;
+        let was = self.state().swap(FREE, Ordering::AcqRel);
+        was == NOTIFIED
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.done && self.release() {
+            // A cancelled waiter was chosen: hand the wake-up to the next waiter.
+            self.cond.mark(1);
+        }
+    }
+}
+
+impl Condition {
+    /// A condition over `lock`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the segment cannot be made.
+    pub fn new(lock: &Lock) -> Result<Self> {
+        Ok(Condition {
+            lock: lock.clone(),
+            seg: Arc::new(Segment::create(Kind::Condition, STATE, |_| Ok(()))?),
+        })
+    }
+
+    /// The lock this condition uses.
+    pub fn lock(&self) -> &Lock {
+        &self.lock
+    }
+
+    fn slot_state(&self, i: usize) -> &AtomicU32 {
+        self.seg.u32(SLOTS + 16 * i)
+    }
+
+    /// How many waiters are waiting now.
+    pub fn n_waiting(&self) -> usize {
+        (0..MAX_WAITERS)
+            .filter(|&i| self.slot_state(i).load(Ordering::Acquire) == WAITING)
+            .count()
+    }
+
+    fn claim(&self) -> Result<Slot<'_>> {
+        for i in 0..MAX_WAITERS {
+            if self
+                .slot_state(i)
+                .compare_exchange(FREE, CLAIMED, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.seg
+                    .u32(SLOTS + 16 * i + 4)
+                    .store(sys::getpid(), Ordering::Relaxed);
+                let ticket = self.seg.u64(TICKETS).fetch_add(1, Ordering::Relaxed);
+                self.seg
+                    .u64(SLOTS + 16 * i + 8)
+                    .store(ticket, Ordering::Relaxed);
+                self.slot_state(i).store(WAITING, Ordering::Release);
+                return Ok(Slot {
+                    cond: self,
+                    index: i,
+                    done: false,
+                });
+            }
+        }
+        Err(Error::InvalidArgument(format!(
+            "more than {MAX_WAITERS} waiters on one condition"
+        )))
+    }
+
+    /// Marks up to `n` waiting slots notified, oldest ticket first, skipping dead waiters.
+    /// Returns how many were marked.
+    fn mark(&self, n: usize) -> usize {
+        let mut marked = 0;
+        while marked < n {
+            let oldest = (0..MAX_WAITERS)
+                .filter(|&i| self.slot_state(i).load(Ordering::Acquire) == WAITING)
+                .min_by_key(|&i| self.seg.u64(SLOTS + 16 * i + 8).load(Ordering::Relaxed));
+            let Some(i) = oldest else { break };
+            let pid = self.seg.u32(SLOTS + 16 * i + 4).load(Ordering::Relaxed);
+            let dead =
+                pid != sys::getpid() && pidfd::start_time(pid).is_none_or(|(_, zombie)| zombie);
+            let to = if dead { FREE } else { NOTIFIED };
+            if self
+                .slot_state(i)
+                .compare_exchange(WAITING, to, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+                && !dead
+            {
+                marked += 1;
+            }
+        }
+        if marked > 0 {
+            self.seg.channel.notify();
+        }
+        marked
+    }
+
+    fn check_held(&self) -> Result<()> {
+        if self.lock.held_by_this_process() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(
+                "notify needs the condition's lock held (Python: RuntimeError)".into(),
+            ))
+        }
+    }
+
+    /// Wakes up to `n` of the current waiters (Python's `notify(n)`); returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when this process does not hold the condition's lock.
+    pub fn notify(&self, n: usize) -> Result<usize> {
+        self.check_held()?;
+        Ok(self.mark(n))
+    }
+
+    /// Wakes every current waiter (Python's `notify_all`); returns how many.
+    ///
+    /// # Errors
+    ///
+    /// As [`notify`](Self::notify).
+    pub fn notify_all(&self) -> Result<usize> {
+        self.check_held()?;
+        Ok(self.mark(MAX_WAITERS))
+    }
+
+    async fn wait_until(
+        &self,
+        guard: LockGuard,
+        deadline: Option<Instant>,
+    ) -> Result<(LockGuard, bool)> {
+        if !guard.holds(&self.lock) {
+            return Err(Error::InvalidArgument(
+                "that guard holds another lock than this condition's".into(),
+            ));
+        }
+        let mut slot = self.claim()?;
+        drop(guard);
+        let index = slot.index;
+        let _ = self
+            .seg
+            .channel
+            .wait(
+                || (self.slot_state(index).load(Ordering::Acquire) == NOTIFIED).then_some(()),
+                deadline,
+                SAFETY_RECHECK.min(LIVENESS_CHECK * 10),
+            )
+            .await;
+        let guard = relock(self.lock.lock().await)?;
+        let notified = slot.release();
+        Ok((guard, notified))
+    }
+
+    /// Releases the lock, waits for a notification, re-takes the lock (Python's `wait()`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when `guard` is not a guard of this condition's lock or more
+    /// than [`MAX_WAITERS`] wait; [`Error::OwnerDied`] / [`Error::Broken`] from re-taking the
+    /// lock (the lock is then not held).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future gives up the slot; a notification it had already received is passed
+    /// on to the next waiter. The lock is not held after a cancelled wait.
+    pub async fn wait(&self, guard: LockGuard) -> Result<LockGuard> {
+        Ok(self.wait_until(guard, None).await?.0)
+    }
+
+    /// [`wait`](Self::wait) with a deadline; the `bool` says whether it was notified (Python's
+    /// `wait(timeout)` return value). The lock is re-taken either way.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`wait`](Self::wait).
+    pub async fn wait_timeout(
+        &self,
+        guard: LockGuard,
+        timeout: Duration,
+    ) -> Result<(LockGuard, bool)> {
+        self.wait_until(guard, Some(Instant::now() + timeout)).await
+    }
+
+    /// Waits until `predicate` holds, checking it with the lock held (Python's `wait_for`).
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`wait`](Self::wait).
+    pub async fn wait_for(
+        &self,
+        mut guard: LockGuard,
+        mut predicate: impl FnMut() -> bool,
+    ) -> Result<LockGuard> {
+        while !predicate() {
+            guard = self.wait(guard).await?;
+        }
+        Ok(guard)
+    }
+}
+
+fn relock(result: std::result::Result<LockGuard, LockError>) -> Result<LockGuard> {
+    result.map_err(Error::from)
+}
+
+impl fmt::Debug for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Condition")
+            .field("n_waiting", &self.n_waiting())
+            .finish()
+    }
+}
+
+/// The condition's own segment, as a handle; the lock travels beside it.
+struct ConditionSegment(Arc<Segment>);
+
+impl Handle for ConditionSegment {
+    type Wire = SegmentWire;
+
+    fn to_wire(&self, fds: &mut FdSink) -> Result<SegmentWire> {
+        self.0.to_wire(fds)
+    }
+
+    fn from_wire(wire: SegmentWire, fds: &mut FdSource) -> Result<Self> {
+        Ok(ConditionSegment(Arc::new(Segment::from_wire(
+            wire,
+            fds,
+            Kind::Condition,
+            STATE,
+        )?)))
+    }
+}
+
+impl Serialize for ConditionSegment {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        crate::handle::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ConditionSegment {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::handle::deserialize(d)
+    }
+}
+
+impl Serialize for Condition {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        (&self.lock, ConditionSegment(self.seg.clone())).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Condition {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (lock, seg): (Lock, ConditionSegment) = Deserialize::deserialize(d)?;
+        Ok(Condition { lock, seg: seg.0 })
+    }
+}
