@@ -43,13 +43,58 @@ pub(crate) struct WaitChannel {
     registered: OnceLock<Option<AsyncDoorbell>>,
 }
 
+/// The two halves of the handshake, written once over any counter and fence so the same code
+/// runs on shared memory and under the loom model checker.
+pub(crate) mod handshake {
+    /// A 32-bit counter word. `add` is a release operation and `get` an acquire one, so a
+    /// waiter that reads a new `seq` also sees the state change made before it; the fences
+    /// order the counters against the state checks.
+    pub(crate) trait Counter {
+        fn add(&self);
+        fn get(&self) -> u32;
+    }
+
+    /// Waiter side, before checking the state: count in, then a full fence.
+    pub(crate) fn announce(waiters: &impl Counter, fence: impl Fn()) {
+        waiters.add();
+        fence();
+    }
+
+    /// Notifier side, after changing the state: bump `seq`, a full fence, then ring only if a
+    /// waiter is counted.
+    pub(crate) fn after_change(
+        seq: &impl Counter,
+        waiters: &impl Counter,
+        fence: impl Fn(),
+        wake: impl FnOnce(),
+    ) {
+        seq.add();
+        fence();
+        if waiters.get() > 0 {
+            wake();
+        }
+    }
+}
+
+impl handshake::Counter for AtomicU32 {
+    fn add(&self) {
+        self.fetch_add(1, Ordering::AcqRel);
+    }
+    fn get(&self) -> u32 {
+        self.load(Ordering::Acquire)
+    }
+}
+
+fn full_fence() {
+    fence(Ordering::SeqCst);
+}
+
 /// Counts a waiter in for as long as it lives.
 struct Counted<'a>(&'a AtomicU32);
 
 impl<'a> Counted<'a> {
     fn new(counter: &'a AtomicU32) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+        handshake::announce(counter, full_fence);
         Counted(counter)
     }
 }
@@ -101,12 +146,11 @@ impl WaitChannel {
 
     /// Wakes every waiter, in every process, after a state change.
     pub(crate) fn notify(&self) {
-        self.seq().fetch_add(1, Ordering::Release);
-        fence(Ordering::SeqCst);
-        if self.word(1).load(Ordering::Relaxed) > 0 {
+        handshake::after_change(self.seq(), self.word(1), full_fence, || {
             futex::wake(self.seq(), u32::MAX);
-        }
-        if self.word(2).load(Ordering::Relaxed) > 0 {
+        });
+        // `seq` moved once above; the async side only needs its own count checked.
+        if handshake::Counter::get(self.word(2)) > 0 {
             eventfd::ring(self.doorbell.as_fd());
         }
     }
@@ -185,5 +229,86 @@ impl WaitChannel {
             }
             futex::wait(self.seq(), seen, Some(timeout));
         }
+    }
+}
+
+/// Loom models of the handshake (run with `RUSTFLAGS="--cfg tokio_multiprocessing_loom"
+/// cargo test --release --lib loom`): threads stand in for processes, a mutex and condvar for
+/// the futex. With the fences no interleaving loses the wake-up; without them loom finds one
+/// (experiment L1 of reliability-design.md).
+#[cfg(all(test, tokio_multiprocessing_loom))]
+mod loom_tests {
+    use super::handshake::{self, Counter};
+    use loom::sync::atomic::{AtomicU32, Ordering, fence};
+    use loom::sync::{Arc, Condvar, Mutex};
+
+    struct Word(AtomicU32);
+
+    impl Counter for Word {
+        fn add(&self) {
+            self.0.fetch_add(1, Ordering::AcqRel);
+        }
+        fn get(&self) -> u32 {
+            self.0.load(Ordering::Acquire)
+        }
+    }
+
+    struct Shared {
+        state: AtomicU32,
+        seq: Word,
+        waiters: Word,
+        futex: Mutex<()>,
+        woken: Condvar,
+    }
+
+    fn model(fenced: bool) {
+        loom::model(move || {
+            let fence_fn = move || {
+                if fenced {
+                    fence(Ordering::SeqCst);
+                }
+            };
+            let s = Arc::new(Shared {
+                state: AtomicU32::new(0),
+                seq: Word(AtomicU32::new(0)),
+                waiters: Word(AtomicU32::new(0)),
+                futex: Mutex::new(()),
+                woken: Condvar::new(),
+            });
+            let notifier = {
+                let s = s.clone();
+                loom::thread::spawn(move || {
+                    s.state.store(1, Ordering::Relaxed);
+                    handshake::after_change(&s.seq, &s.waiters, fence_fn, || {
+                        let _g = s.futex.lock().unwrap();
+                        s.woken.notify_all();
+                    });
+                })
+            };
+            // The waiter: announce, read seq, check, then FUTEX_WAIT(seq == seen).
+            handshake::announce(&s.waiters, fence_fn);
+            let seen = s.seq.get();
+            if s.state.load(Ordering::Relaxed) == 0 {
+                let mut g = s.futex.lock().unwrap();
+                while s.seq.get() == seen {
+                    g = s.woken.wait(g).unwrap();
+                }
+            }
+            notifier.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_no_lost_wakeup_with_fences() {
+        model(true);
+    }
+
+    #[test]
+    fn loom_lost_wakeup_is_found_without_fences() {
+        let found = std::panic::catch_unwind(|| model(false)).is_err();
+        assert!(
+            found,
+            "loom should find the lost wake-up when the fences are missing"
+        );
     }
 }
