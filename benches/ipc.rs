@@ -12,7 +12,12 @@
 //! Peers: Python `multiprocessing.Pipe` (`send_bytes` / `recv_bytes`, via `benches/peers.py`,
 //! skipped with a note when `python3` is missing) and a hand-rolled tokio `UnixStream` +
 //! `LengthDelimitedCodec`, sending one message per `send` and batched with `feed` + `flush`.
-//! Rows for Queue, Lock and Event (W4, W5) join as those primitives land.
+//! - W4: two processes each doing lock / increment a shared counter / unlock (ops/s, counter
+//!   checked exact)
+//! - W5: one process sets an Event, another that is parked notices (µs, timestamps through
+//!   shared memory)
+//!
+//! Queue rows join when the queues land.
 
 use std::os::fd::OwnedFd;
 use std::time::Instant;
@@ -136,6 +141,95 @@ async fn codec_echo((sock, count): (RawSocket, usize)) {
         let m = f.next().await.unwrap().unwrap();
         f.send(m.freeze()).await.unwrap();
     }
+}
+
+async fn locker((value, go, count, blocking): (mp::Value<u64>, mp::Event, usize, bool)) {
+    go.wait().await;
+    if blocking {
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..count {
+                *value.lock_blocking().unwrap() += 1;
+            }
+        })
+        .await
+        .unwrap();
+    } else {
+        for _ in 0..count {
+            *value.lock().await.unwrap() += 1;
+        }
+    }
+}
+
+/// Nanoseconds on the wall clock, which both processes share.
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Waits for `ping`, records how long after the stamped `set` it woke, answers with `pong`.
+async fn event_waiter(
+    (ping, pong, stamp, rounds, blocking): (mp::Event, mp::Event, mp::RawValue<u64>, usize, bool),
+) -> Vec<f64> {
+    let sample =
+        |woke: u64, stamp: &mp::RawValue<u64>| woke.saturating_sub(stamp.get()) as f64 / 1000.0;
+    if blocking {
+        tokio::task::spawn_blocking(move || {
+            let mut samples = Vec::with_capacity(rounds);
+            for _ in 0..rounds {
+                ping.wait_blocking();
+                samples.push(sample(now_ns(), &stamp));
+                ping.clear();
+                pong.set();
+            }
+            samples
+        })
+        .await
+        .unwrap()
+    } else {
+        let mut samples = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            ping.wait().await;
+            samples.push(sample(now_ns(), &stamp));
+            ping.clear();
+            pong.set();
+        }
+        samples
+    }
+}
+
+/// W4: two processes each lock, increment, unlock `count` times; ops/s (checked exact).
+async fn contended_lock(count: usize, blocking: bool) -> mp::Result<f64> {
+    let value = mp::Value::new(0u64)?;
+    let go = mp::Event::new()?;
+    let mut a = mp::Process::spawn(locker, (value.clone(), go.clone(), count, blocking))?;
+    let mut b = mp::Process::spawn(locker, (value.clone(), go.clone(), count, blocking))?;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let start = Instant::now();
+    go.set();
+    a.join().await?;
+    b.join().await?;
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(value.get(), 2 * count as u64, "lost increments");
+    Ok(2.0 * count as f64 / secs)
+}
+
+/// W5: `set` in one process to wake-up in another, µs per sample.
+async fn event_wake(rounds: usize, blocking: bool) -> mp::Result<Vec<f64>> {
+    let (ping, pong) = (mp::Event::new()?, mp::Event::new()?);
+    let stamp = mp::RawValue::new(0u64)?;
+    let mut child = mp::Process::spawn(
+        event_waiter,
+        (ping.clone(), pong.clone(), stamp.clone(), rounds, blocking),
+    )?;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for _ in 0..rounds {
+        stamp.set(now_ns());
+        ping.set();
+        pong.wait().await;
+        pong.clear();
+    }
+    child.join().await
 }
 
 // ----- one-way (W1, W3) and ping-pong (W2) drivers -----
@@ -457,6 +551,54 @@ async fn main() -> mp::Result<()> {
         w3_size,
         "GB/s",
         true,
+        python_version.is_some(),
+    ));
+
+    // W4
+    let w4 = 1_000_000 / scale;
+    for (system, blocking) in [
+        ("Lock + Value (async)", false),
+        ("Lock + Value (blocking threads)", true),
+    ] {
+        let mut row = Row::new("W4", system, true, "ops/s", true);
+        for _ in 0..3 {
+            row.runs.push(contended_lock(w4, blocking).await?);
+        }
+        rows.push(row);
+    }
+    rows.push(python_row(
+        "W4",
+        "Python multiprocessing.Lock + RawValue",
+        "w4",
+        w4,
+        0,
+        "ops/s",
+        true,
+        python_version.is_some(),
+    ));
+
+    // W5
+    let w5 = 10_000 / scale.min(4);
+    for (system, blocking) in [
+        ("Event async (eventfd + epoll)", false),
+        ("Event blocking (futex)", true),
+    ] {
+        let mut row = Row::new("W5", system, true, "µs p50", false);
+        for _ in 0..3 {
+            let mut s = event_wake(w5, blocking).await?;
+            row.runs.push(percentile(&mut s, 0.5));
+            row.p99s.push(percentile(&mut s, 0.99));
+        }
+        rows.push(row);
+    }
+    rows.push(python_row(
+        "W5",
+        "Python multiprocessing.Event",
+        "w5",
+        w5,
+        0,
+        "µs p50",
+        false,
         python_version.is_some(),
     ));
 

@@ -22,6 +22,25 @@ def echo(conn, count):
     conn.close()
 
 
+def locker(lock, value, count, go):
+    go.wait()
+    for _ in range(count):
+        with lock:
+            value.value += 1
+
+
+def event_waiter(ping, pong, stamp, rounds, out):
+    samples = []
+    for _ in range(rounds):
+        ping.wait()
+        now = time.time_ns()
+        ping.clear()
+        samples.append((now - stamp.value) / 1000.0)
+        pong.set()
+    samples.sort()
+    out.send((samples[len(samples) // 2], samples[int(len(samples) * 0.99)]))
+
+
 def main():
     workload, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     ours, theirs = mp.Pipe()
@@ -38,6 +57,32 @@ def main():
             print(count / elapsed)
         else:
             print(count * size / elapsed / 1e9)
+    elif workload == "w4":
+        lock, value, go = mp.Lock(), mp.RawValue("q", 0), mp.Event()
+        ps = [mp.Process(target=locker, args=(lock, value, count, go)) for _ in range(2)]
+        for p in ps:
+            p.start()
+        time.sleep(0.2)
+        start = time.perf_counter()
+        go.set()
+        for p in ps:
+            p.join()
+        elapsed = time.perf_counter() - start
+        assert value.value == 2 * count, value.value
+        print(2 * count / elapsed)
+    elif workload == "w5":
+        ping, pong, stamp = mp.Event(), mp.Event(), mp.RawValue("q", 0)
+        p = mp.Process(target=event_waiter, args=(ping, pong, stamp, count, theirs))
+        p.start()
+        time.sleep(0.2)
+        for _ in range(count):
+            stamp.value = time.time_ns()
+            ping.set()
+            pong.wait()
+            pong.clear()
+        p50, p99 = ours.recv()
+        p.join()
+        print(p50, p99)
     elif workload == "w2":
         p = mp.Process(target=echo, args=(theirs, count))
         p.start()

@@ -64,5 +64,5 @@ pub use process::{
 pub use shm::{Item, ShareableList, SharedMemory, Slot};
 pub use sync::{
     Array, Barrier, BoundedSemaphore, Condition, Event, Lock, LockError, LockGuard, RLock,
-    RawValue, Semaphore, SemaphorePermit, Value,
+    RawArray, RawValue, Semaphore, SemaphorePermit, Value,
 };

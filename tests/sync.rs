@@ -731,3 +731,40 @@ async fn a_cancelled_waiter_passes_its_notification_on() -> mp::Result<()> {
     );
     Ok(())
 }
+
+/// The "any program" for primitives passed with `mp::pass`.
+#[tokio::test]
+async fn helper_uses_inherited_primitives() {
+    if std::env::var_os("TKMP_TEST_HELPER").is_none() {
+        return;
+    }
+    let (event, array): (Event, mp::RawArray<u32>) = mp::inherited("sync").expect("inherited");
+    array.set(1, 42).unwrap();
+    event.set();
+}
+
+#[tokio::test]
+async fn primitives_pass_to_a_command_child() -> mp::Result<()> {
+    let event = Event::new()?;
+    let array = mp::RawArray::new(&[0u32; 3])?;
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    cmd.args([
+        "helper_uses_inherited_primitives",
+        "--exact",
+        "--nocapture",
+        "-q",
+    ])
+    .env("TKMP_TEST_HELPER", "1")
+    .stdout(std::process::Stdio::null())
+    .kill_on_drop(true);
+    mp::pass(&mut cmd, "sync", &(event.clone(), array.clone()))?;
+    let mut child = cmd.spawn()?;
+    assert!(event.wait_timeout(LIVENESS).await);
+    assert_eq!(array.to_vec(), [0, 42, 0]);
+    assert!(matches!(
+        array.get(3),
+        Err(Error::IndexOutOfRange { index: 3, len: 3 })
+    ));
+    assert!(child.wait().await?.success());
+    Ok(())
+}

@@ -1,5 +1,6 @@
-//! Synchronization between processes: [`Event`], [`Lock`], [`Semaphore`],
-//! [`BoundedSemaphore`] (Python's `multiprocessing` synchronization primitives).
+//! Synchronization between processes: [`Event`], [`Lock`], [`RLock`], [`Semaphore`],
+//! [`BoundedSemaphore`], [`Condition`], [`Barrier`], and shared [`Value`] / [`Array`] (Python's
+//! `multiprocessing` synchronization primitives and shared ctypes).
 //!
 //! Each primitive is a small state block in a shared segment plus a wait channel (see the crate's
 //! `notify` module): waiting costs no CPU, notifying nobody costs no system call, and every
@@ -12,7 +13,7 @@
 //! | `Event()`: `set`, `clear`, `is_set`, `wait(timeout)` | [`Event`]: same, `wait().await`, `wait_timeout(d).await` |
 //! | `RLock()` | [`RLock`]: re-entrant for the task (or thread) that holds it |
 //! | `Lock()`: `acquire`, `release` | [`Lock`]: `lock().await` → guard (released on drop), `try_lock`, `lock_timeout` |
-//! | `Value('i', 0)`, `Array('d', n)`, `RawValue` | [`Value`], [`Array`] (`lock().await` → guard that derefs), [`RawValue`] |
+//! | `Value('i', 0)`, `Array('d', n)`, `RawValue` | [`Value`], [`Array`] (`lock().await` → guard that derefs), [`RawValue`], [`RawArray`] |
 //! | `Condition(lock)`: `wait`, `wait_for`, `notify(n)`, `notify_all` | [`Condition`]: `wait(guard).await` → guard, same names |
 //! | `Barrier(parties)`: `wait`, `abort`, `reset` | [`Barrier`]: `wait().await` → index, `abort`, `reset`, [`Error::Broken`](crate::Error::Broken) |
 //! | `Semaphore(n)`, `BoundedSemaphore(n)` | [`Semaphore`], [`BoundedSemaphore`]: `acquire().await` → permit, `release()` |
@@ -32,4 +33,4 @@ pub use event::Event;
 pub use lock::{Lock, LockError, LockGuard};
 pub use rlock::{RLock, RLockError, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphorePermit};
-pub use value::{Array, ArrayGuard, RawValue, Value, ValueGuard};
+pub use value::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard};

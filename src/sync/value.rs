@@ -428,3 +428,118 @@ impl<'de, T> Deserialize<'de> for RawValue<T> {
         })
     }
 }
+
+/// An array of `T` in shared memory without a lock (Python's `multiprocessing.RawArray`).
+///
+/// [`get`](Self::get), [`set`](Self::set) and [`to_vec`](Self::to_vec) copy items in and out; an
+/// item may be read half-written while another process writes it. Use [`Array`] when that
+/// matters.
+pub struct RawArray<T> {
+    shm: SharedMemory,
+    len: usize,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: Pod> RawArray<T> {
+    /// An array holding a copy of `items`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the segment cannot be made.
+    pub fn new(items: &[T]) -> Result<Self> {
+        Ok(RawArray {
+            shm: segment_for(items)?,
+            len: items.len(),
+            _type: PhantomData,
+        })
+    }
+
+    /// The number of items.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the array has no items.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A copy of item `index`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IndexOutOfRange`].
+    pub fn get(&self, index: usize) -> Result<T> {
+        self.check(index)?;
+        let mut item = T::zeroed();
+        self.shm.read_at(
+            index * std::mem::size_of::<T>(),
+            bytemuck::bytes_of_mut(&mut item),
+        )?;
+        Ok(item)
+    }
+
+    /// Overwrites item `index`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IndexOutOfRange`].
+    pub fn set(&self, index: usize, item: T) -> Result<()> {
+        self.check(index)?;
+        self.shm
+            .write_at(index * std::mem::size_of::<T>(), bytemuck::bytes_of(&item))
+    }
+
+    /// A copy of all items.
+    pub fn to_vec(&self) -> Vec<T> {
+        load(&self.shm, self.len)
+    }
+
+    fn check(&self, index: usize) -> Result<()> {
+        if index < self.len {
+            Ok(())
+        } else {
+            Err(Error::IndexOutOfRange {
+                index,
+                len: self.len,
+            })
+        }
+    }
+}
+
+impl<T> Clone for RawArray<T> {
+    fn clone(&self) -> Self {
+        RawArray {
+            shm: self.shm.clone(),
+            len: self.len,
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for RawArray<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawArray")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Serialize for RawArray<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        (&self.shm, self.len as u64).serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for RawArray<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (shm, len): (SharedMemory, u64) = Deserialize::deserialize(d)?;
+        let len = usize::try_from(len).map_err(serde::de::Error::custom)?;
+        check_len::<T>(&shm, len).map_err(serde::de::Error::custom)?;
+        Ok(RawArray {
+            shm,
+            len,
+            _type: PhantomData,
+        })
+    }
+}
