@@ -1,7 +1,8 @@
 //! Python's `multiprocessing` for async Rust.
 //!
 //! Every primitive a Python programmer reaches for works **across OS processes** and is
-//! **awaited inside tokio**. This release has the foundation: pipes and connections, shared memory, typed shared lists,
+//! **awaited inside tokio**. This release has pipes and connections, locks, events and the other
+//! synchronization primitives, shared memory, typed shared lists,
 //! child processes running async functions, and handles that cross to other processes.
 //!
 //! | Python `multiprocessing` | tokio-multiprocessing |
@@ -11,6 +12,8 @@
 //! | `current_process()`, `parent_process()` | [`current_process()`], [`parent_process()`] |
 //! | `Pipe()`, `Connection.send` / `recv` | [`Pipe::duplex`], [`Connection::send`] / [`Connection::recv`] |
 //! | `connection.Listener` / `Client` (authkey) | [`Listener`], [`Client`] |
+//! | `Event`, `Lock`, `RLock`, `Semaphore`, `Condition`, `Barrier` | [`Event`], [`Lock`], [`RLock`], [`Semaphore`], [`Condition`], [`Barrier`] (see [`sync`]) |
+//! | `Value('i', 0)`, `Array('d', n)` | [`Value`], [`Array`] |
 //! | `shared_memory.SharedMemory` | [`SharedMemory`] (anonymous memfd, or named with [`SharedMemory::create_named`]) |
 //! | `shared_memory.ShareableList` | [`ShareableList`] |
 //! | passing a handle to a child | as a spawn argument, inside a message, or [`pass`] / [`inherited`] for any program |
@@ -37,7 +40,8 @@
 //! # Layers
 //!
 //! `sys` is the only module with syscalls and `unsafe`; [`shm`] builds segments on it; [`handle`]
-//! says how any handle crosses to another process; [`connection`] frames messages over sockets;
+//! says how any handle crosses to another process; `notify` is the one wait/wake protocol and
+//! [`sync`] the primitives built on it; [`connection`] frames messages over sockets;
 //! [`process`] starts children. Linux only.
 #![doc(test(attr(deny(warnings))))]
 
