@@ -55,6 +55,7 @@ mod error;
 pub mod handle;
 mod notify;
 pub mod process;
+pub mod queue;
 pub mod shm;
 pub mod sync;
 mod sys;
@@ -65,6 +66,7 @@ pub use process::{
     Builder, Process, ProcessInfo, current_process, inherited, init, init_blocking, parent_process,
     pass,
 };
+pub use queue::{PutError, Queue};
 pub use shm::{Item, ShareableList, SharedMemory, Slot};
 pub use sync::{
     Array, Barrier, BoundedSemaphore, Condition, Event, Lock, LockError, LockGuard, RLock,

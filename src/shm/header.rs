@@ -31,6 +31,7 @@ pub(crate) enum Kind {
     Semaphore = 5,
     Barrier = 6,
     Condition = 7,
+    Queue = 8,
 }
 
 impl Kind {
@@ -43,6 +44,7 @@ impl Kind {
             5 => "a Semaphore",
             6 => "a Barrier",
             7 => "a Condition",
+            8 => "a Queue",
             _ => "an unknown kind",
         }
     }

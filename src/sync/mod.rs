@@ -23,7 +23,7 @@ mod condition;
 mod event;
 mod lock;
 mod rlock;
-mod segment;
+pub(crate) mod segment;
 mod semaphore;
 mod value;
 

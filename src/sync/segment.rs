@@ -87,6 +87,21 @@ impl Segment {
         self.kind
     }
 
+    /// The segment itself (for a second wait channel in it).
+    pub(crate) fn shm(&self) -> &SharedMemory {
+        &self.shm
+    }
+
+    /// Copies bytes out of the state area at `offset`.
+    pub(crate) fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.shm.read_at(CHANNEL_SIZE + offset, buf)
+    }
+
+    /// Copies bytes into the state area at `offset`.
+    pub(crate) fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.shm.write_at(CHANNEL_SIZE + offset, data)
+    }
+
     /// Whether `other` is the same segment (whichever process or handle made it).
     pub(crate) fn same_as(&self, other: &Segment) -> bool {
         self.shm.as_ptr() == other.shm.as_ptr() || self.shm.same_segment(&other.shm)

@@ -1,0 +1,374 @@
+//! [`Queue`]: a bounded first-in-first-out queue between processes.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::PutError;
+use super::ring::{self, Limits, Put, Ring, RingWire};
+use crate::handle::{self, FdSink, FdSource, Handle};
+use crate::{Error, Result};
+
+/// Ring bytes a queue gets unless told otherwise.
+pub const DEFAULT_CAPACITY: usize = 1 << 20;
+/// Largest message unless told otherwise (bounded by the ring's capacity).
+pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
+
+/// Options for a [`Queue`].
+#[derive(Debug, Clone, Copy)]
+#[must_use = "a QueueBuilder does nothing until `build` is called"]
+pub struct QueueBuilder<T> {
+    maxsize: usize,
+    capacity: usize,
+    max_message: usize,
+    _type: PhantomData<fn(T) -> T>,
+}
+
+impl<T> QueueBuilder<T> {
+    /// At most this many items (Python's `maxsize`; 0: only the ring's bytes limit).
+    pub fn maxsize(mut self, n: usize) -> Self {
+        self.maxsize = n;
+        self
+    }
+
+    /// Bytes of the shared ring (default 1 MiB), allocated up front.
+    pub fn capacity(mut self, bytes: usize) -> Self {
+        self.capacity = bytes;
+        self
+    }
+
+    /// The largest serialised item (default 64 MiB, and never more than the ring holds).
+    pub fn max_message(mut self, bytes: usize) -> Self {
+        self.max_message = bytes;
+        self
+    }
+
+    /// Makes the queue.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a capacity under 64 bytes; [`Error::Io`] when the memory
+    /// cannot be had.
+    pub fn build(self) -> Result<Queue<T>> {
+        let ring = Ring::new(Limits {
+            capacity: self.capacity,
+            max_items: self.maxsize as u64,
+            max_message: self.max_message.min(u32::MAX as usize),
+        })?;
+        Ok(Queue {
+            ring: Arc::new(ring),
+            _type: PhantomData,
+        })
+    }
+}
+
+/// A bounded FIFO queue shared by tasks, threads and processes (Python's
+/// `multiprocessing.Queue`).
+///
+/// Items are serde values, copied straight into a ring in shared memory: when `put` returns, the
+/// item is in the queue, and the producer may exit at once — there is no feeder thread and no
+/// per-process buffer (so Python's "joining processes that use queues" deadlock cannot happen).
+/// `put` waits while the queue is full, `get` while it is empty; `len` is exact.
+///
+/// A process killed in the middle of a `put` or `get` leaves the queue consistent: the item is
+/// either wholly in the queue or not at all, and nobody waits forever.
+///
+/// Current limits: an item must fit in the ring (set its size with
+/// [`builder().capacity(..)`](Self::builder)), and items cannot contain handles (file
+/// descriptors cannot live in shared memory); send those over a [`Pipe`](crate::Pipe).
+///
+/// # Examples
+///
+/// ```
+/// use tokio_multiprocessing::Queue;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> tokio_multiprocessing::Result<()> {
+/// let q = Queue::<String>::new(2)?;
+/// q.put("first".to_string()).await?;
+/// q.try_put("second".to_string())?;
+/// assert!(q.try_put("third".to_string()).unwrap_err().is_full());
+/// assert_eq!(q.len(), 2);
+/// assert_eq!(q.get().await?, "first");
+/// # Ok(())
+/// # }
+/// ```
+pub struct Queue<T> {
+    ring: Arc<Ring>,
+    _type: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Queue<T> {
+    /// A queue of at most `maxsize` items (0: bounded only by the ring's bytes), with the
+    /// default 1 MiB ring.
+    ///
+    /// # Errors
+    ///
+    /// As [`QueueBuilder::build`].
+    pub fn new(maxsize: usize) -> Result<Self> {
+        Self::builder().maxsize(maxsize).build()
+    }
+
+    /// Options for a queue.
+    pub fn builder() -> QueueBuilder<T> {
+        QueueBuilder {
+            maxsize: 0,
+            capacity: DEFAULT_CAPACITY,
+            max_message: DEFAULT_MAX_MESSAGE,
+            _type: PhantomData,
+        }
+    }
+
+    /// The number of items queued now (exact).
+    pub fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Whether no item is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether a put would have to wait now.
+    pub fn is_full(&self) -> bool {
+        self.ring.is_full()
+    }
+
+    /// Closes the queue: later puts fail with the item back, getters drain what is queued and
+    /// then get [`Error::Closed`], and every waiter in every process wakes up.
+    pub fn close(&self) {
+        self.ring.close();
+    }
+
+    /// Whether the queue was closed.
+    pub fn is_closed(&self) -> bool {
+        self.ring.is_closed()
+    }
+
+    /// Waiters counted in on (not empty, not full), each (blocking, async), for tests.
+    #[doc(hidden)]
+    pub fn __waiters(&self) -> ((u32, u32), (u32, u32)) {
+        self.ring.waiters()
+    }
+}
+
+impl<T: Serialize> Queue<T> {
+    fn encode(&self, item: T) -> std::result::Result<(Vec<u8>, T), PutError<T>> {
+        let (bytes, fds) = match handle::encode(&item) {
+            Ok(encoded) => encoded,
+            Err(e) => return Err(PutError::Other(item, e)),
+        };
+        if !fds.is_empty() {
+            let e =
+                Error::InvalidArgument("handles cannot travel through a queue; use a Pipe".into());
+            return Err(PutError::Other(item, e));
+        }
+        if self.ring.check_size(bytes.len()).is_err() {
+            return Err(PutError::TooLarge(item));
+        }
+        Ok((bytes, item))
+    }
+
+    async fn put_until(
+        &self,
+        item: T,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(), PutError<T>> {
+        let (bytes, item) = self.encode(item)?;
+        loop {
+            match self.ring.try_put(&bytes).await {
+                Ok(Put::Done) => return Ok(()),
+                Ok(Put::Full) => {}
+                Err(Error::Closed) => return Err(PutError::Closed(item)),
+                Err(e) => return Err(PutError::Other(item, e)),
+            }
+            if !self.ring.wait_room(bytes.len(), deadline).await {
+                return Err(PutError::Timeout(item));
+            }
+        }
+    }
+
+    /// Puts `item`, waiting while the queue is full (backpressure).
+    ///
+    /// # Errors
+    ///
+    /// [`PutError::Closed`], [`PutError::TooLarge`], [`PutError::Other`] — all with the item.
+    ///
+    /// # Cancel safety
+    ///
+    /// The item is copied into the ring in one step between two awaits, so a cancelled `put`
+    /// either queued it whole or not at all; in the second case the item is dropped with the
+    /// future. Use [`put_timeout`](Self::put_timeout) to get it back instead.
+    pub async fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
+        self.put_until(item, None).await
+    }
+
+    /// [`put`](Self::put) with a deadline; on timeout the item comes back.
+    ///
+    /// # Errors
+    ///
+    /// [`PutError::Timeout`], or as [`put`](Self::put).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`put`](Self::put).
+    pub async fn put_timeout(
+        &self,
+        item: T,
+        timeout: Duration,
+    ) -> std::result::Result<(), PutError<T>> {
+        self.put_until(item, ring::deadline(timeout)).await
+    }
+
+    /// Puts `item` only if there is room now (Python's `put_nowait`).
+    ///
+    /// # Errors
+    ///
+    /// [`PutError::Full`], or as [`put`](Self::put).
+    pub fn try_put(&self, item: T) -> std::result::Result<(), PutError<T>> {
+        let (bytes, item) = self.encode(item)?;
+        match self.ring.try_put_blocking(&bytes) {
+            Ok(Put::Done) => Ok(()),
+            Ok(Put::Full) => Err(PutError::Full(item)),
+            Err(Error::Closed) => Err(PutError::Closed(item)),
+            Err(e) => Err(PutError::Other(item, e)),
+        }
+    }
+
+    /// [`put`](Self::put) for threads (not on a runtime worker).
+    ///
+    /// # Errors
+    ///
+    /// As [`put`](Self::put).
+    pub fn put_blocking(&self, item: T) -> std::result::Result<(), PutError<T>> {
+        let (bytes, item) = self.encode(item)?;
+        loop {
+            match self.ring.try_put_blocking(&bytes) {
+                Ok(Put::Done) => return Ok(()),
+                Ok(Put::Full) => {}
+                Err(Error::Closed) => return Err(PutError::Closed(item)),
+                Err(e) => return Err(PutError::Other(item, e)),
+            }
+            self.ring.wait_room_blocking(bytes.len(), None);
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Queue<T> {
+    fn decode(bytes: Vec<u8>) -> Result<T> {
+        handle::decode(&bytes, Vec::new())
+    }
+
+    async fn get_until(&self, deadline: Option<Instant>) -> Result<T> {
+        loop {
+            if let Some(bytes) = self.ring.try_get().await? {
+                return Self::decode(bytes);
+            }
+            if !self.ring.wait_items(deadline).await {
+                return Err(Error::Timeout);
+            }
+        }
+    }
+
+    /// Takes the oldest item, waiting while the queue is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] once the queue is closed and drained; [`Error::Corrupt`] when the item
+    /// or the ring fails validation.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: an item is taken and returned in one step, so a dropped `get` took nothing.
+    pub async fn get(&self) -> Result<T> {
+        self.get_until(None).await
+    }
+
+    /// [`get`](Self::get) with a deadline.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`], or as [`get`](Self::get).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe.
+    pub async fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_until(ring::deadline(timeout)).await
+    }
+
+    /// Takes the oldest item if there is one (Python's `get_nowait`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Empty`], or as [`get`](Self::get).
+    pub fn try_get(&self) -> Result<T> {
+        match self.ring.try_get_blocking()? {
+            Some(bytes) => Self::decode(bytes),
+            None => Err(Error::Empty),
+        }
+    }
+
+    /// [`get`](Self::get) for threads (not on a runtime worker).
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    pub fn get_blocking(&self) -> Result<T> {
+        loop {
+            if let Some(bytes) = self.ring.try_get_blocking()? {
+                return Self::decode(bytes);
+            }
+            self.ring.wait_items_blocking(None);
+        }
+    }
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            ring: self.ring.clone(),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("len", &self.len())
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Handle for Queue<T> {
+    type Wire = RingWire;
+
+    fn to_wire(&self, fds: &mut FdSink) -> Result<RingWire> {
+        self.ring.to_wire(fds)
+    }
+
+    fn from_wire(wire: RingWire, fds: &mut FdSource) -> Result<Self> {
+        Ok(Queue {
+            ring: Arc::new(Ring::from_wire(wire, fds)?),
+            _type: PhantomData,
+        })
+    }
+}
+
+impl<T> serde::Serialize for Queue<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        handle::serialize(self, s)
+    }
+}
+
+impl<'de, T> serde::Deserialize<'de> for Queue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        handle::deserialize(d)
+    }
+}

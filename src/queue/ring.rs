@@ -1,0 +1,426 @@
+//! The engine under every queue flavour: a byte ring in a shared segment, guarded by a robust
+//! [`Lock`], with one wait channel for "not empty" and one for "not full".
+//!
+//! ```text
+//! record = len u32 | reserved u32 | payload, padded to 8 bytes
+//! ```
+//!
+//! A put writes the whole record first and then commits it with one store of `tail`; a get copies
+//! the record out and then commits with one store of `head`. A process killed in the middle
+//! leaves either the whole record or none of it, and the next locker (told by the lock that the
+//! owner died) re-walks the ring, checks every length against process-local limits and
+//! recomputes the item count before anyone continues. Everything read from the ring is validated;
+//! a ring that fails validation yields [`Error::Corrupt`], never a panic or an out-of-bounds read.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::handle::{FdIndex, FdSink, FdSource};
+use crate::notify::{CHANNEL_SIZE, SAFETY_RECHECK, WaitChannel};
+use crate::shm::header::Kind;
+use crate::sync::segment::{Segment, SegmentWire};
+use crate::sync::{Lock, LockError, LockGuard};
+use crate::sys::eventfd;
+use crate::{Error, Result};
+
+// State layout (after the "not empty" channel).
+const NOT_FULL: usize = 0; // a second wait channel
+const HEAD: usize = 16; // u64 byte position of the oldest record
+const TAIL: usize = 24; // u64 byte position after the newest record
+const COUNT: usize = 32; // u64 number of records
+const CAPACITY: usize = 40; // u64 ring bytes (fixed)
+const MAX_ITEMS: usize = 48; // u64, 0 = only the bytes limit (fixed)
+const MAX_MESSAGE: usize = 56; // u64 (fixed)
+const CLOSED: usize = 64; // u32
+const RING: usize = 128;
+
+const RECORD_HEADER: usize = 8;
+
+/// Sizes a ring is made with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) capacity: usize,
+    pub(crate) max_items: u64,
+    pub(crate) max_message: usize,
+}
+
+/// The bytes a record of `len` payload bytes takes.
+fn record_size(len: usize) -> Option<usize> {
+    len.checked_next_multiple_of(8)?.checked_add(RECORD_HEADER)
+}
+
+/// What a locked attempt found.
+pub(crate) enum Put {
+    Done,
+    Full,
+}
+
+pub(crate) struct Ring {
+    seg: Arc<Segment>,
+    not_full: WaitChannel,
+    lock: Lock,
+    limits: Limits,
+}
+
+impl Ring {
+    pub(crate) fn new(limits: Limits) -> Result<Self> {
+        if limits.capacity < 64 || limits.capacity > (1 << 40) {
+            return Err(Error::InvalidArgument(
+                "queue capacity must be 64 bytes to 1 TiB".into(),
+            ));
+        }
+        let capacity = limits.capacity.next_multiple_of(8);
+        let limits = Limits { capacity, ..limits };
+        let seg = Segment::create(Kind::Queue, RING + capacity, |shm| {
+            let at = |o| shm.atomic_u64(CHANNEL_SIZE + o);
+            at(CAPACITY)?.store(capacity as u64, Ordering::Relaxed);
+            at(MAX_ITEMS)?.store(limits.max_items, Ordering::Relaxed);
+            at(MAX_MESSAGE)?.store(limits.max_message as u64, Ordering::Relaxed);
+            Ok(())
+        })?;
+        let not_full = WaitChannel::new(
+            seg.shm().clone(),
+            CHANNEL_SIZE + NOT_FULL,
+            eventfd::create()?,
+        )?;
+        Ok(Ring {
+            seg: Arc::new(seg),
+            not_full,
+            lock: Lock::new()?,
+            limits,
+        })
+    }
+
+    fn pos(&self, o: usize) -> u64 {
+        self.seg.u64(o).load(Ordering::Acquire)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.pos(COUNT) as usize
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.seg.u32(CLOSED).load(Ordering::Acquire) != 0
+    }
+
+    /// Whether a record of `len` bytes would fit now (a hint read without the lock).
+    fn has_room(&self, len: usize) -> bool {
+        let used = self.pos(TAIL).wrapping_sub(self.pos(HEAD));
+        let rec = record_size(len).unwrap_or(usize::MAX) as u64;
+        let items_ok = self.limits.max_items == 0 || self.pos(COUNT) < self.limits.max_items;
+        items_ok && used.saturating_add(rec) <= self.limits.capacity as u64
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        let items_full = self.limits.max_items != 0 && self.pos(COUNT) >= self.limits.max_items;
+        items_full || !self.has_room(0)
+    }
+
+    /// Refuses a message that can never fit.
+    pub(crate) fn check_size(&self, len: usize) -> Result<()> {
+        let max = self
+            .limits
+            .max_message
+            .min(self.limits.capacity - RECORD_HEADER);
+        if len > max {
+            return Err(Error::TooLarge { size: len, max });
+        }
+        Ok(())
+    }
+
+    fn write_wrapped(&self, pos: u64, data: &[u8]) -> Result<()> {
+        let cap = self.limits.capacity;
+        let off = (pos % cap as u64) as usize;
+        let first = data.len().min(cap - off);
+        self.seg.write(RING + off, &data[..first])?;
+        if first < data.len() {
+            self.seg.write(RING, &data[first..])?;
+        }
+        Ok(())
+    }
+
+    fn read_wrapped(&self, pos: u64, buf: &mut [u8]) -> Result<()> {
+        let cap = self.limits.capacity;
+        let off = (pos % cap as u64) as usize;
+        let first = buf.len().min(cap - off);
+        self.seg.read(RING + off, &mut buf[..first])?;
+        if first < buf.len() {
+            self.seg.read(RING, &mut buf[first..])?;
+        }
+        Ok(())
+    }
+
+    /// Reads and validates the record header at `pos`, given the committed `tail`.
+    fn record_at(&self, pos: u64, tail: u64) -> Result<(usize, usize)> {
+        let mut header = [0u8; RECORD_HEADER];
+        self.read_wrapped(pos, &mut header)?;
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let rec =
+            record_size(len).ok_or_else(|| Error::Corrupt("record length overflows".into()))?;
+        if len > self.limits.max_message || (rec as u64) > tail.wrapping_sub(pos) {
+            return Err(Error::Corrupt(format!(
+                "queue record of {len} bytes at {pos} does not fit before {tail}"
+            )));
+        }
+        Ok((len, rec))
+    }
+
+    fn check_positions(&self) -> Result<(u64, u64)> {
+        let (head, tail) = (self.pos(HEAD), self.pos(TAIL));
+        if head > tail
+            || tail - head > self.limits.capacity as u64
+            || head % 8 != 0
+            || tail % 8 != 0
+        {
+            return Err(Error::Corrupt(format!(
+                "queue positions head {head}, tail {tail} are impossible"
+            )));
+        }
+        Ok((head, tail))
+    }
+
+    /// After an owner died inside the lock: walk every committed record, validate it and
+    /// recompute the count. The dead owner's uncommitted record is simply not there.
+    fn recover(&self) -> Result<()> {
+        let (head, tail) = self.check_positions()?;
+        let mut pos = head;
+        let mut count = 0u64;
+        while pos < tail {
+            let (_, rec) = self.record_at(pos, tail)?;
+            pos += rec as u64;
+            count += 1;
+        }
+        self.seg.u64(COUNT).store(count, Ordering::Release);
+        Ok(())
+    }
+
+    fn take_lock(&self, result: std::result::Result<LockGuard, LockError>) -> Result<LockGuard> {
+        match result {
+            Ok(guard) => Ok(guard),
+            Err(LockError::OwnerDied(mut guard)) => {
+                self.recover()?;
+                guard.mark_consistent();
+                // Waiters may have missed the dead owner's notification.
+                self.seg.channel.notify();
+                self.not_full.notify();
+                Ok(guard)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn locked(&self) -> Result<LockGuard> {
+        self.take_lock(self.lock.lock().await)
+    }
+
+    fn locked_blocking(&self) -> Result<LockGuard> {
+        self.take_lock(self.lock.lock_blocking())
+    }
+
+    /// With the lock held: appends a record if it fits.
+    fn put_locked(&self, payload: &[u8]) -> Result<Put> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let (head, tail) = self.check_positions()?;
+        let rec = record_size(payload.len()).expect("checked by check_size");
+        let count = self.pos(COUNT);
+        let items_ok = self.limits.max_items == 0 || count < self.limits.max_items;
+        if !items_ok || (tail - head) + rec as u64 > self.limits.capacity as u64 {
+            return Ok(Put::Full);
+        }
+        let mut header = [0u8; RECORD_HEADER];
+        header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        self.write_wrapped(tail, &header)?;
+        self.write_wrapped(tail + RECORD_HEADER as u64, payload)?;
+        // Commit: one store makes the whole record visible.
+        self.seg
+            .u64(TAIL)
+            .store(tail + rec as u64, Ordering::Release);
+        self.seg.u64(COUNT).store(count + 1, Ordering::Release);
+        Ok(Put::Done)
+    }
+
+    /// With the lock held: removes the oldest record, if any.
+    fn get_locked(&self) -> Result<Option<Vec<u8>>> {
+        let (head, tail) = self.check_positions()?;
+        if head == tail {
+            return if self.is_closed() {
+                Err(Error::Closed)
+            } else {
+                Ok(None)
+            };
+        }
+        let (len, rec) = self.record_at(head, tail)?;
+        let mut payload = vec![0u8; len];
+        self.read_wrapped(head + RECORD_HEADER as u64, &mut payload)?;
+        self.seg
+            .u64(HEAD)
+            .store(head + rec as u64, Ordering::Release);
+        let count = self.pos(COUNT);
+        self.seg
+            .u64(COUNT)
+            .store(count.saturating_sub(1), Ordering::Release);
+        Ok(Some(payload))
+    }
+
+    /// One locked put attempt; wakes getters on success.
+    pub(crate) async fn try_put(&self, payload: &[u8]) -> Result<Put> {
+        let guard = self.locked().await?;
+        let result = self.put_locked(payload);
+        drop(guard);
+        if let Ok(Put::Done) = result {
+            self.seg.channel.notify();
+        }
+        result
+    }
+
+    pub(crate) fn try_put_blocking(&self, payload: &[u8]) -> Result<Put> {
+        let guard = self.locked_blocking()?;
+        let result = self.put_locked(payload);
+        drop(guard);
+        if let Ok(Put::Done) = result {
+            self.seg.channel.notify();
+        }
+        result
+    }
+
+    /// One locked get attempt; wakes putters on success.
+    pub(crate) async fn try_get(&self) -> Result<Option<Vec<u8>>> {
+        let guard = self.locked().await?;
+        let result = self.get_locked();
+        drop(guard);
+        if let Ok(Some(_)) = result {
+            self.not_full.notify();
+        }
+        result
+    }
+
+    pub(crate) fn try_get_blocking(&self) -> Result<Option<Vec<u8>>> {
+        let guard = self.locked_blocking()?;
+        let result = self.get_locked();
+        drop(guard);
+        if let Ok(Some(_)) = result {
+            self.not_full.notify();
+        }
+        result
+    }
+
+    /// Waits (without the lock) until a record of `len` bytes may fit, the queue closes, or the
+    /// deadline passes. `false` on timeout.
+    pub(crate) async fn wait_room(&self, len: usize, deadline: Option<Instant>) -> bool {
+        let ready = || (self.is_closed() || self.has_room(len)).then_some(());
+        self.not_full
+            .wait(ready, deadline, SAFETY_RECHECK)
+            .await
+            .is_some()
+    }
+
+    pub(crate) fn wait_room_blocking(&self, len: usize, deadline: Option<Instant>) -> bool {
+        let ready = || (self.is_closed() || self.has_room(len)).then_some(());
+        self.not_full
+            .wait_blocking(ready, deadline, SAFETY_RECHECK)
+            .is_some()
+    }
+
+    /// Waits until something may be queued or the queue closes. `false` on timeout.
+    pub(crate) async fn wait_items(&self, deadline: Option<Instant>) -> bool {
+        let ready = || {
+            (self.is_closed() || self.pos(COUNT) > 0 || self.pos(TAIL) != self.pos(HEAD))
+                .then_some(())
+        };
+        self.seg
+            .channel
+            .wait(ready, deadline, SAFETY_RECHECK)
+            .await
+            .is_some()
+    }
+
+    pub(crate) fn wait_items_blocking(&self, deadline: Option<Instant>) -> bool {
+        let ready = || {
+            (self.is_closed() || self.pos(COUNT) > 0 || self.pos(TAIL) != self.pos(HEAD))
+                .then_some(())
+        };
+        self.seg
+            .channel
+            .wait_blocking(ready, deadline, SAFETY_RECHECK)
+            .is_some()
+    }
+
+    /// Closes the queue and wakes every waiter in every process.
+    pub(crate) fn close(&self) {
+        self.seg.u32(CLOSED).store(1, Ordering::Release);
+        self.seg.channel.notify();
+        self.not_full.notify();
+    }
+
+    /// Waiters on (not empty, not full), for tests.
+    pub(crate) fn waiters(&self) -> ((u32, u32), (u32, u32)) {
+        (self.seg.channel.waiters(), self.not_full.waiters())
+    }
+
+    pub(crate) fn to_wire(&self, fds: &mut FdSink) -> Result<RingWire> {
+        Ok(RingWire {
+            seg: self.seg.to_wire(fds)?,
+            not_full: fds.push(self.not_full.doorbell())?,
+            lock: self.lock.clone(),
+        })
+    }
+
+    pub(crate) fn from_wire(wire: RingWire, fds: &mut FdSource) -> Result<Self> {
+        let seg = Segment::from_wire(wire.seg, fds, Kind::Queue, RING)?;
+        let corrupt = |what: &str| Error::Corrupt(format!("queue header: {what}"));
+        let capacity = usize::try_from(seg.u64(CAPACITY).load(Ordering::Relaxed))
+            .map_err(|_| corrupt("capacity"))?;
+        if capacity < 64 || capacity % 8 != 0 || !seg.fits(RING.saturating_add(capacity)) {
+            return Err(corrupt("capacity does not match the segment"));
+        }
+        let max_items = seg.u64(MAX_ITEMS).load(Ordering::Relaxed);
+        let max_message = usize::try_from(seg.u64(MAX_MESSAGE).load(Ordering::Relaxed))
+            .map_err(|_| corrupt("max message"))?;
+        let doorbell = fds.take(wire.not_full)?;
+        if !eventfd::is_eventfd(std::os::fd::AsRawFd::as_raw_fd(&doorbell)) {
+            return Err(Error::Corrupt(
+                "a queue's doorbell must be an eventfd".into(),
+            ));
+        }
+        let not_full = WaitChannel::new(seg.shm().clone(), CHANNEL_SIZE + NOT_FULL, doorbell)?;
+        Ok(Ring {
+            seg: Arc::new(seg),
+            not_full,
+            lock: wire.lock,
+            limits: Limits {
+                capacity,
+                max_items,
+                max_message,
+            },
+        })
+    }
+}
+
+impl fmt::Debug for Ring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("len", &self.len())
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// The plain-data part of a queue in a message.
+#[derive(Debug, Serialize, Deserialize)]
+#[doc(hidden)]
+pub struct RingWire {
+    seg: SegmentWire,
+    not_full: FdIndex,
+    lock: Lock,
+}
+
+/// A deadline `timeout` from now.
+pub(crate) fn deadline(timeout: Duration) -> Option<Instant> {
+    Some(Instant::now() + timeout)
+}

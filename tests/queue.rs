@@ -1,0 +1,270 @@
+//! `Queue` across real processes.
+//!
+//! Several behaviours are ported from CPython's `Lib/test/_test_multiprocessing.py`
+//! (`_TestQueue`: test_put, test_get, test_fork, test_qsize, test_timeout, test_closed_queue),
+//! rewritten for this crate.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::LIVENESS;
+use tokio_multiprocessing::{self as mp, Error, PutError, Queue};
+
+async fn produce((q, n): (Queue<u64>, u64)) {
+    for i in 0..n {
+        q.put(i).await.expect("put");
+    }
+}
+
+#[tokio::test]
+async fn items_arrive_in_order_and_a_producer_may_exit_right_after_put() -> mp::Result<()> {
+    mp::init().await?;
+    let q = Queue::<u64>::new(0)?;
+    let mut child = mp::Process::spawn(produce, (q.clone(), 10_000))?;
+    child.join().await?; // the producer is gone; everything it put is in shared memory
+    assert_eq!(q.len(), 10_000);
+    for i in 0..10_000 {
+        assert_eq!(q.get().await?, i);
+    }
+    assert!(q.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_putter_parks_while_the_queue_is_full() -> mp::Result<()> {
+    mp::init().await?;
+    let q = Queue::<u64>::new(2)?;
+    let mut child = mp::Process::spawn(produce, (q.clone(), 5))?;
+    let deadline = Instant::now() + LIVENESS;
+    while q.len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(q.len(), 2, "backpressure holds the producer at maxsize");
+    assert!(q.is_full());
+    assert!(child.is_alive());
+    for i in 0..5 {
+        assert_eq!(q.get_timeout(LIVENESS).await?, i);
+    }
+    child.join().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn try_forms_and_timeouts_hand_the_item_back() -> mp::Result<()> {
+    let q = Queue::<String>::new(1)?;
+    assert!(matches!(q.try_get(), Err(Error::Empty)));
+    let start = Instant::now();
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(100)).await,
+        Err(Error::Timeout)
+    ));
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    q.try_put("a".into()).map_err(Error::from)?;
+    match q.try_put("b".into()) {
+        Err(PutError::Full(item)) => assert_eq!(item, "b"),
+        other => panic!("expected Full, got {other:?}"),
+    }
+    let start = Instant::now();
+    match q.put_timeout("c".into(), Duration::from_millis(100)).await {
+        Err(PutError::Timeout(item)) => assert_eq!(item, "c"),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    assert_eq!(q.try_get()?, "a");
+    Ok(())
+}
+
+#[tokio::test]
+async fn too_large_items_come_back_and_the_queue_is_untouched() -> mp::Result<()> {
+    let q = Queue::<Vec<u8>>::builder()
+        .capacity(4096)
+        .max_message(1000)
+        .build()?;
+    match q.put(vec![0; 5000]).await {
+        Err(PutError::TooLarge(item)) => assert_eq!(item.len(), 5000),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert!(q.is_empty());
+    q.put(vec![1; 900]).await.map_err(Error::from)?;
+    assert_eq!(q.get().await?, vec![1; 900]);
+    Ok(())
+}
+
+async fn get_one(q: Queue<u64>) -> String {
+    match q.get_timeout(LIVENESS).await {
+        Ok(v) => format!("got {v}"),
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+async fn put_one((q, v): (Queue<u64>, u64)) -> String {
+    match q.put_timeout(v, LIVENESS).await {
+        Ok(()) => "put".into(),
+        Err(e) => {
+            let described = format!("{e:?}");
+            format!("{described} with {}", e.into_inner())
+        }
+    }
+}
+
+#[tokio::test]
+async fn close_wakes_parked_getters_and_putters_in_other_processes() -> mp::Result<()> {
+    mp::init().await?;
+    let empty = Queue::<u64>::new(1)?;
+    let mut getter = mp::Process::spawn(get_one, empty.clone())?;
+    let full = Queue::<u64>::new(1)?;
+    full.put(1).await.map_err(Error::from)?;
+    let mut putter = mp::Process::spawn(put_one, (full.clone(), 2))?;
+    let deadline = Instant::now() + LIVENESS;
+    while (empty.__waiters().0 == (0, 0) || full.__waiters().1 == (0, 0))
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    empty.close();
+    full.close();
+    assert_eq!(getter.join().await?, "Closed");
+    assert_eq!(putter.join().await?, "Closed(..) with 2");
+    // Getters drain what is queued first, then see Closed.
+    assert_eq!(full.get().await?, 1);
+    assert!(matches!(full.get().await, Err(Error::Closed)));
+    assert!(matches!(full.try_put(3), Err(PutError::Closed(3))));
+    Ok(())
+}
+
+/// An item that checks itself.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Job {
+    producer: u32,
+    seq: u32,
+    body: Vec<u8>,
+    sum: u32,
+}
+
+impl Job {
+    fn new(producer: u32, seq: u32) -> Job {
+        let body: Vec<u8> = (0..(seq % 50) as u8).map(|b| b ^ producer as u8).collect();
+        let sum = body.iter().map(|&b| u32::from(b)).sum::<u32>() ^ seq;
+        Job {
+            producer,
+            seq,
+            body,
+            sum,
+        }
+    }
+
+    fn valid(&self) -> bool {
+        self.body.iter().map(|&b| u32::from(b)).sum::<u32>() ^ self.seq == self.sum
+    }
+}
+
+async fn producer((q, id, n): (Queue<Job>, u32, u32)) {
+    for seq in 0..n {
+        q.put(Job::new(id, seq))
+            .await
+            .map_err(|e| e.to_string())
+            .expect("put");
+    }
+}
+
+async fn consumer((q, done): (Queue<Job>, mp::Event)) -> Vec<(u32, u32)> {
+    let mut seen = Vec::new();
+    loop {
+        match q.get_timeout(Duration::from_millis(50)).await {
+            Ok(job) => {
+                assert!(job.valid(), "torn item from producer {}", job.producer);
+                seen.push((job.producer, job.seq));
+            }
+            Err(Error::Timeout) if done.is_set() && q.is_empty() => return seen,
+            Err(Error::Timeout) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn four_producers_and_four_consumers_lose_and_duplicate_nothing() -> mp::Result<()> {
+    mp::init().await?;
+    const PER_PRODUCER: u32 = 25_000;
+    let q = Queue::<Job>::new(64)?;
+    let done = mp::Event::new()?;
+    let mut producers = Vec::new();
+    for id in 0..4 {
+        producers.push(mp::Process::spawn(producer, (q.clone(), id, PER_PRODUCER))?);
+    }
+    let mut consumers = Vec::new();
+    for _ in 0..4 {
+        consumers.push(mp::Process::spawn(consumer, (q.clone(), done.clone()))?);
+    }
+    for p in &mut producers {
+        p.join().await?;
+    }
+    done.set();
+    let mut all = Vec::new();
+    for c in &mut consumers {
+        let seen = c.join().await?;
+        // FIFO per producer: each consumer sees each producer's items in order.
+        for id in 0..4 {
+            let seqs: Vec<u32> = seen
+                .iter()
+                .filter(|(p, _)| *p == id)
+                .map(|(_, s)| *s)
+                .collect();
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "producer {id} out of order"
+            );
+        }
+        all.extend(seen);
+    }
+    all.sort();
+    let expected: Vec<(u32, u32)> = (0..4)
+        .flat_map(|p| (0..PER_PRODUCER).map(move |s| (p, s)))
+        .collect();
+    assert_eq!(all.len(), expected.len(), "lost or duplicated items");
+    assert_eq!(all, expected);
+    Ok(())
+}
+
+/// Puts and gets large checksummed items as fast as it can until killed.
+async fn churn((q, id): (Queue<Job>, u32)) {
+    let mut seq = 0;
+    loop {
+        let _ = q
+            .put_timeout(Job::new(id, seq), Duration::from_millis(10))
+            .await;
+        if let Ok(job) = q.get_timeout(Duration::from_millis(10)).await {
+            assert!(job.valid());
+        }
+        seq += 1;
+    }
+}
+
+#[tokio::test]
+async fn processes_killed_mid_operation_leave_the_queue_consistent() -> mp::Result<()> {
+    mp::init().await?;
+    let q = Queue::<Job>::builder()
+        .maxsize(32)
+        .capacity(16 * 1024)
+        .build()?;
+    let mut seed = 0x9e37_79b9u64;
+    for round in 0..100u32 {
+        let mut child = mp::Process::spawn(churn, (q.clone(), round))?;
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        tokio::time::sleep(Duration::from_micros(500 + seed % 5000)).await;
+        child.kill()?;
+        let _ = child.join().await;
+        // The survivor can always use the queue, and never sees a torn item.
+        q.put_timeout(Job::new(9999, round), LIVENESS)
+            .await
+            .map_err(Error::from)?;
+        while let Ok(job) = q.try_get() {
+            assert!(job.valid(), "torn item after a kill in round {round}");
+        }
+    }
+    Ok(())
+}
