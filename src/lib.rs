@@ -66,7 +66,7 @@ pub use process::{
     Builder, Process, ProcessInfo, current_process, inherited, init, init_blocking, parent_process,
     pass,
 };
-pub use queue::{PutError, Queue};
+pub use queue::{JoinableQueue, LifoQueue, PriorityQueue, PutError, Queue, SimpleQueue};
 pub use shm::{Item, ShareableList, SharedMemory, Slot};
 pub use sync::{
     Array, Barrier, BoundedSemaphore, Condition, Event, Lock, LockError, LockGuard, RLock,

@@ -268,3 +268,108 @@ async fn processes_killed_mid_operation_leave_the_queue_consistent() -> mp::Resu
     }
     Ok(())
 }
+
+// ----- flavours -----
+
+async fn put_all((q, items): (mp::LifoQueue<u32>, Vec<u32>)) {
+    for i in items {
+        q.put(i).await.map_err(|e| e.to_string()).expect("put");
+    }
+}
+
+#[tokio::test]
+async fn lifo_order_holds_across_processes() -> mp::Result<()> {
+    mp::init().await?;
+    let q = mp::LifoQueue::<u32>::new(0)?;
+    mp::Process::spawn(put_all, (q.clone(), vec![1, 2, 3, 4]))?
+        .join()
+        .await?;
+    let got: Vec<u32> = [q.get().await?, q.get().await?].into();
+    assert_eq!(got, [4, 3]);
+    q.put(9).await.map_err(Error::from)?;
+    assert_eq!(q.get().await?, 9);
+    assert_eq!(q.get().await?, 2);
+    assert_eq!(q.get().await?, 1);
+    assert!(q.is_empty());
+    Ok(())
+}
+
+type Task = (u8, String);
+
+async fn put_prioritised((q, items): (mp::PriorityQueue<Task>, Vec<Task>)) {
+    for i in items {
+        q.put(i).await.map_err(|e| e.to_string()).expect("put");
+    }
+}
+
+#[tokio::test]
+async fn priority_order_holds_across_processes_fifo_among_equals() -> mp::Result<()> {
+    mp::init().await?;
+    let q = mp::PriorityQueue::<(u8, String)>::new(0)?;
+    let items = vec![
+        (3, "c".into()),
+        (1, "a".into()),
+        (2, "b".into()),
+        (1, "a".into()),
+        (0, "z".into()),
+    ];
+    mp::Process::spawn(put_prioritised, (q.clone(), items))?
+        .join()
+        .await?;
+    let mut got = Vec::new();
+    while let Ok(item) = q.try_get() {
+        got.push(item.0);
+    }
+    assert_eq!(got, [0, 1, 1, 2, 3]);
+    Ok(())
+}
+
+async fn work_through(q: mp::JoinableQueue<u32>) -> u32 {
+    let mut done = 0;
+    while let Ok(job) = q.get_timeout(Duration::from_millis(200)).await {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        q.task_done().expect("task_done");
+        done += job;
+    }
+    done
+}
+
+#[tokio::test]
+async fn joinable_queue_join_waits_for_task_done_in_other_processes() -> mp::Result<()> {
+    mp::init().await?;
+    let q = mp::JoinableQueue::<u32>::new(0)?;
+    for i in 1..=20 {
+        q.put(i).await.map_err(Error::from)?;
+    }
+    assert_eq!(q.unfinished(), 20);
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        workers.push(mp::Process::spawn(work_through, q.clone())?);
+    }
+    q.join_timeout(LIVENESS).await?;
+    assert_eq!(q.unfinished(), 0);
+    let mut total = 0;
+    for w in &mut workers {
+        total += w.join().await?;
+    }
+    assert_eq!(total, (1..=20).sum::<u32>());
+    assert!(
+        matches!(q.task_done(), Err(Error::InvalidArgument(_))),
+        "one task_done too many"
+    );
+    let simple = mp::SimpleQueue::<u8>::new(0)?;
+    simple.put(1).await.map_err(Error::from)?;
+    assert_eq!(simple.get().await?, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_queue_of_another_kind_is_refused_on_receipt() -> mp::Result<()> {
+    // Both ends of one socket, typed differently: a LIFO queue goes in, a FIFO one is expected.
+    let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    let sender = mp::Connection::<mp::LifoQueue<u8>>::from_std(a)?;
+    let mut receiver = mp::Connection::<Queue<u8>>::from_std(b)?;
+    sender.send(&mp::LifoQueue::new(0)?).await?;
+    assert!(matches!(receiver.recv().await, Err(Error::Corrupt(_))));
+    Ok(())
+}

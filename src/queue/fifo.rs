@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::PutError;
-use super::ring::{self, Limits, Put, Ring, RingWire};
+use super::ring::{self, Compare, Limits, Order, Put, Ring, RingWire};
 use crate::handle::{self, FdSink, FdSource, Handle};
 use crate::{Error, Result};
 
@@ -54,13 +54,25 @@ impl<T> QueueBuilder<T> {
     /// [`Error::InvalidArgument`] for a capacity under 64 bytes; [`Error::Io`] when the memory
     /// cannot be had.
     pub fn build(self) -> Result<Queue<T>> {
+        self.build_with(Order::Fifo, false, None)
+    }
+
+    pub(crate) fn build_with(
+        self,
+        order: Order,
+        joinable: bool,
+        compare: Option<Compare>,
+    ) -> Result<Queue<T>> {
         let ring = Ring::new(Limits {
             capacity: self.capacity,
             max_items: self.maxsize as u64,
             max_message: self.max_message.min(u32::MAX as usize),
+            order,
+            joinable,
         })?;
         Ok(Queue {
             ring: Arc::new(ring),
+            compare,
             _type: PhantomData,
         })
     }
@@ -98,11 +110,31 @@ impl<T> QueueBuilder<T> {
 /// # }
 /// ```
 pub struct Queue<T> {
-    ring: Arc<Ring>,
+    pub(crate) ring: Arc<Ring>,
+    compare: Option<Compare>,
     _type: PhantomData<fn(T) -> T>,
 }
 
 impl<T> Queue<T> {
+    /// Rebuilds a received queue of the given kind.
+    pub(crate) fn from_ring(
+        ring: Ring,
+        order: Order,
+        joinable: bool,
+        compare: Option<Compare>,
+    ) -> Result<Self> {
+        if ring.limits().order != order || ring.limits().joinable != joinable {
+            return Err(Error::Corrupt(
+                "received another kind of queue than expected".into(),
+            ));
+        }
+        Ok(Queue {
+            ring: Arc::new(ring),
+            compare,
+            _type: PhantomData,
+        })
+    }
+
     /// A queue of at most `maxsize` items (0: bounded only by the ring's bytes), with the
     /// default 1 MiB ring.
     ///
@@ -265,7 +297,7 @@ impl<T: DeserializeOwned> Queue<T> {
 
     async fn get_until(&self, deadline: Option<Instant>) -> Result<T> {
         loop {
-            if let Some(bytes) = self.ring.try_get().await? {
+            if let Some(bytes) = self.ring.try_get(self.compare).await? {
                 return Self::decode(bytes);
             }
             if !self.ring.wait_items(deadline).await {
@@ -307,7 +339,7 @@ impl<T: DeserializeOwned> Queue<T> {
     ///
     /// [`Error::Empty`], or as [`get`](Self::get).
     pub fn try_get(&self) -> Result<T> {
-        match self.ring.try_get_blocking()? {
+        match self.ring.try_get_blocking(self.compare)? {
             Some(bytes) => Self::decode(bytes),
             None => Err(Error::Empty),
         }
@@ -320,7 +352,7 @@ impl<T: DeserializeOwned> Queue<T> {
     /// As [`get`](Self::get).
     pub fn get_blocking(&self) -> Result<T> {
         loop {
-            if let Some(bytes) = self.ring.try_get_blocking()? {
+            if let Some(bytes) = self.ring.try_get_blocking(self.compare)? {
                 return Self::decode(bytes);
             }
             self.ring.wait_items_blocking(None);
@@ -332,6 +364,7 @@ impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
         Queue {
             ring: self.ring.clone(),
+            compare: self.compare,
             _type: PhantomData,
         }
     }
@@ -354,10 +387,7 @@ impl<T> Handle for Queue<T> {
     }
 
     fn from_wire(wire: RingWire, fds: &mut FdSource) -> Result<Self> {
-        Ok(Queue {
-            ring: Arc::new(Ring::from_wire(wire, fds)?),
-            _type: PhantomData,
-        })
+        Queue::from_ring(Ring::from_wire(wire, fds)?, Order::Fifo, false, None)
     }
 }
 

@@ -7,11 +7,16 @@
 //! | `put_nowait`, `get_nowait` | `try_put` (`PutError::Full(x)`), `try_get` (`Error::Empty`) |
 //! | `qsize`, `empty`, `full`, `close` | `len` (exact), `is_empty`, `is_full`, `close` |
 //!
+//! | `SimpleQueue`, `JoinableQueue` (`task_done`, `join`) | [`SimpleQueue`], [`JoinableQueue`] |
+//! | `queue.LifoQueue`, `queue.PriorityQueue` (threads only in Python) | [`LifoQueue`], [`PriorityQueue`] — across processes |
+//!
 //! A refused put always hands the item back in its [`PutError`].
 
 mod error;
 mod fifo;
+mod flavours;
 mod ring;
 
 pub use error::PutError;
 pub use fifo::{DEFAULT_CAPACITY, DEFAULT_MAX_MESSAGE, Queue, QueueBuilder};
+pub use flavours::{JoinableQueue, LifoQueue, PriorityQueue, SimpleQueue};

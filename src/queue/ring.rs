@@ -36,16 +36,56 @@ const CAPACITY: usize = 40; // u64 ring bytes (fixed)
 const MAX_ITEMS: usize = 48; // u64, 0 = only the bytes limit (fixed)
 const MAX_MESSAGE: usize = 56; // u64 (fixed)
 const CLOSED: usize = 64; // u32
+const ORDER: usize = 68; // u32: which record a get takes (fixed)
+const UNFINISHED: usize = 72; // u64: puts not yet matched by task_done (JoinableQueue)
+const JOINABLE: usize = 80; // u32 (fixed)
 const RING: usize = 128;
+
+/// A record's flags word: set once a get took it out of the middle of the ring.
+const TAKEN: u32 = 1;
 
 const RECORD_HEADER: usize = 8;
 
-/// Sizes a ring is made with.
+/// Sizes and behaviour a ring is made with.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub(crate) capacity: usize,
     pub(crate) max_items: u64,
     pub(crate) max_message: usize,
+    pub(crate) order: Order,
+    pub(crate) joinable: bool,
+}
+
+/// Which item a get takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// The oldest.
+    Fifo = 0,
+    /// The newest.
+    Lifo = 1,
+    /// The smallest, by a comparison the typed layer supplies (oldest among equals).
+    Priority = 2,
+}
+
+impl Order {
+    fn from_raw(raw: u32) -> Option<Order> {
+        match raw {
+            0 => Some(Order::Fifo),
+            1 => Some(Order::Lifo),
+            2 => Some(Order::Priority),
+            _ => None,
+        }
+    }
+}
+
+/// Orders two serialised items (for priority queues).
+pub(crate) type Compare = fn(&[u8], &[u8]) -> Result<std::cmp::Ordering>;
+
+/// A live record found by a walk.
+struct Found {
+    pos: u64,
+    rec: usize,
+    payload: Vec<u8>,
 }
 
 /// The bytes a record of `len` payload bytes takes.
@@ -80,6 +120,10 @@ impl Ring {
             at(CAPACITY)?.store(capacity as u64, Ordering::Relaxed);
             at(MAX_ITEMS)?.store(limits.max_items, Ordering::Relaxed);
             at(MAX_MESSAGE)?.store(limits.max_message as u64, Ordering::Relaxed);
+            shm.atomic_u32(CHANNEL_SIZE + ORDER)?
+                .store(limits.order as u32, Ordering::Relaxed);
+            shm.atomic_u32(CHANNEL_SIZE + JOINABLE)?
+                .store(u32::from(limits.joinable), Ordering::Relaxed);
             Ok(())
         })?;
         let not_full = WaitChannel::new(
@@ -97,6 +141,10 @@ impl Ring {
 
     fn pos(&self, o: usize) -> u64 {
         self.seg.u64(o).load(Ordering::Acquire)
+    }
+
+    pub(crate) fn limits(&self) -> Limits {
+        self.limits
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -154,6 +202,12 @@ impl Ring {
         Ok(())
     }
 
+    /// The flags word of the record at `pos` (8-aligned, so never split by the wrap).
+    fn flags(&self, pos: u64) -> &std::sync::atomic::AtomicU32 {
+        let off = (pos % self.limits.capacity as u64) as usize;
+        self.seg.u32(RING + off + 4)
+    }
+
     /// Reads and validates the record header at `pos`, given the committed `tail`.
     fn record_at(&self, pos: u64, tail: u64) -> Result<(usize, usize)> {
         let mut header = [0u8; RECORD_HEADER];
@@ -191,8 +245,10 @@ impl Ring {
         let mut count = 0u64;
         while pos < tail {
             let (_, rec) = self.record_at(pos, tail)?;
+            if self.flags(pos).load(Ordering::Acquire) & TAKEN == 0 {
+                count += 1;
+            }
             pos += rec as u64;
-            count += 1;
         }
         self.seg.u64(COUNT).store(count, Ordering::Release);
         Ok(())
@@ -242,12 +298,40 @@ impl Ring {
             .u64(TAIL)
             .store(tail + rec as u64, Ordering::Release);
         self.seg.u64(COUNT).store(count + 1, Ordering::Release);
+        if self.limits.joinable {
+            self.seg.u64(UNFINISHED).fetch_add(1, Ordering::AcqRel);
+        }
         Ok(Put::Done)
     }
 
-    /// With the lock held: removes the oldest record, if any.
-    fn get_locked(&self) -> Result<Option<Vec<u8>>> {
-        let (head, tail) = self.check_positions()?;
+    /// With the lock held: every live record, oldest first.
+    fn live_records(&self, head: u64, tail: u64) -> Result<Vec<Found>> {
+        let mut found = Vec::new();
+        let mut pos = head;
+        while pos < tail {
+            let (len, rec) = self.record_at(pos, tail)?;
+            if self.flags(pos).load(Ordering::Acquire) & TAKEN == 0 {
+                let mut payload = vec![0u8; len];
+                self.read_wrapped(pos + RECORD_HEADER as u64, &mut payload)?;
+                found.push(Found { pos, rec, payload });
+            }
+            pos += rec as u64;
+        }
+        Ok(found)
+    }
+
+    /// With the lock held: removes one record, chosen by the queue's order, if any.
+    ///
+    /// A record taken from the middle is only flagged (one aligned store), so a process killed
+    /// here leaves it either taken or not; `head` and `tail` then move past flagged records.
+    fn get_locked(&self, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
+        let (mut head, tail) = self.check_positions()?;
+        // Drop records flagged as taken from the front.
+        while head < tail && self.flags(head).load(Ordering::Acquire) & TAKEN != 0 {
+            let (_, rec) = self.record_at(head, tail)?;
+            head += rec as u64;
+            self.seg.u64(HEAD).store(head, Ordering::Release);
+        }
         if head == tail {
             return if self.is_closed() {
                 Err(Error::Closed)
@@ -255,17 +339,90 @@ impl Ring {
                 Ok(None)
             };
         }
-        let (len, rec) = self.record_at(head, tail)?;
-        let mut payload = vec![0u8; len];
-        self.read_wrapped(head + RECORD_HEADER as u64, &mut payload)?;
-        self.seg
-            .u64(HEAD)
-            .store(head + rec as u64, Ordering::Release);
+        let payload = match (self.limits.order, compare) {
+            (Order::Fifo, _) | (Order::Priority, None) => {
+                let (len, rec) = self.record_at(head, tail)?;
+                let mut payload = vec![0u8; len];
+                self.read_wrapped(head + RECORD_HEADER as u64, &mut payload)?;
+                self.seg
+                    .u64(HEAD)
+                    .store(head + rec as u64, Ordering::Release);
+                payload
+            }
+            (order, compare) => {
+                let mut live = self.live_records(head, tail)?;
+                if live.is_empty() {
+                    return Err(Error::Corrupt("queue count and records disagree".into()));
+                }
+                let pick = match (order, compare) {
+                    (Order::Lifo, _) => live.len() - 1,
+                    (_, Some(compare)) => {
+                        let mut best = 0;
+                        for i in 1..live.len() {
+                            if compare(&live[i].payload, &live[best].payload)?
+                                == std::cmp::Ordering::Less
+                            {
+                                best = i;
+                            }
+                        }
+                        best
+                    }
+                    _ => 0,
+                };
+                let chosen = live.remove(pick);
+                self.flags(chosen.pos).fetch_or(TAKEN, Ordering::AcqRel);
+                if chosen.pos + chosen.rec as u64 == tail {
+                    // The newest record: give its space back by pulling `tail` in past it and
+                    // any flagged records before it.
+                    let end = live.last().map_or(head, |f| f.pos + f.rec as u64);
+                    self.seg.u64(TAIL).store(end, Ordering::Release);
+                    if live.is_empty() {
+                        self.seg.u64(HEAD).store(end, Ordering::Release);
+                    }
+                }
+                chosen.payload
+            }
+        };
         let count = self.pos(COUNT);
         self.seg
             .u64(COUNT)
             .store(count.saturating_sub(1), Ordering::Release);
         Ok(Some(payload))
+    }
+
+    /// Marks one put item processed (JoinableQueue's `task_done`).
+    pub(crate) fn task_done(&self) -> Result<()> {
+        self.seg
+            .u64(UNFINISHED)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .map_err(|_| {
+                Error::InvalidArgument("task_done() called more times than items were put".into())
+            })?;
+        self.seg.channel.notify();
+        Ok(())
+    }
+
+    /// Items put but not yet marked done.
+    pub(crate) fn unfinished(&self) -> u64 {
+        self.pos(UNFINISHED)
+    }
+
+    /// Waits until every put item was marked done. `false` on timeout.
+    pub(crate) async fn wait_all_done(&self, deadline: Option<Instant>) -> bool {
+        let ready = || (self.unfinished() == 0).then_some(());
+        self.seg
+            .channel
+            .wait(ready, deadline, SAFETY_RECHECK)
+            .await
+            .is_some()
+    }
+
+    pub(crate) fn wait_all_done_blocking(&self, deadline: Option<Instant>) -> bool {
+        let ready = || (self.unfinished() == 0).then_some(());
+        self.seg
+            .channel
+            .wait_blocking(ready, deadline, SAFETY_RECHECK)
+            .is_some()
     }
 
     /// One locked put attempt; wakes getters on success.
@@ -290,9 +447,9 @@ impl Ring {
     }
 
     /// One locked get attempt; wakes putters on success.
-    pub(crate) async fn try_get(&self) -> Result<Option<Vec<u8>>> {
+    pub(crate) async fn try_get(&self, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
         let guard = self.locked().await?;
-        let result = self.get_locked();
+        let result = self.get_locked(compare);
         drop(guard);
         if let Ok(Some(_)) = result {
             self.not_full.notify();
@@ -300,9 +457,9 @@ impl Ring {
         result
     }
 
-    pub(crate) fn try_get_blocking(&self) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn try_get_blocking(&self, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
         let guard = self.locked_blocking()?;
-        let result = self.get_locked();
+        let result = self.get_locked(compare);
         drop(guard);
         if let Ok(Some(_)) = result {
             self.not_full.notify();
@@ -382,6 +539,9 @@ impl Ring {
         let max_items = seg.u64(MAX_ITEMS).load(Ordering::Relaxed);
         let max_message = usize::try_from(seg.u64(MAX_MESSAGE).load(Ordering::Relaxed))
             .map_err(|_| corrupt("max message"))?;
+        let order = Order::from_raw(seg.u32(ORDER).load(Ordering::Relaxed))
+            .ok_or_else(|| corrupt("order"))?;
+        let joinable = seg.u32(JOINABLE).load(Ordering::Relaxed) != 0;
         let doorbell = fds.take(wire.not_full)?;
         if !eventfd::is_eventfd(std::os::fd::AsRawFd::as_raw_fd(&doorbell)) {
             return Err(Error::Corrupt(
@@ -397,6 +557,8 @@ impl Ring {
                 capacity,
                 max_items,
                 max_message,
+                order,
+                joinable,
             },
         })
     }
