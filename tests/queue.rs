@@ -373,3 +373,49 @@ async fn a_queue_of_another_kind_is_refused_on_receipt() -> mp::Result<()> {
     assert!(matches!(receiver.recv().await, Err(Error::Corrupt(_))));
     Ok(())
 }
+
+// ----- batches, streams and sinks -----
+
+async fn sink_numbers((q, n): (Queue<u32>, u32)) {
+    use futures::SinkExt;
+    let mut sink = Box::pin(q.clone().into_sink());
+    sink.send_all(&mut futures::stream::iter((0..n).map(Ok)))
+        .await
+        .expect("sink");
+    q.close();
+}
+
+#[tokio::test]
+async fn queues_are_streams_and_sinks_across_processes() -> mp::Result<()> {
+    use futures::StreamExt;
+    mp::init().await?;
+    let q = Queue::<u32>::new(16)?;
+    let mut child = mp::Process::spawn(sink_numbers, (q.clone(), 5_000))?;
+    let got: Vec<u32> = q.clone().into_stream().map(|r| r.unwrap()).collect().await;
+    assert_eq!(got, (0..5_000).collect::<Vec<_>>());
+    child.join().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn put_many_and_get_many_move_batches() -> mp::Result<()> {
+    let q = Queue::<u32>::new(8)?;
+    let filler = tokio::spawn({
+        let q = q.clone();
+        async move { q.put_many(0..100).await.map_err(Error::from) }
+    });
+    let mut got = Vec::new();
+    while got.len() < 100 {
+        let batch = q.get_many(5).await?;
+        assert!(!batch.is_empty() && batch.len() <= 5);
+        got.extend(batch);
+    }
+    filler.await.unwrap()?;
+    assert_eq!(got, (0..100).collect::<Vec<_>>());
+    q.close();
+    match q.put_many([1, 2, 3]).await {
+        Err(PutError::Closed(rest)) => assert_eq!(rest, [1, 2, 3]),
+        other => panic!("expected Closed, got {other:?}"),
+    }
+    Ok(())
+}

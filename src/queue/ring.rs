@@ -425,6 +425,55 @@ impl Ring {
             .is_some()
     }
 
+    /// One locked attempt to put as many of `payloads` as fit; returns how many went in.
+    pub(crate) async fn try_put_many(&self, payloads: &[Vec<u8>]) -> Result<usize> {
+        let guard = self.locked().await?;
+        let mut n = 0;
+        let mut result = Ok(());
+        for p in payloads {
+            match self.put_locked(p) {
+                Ok(Put::Done) => n += 1,
+                Ok(Put::Full) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(guard);
+        if n > 0 {
+            self.seg.channel.notify();
+        }
+        if n == 0 { result.map(|()| 0) } else { Ok(n) }
+    }
+
+    /// One locked attempt to take up to `max` records.
+    pub(crate) async fn try_get_many(
+        &self,
+        max: usize,
+        compare: Option<Compare>,
+    ) -> Result<Vec<Vec<u8>>> {
+        let guard = self.locked().await?;
+        let mut out = Vec::new();
+        let mut result = Ok(());
+        while out.len() < max {
+            match self.get_locked(compare) {
+                Ok(Some(p)) => out.push(p),
+                Ok(None) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(guard);
+        if !out.is_empty() {
+            self.not_full.notify();
+            return Ok(out);
+        }
+        result.map(|()| out)
+    }
+
     /// One locked put attempt; wakes getters on success.
     pub(crate) async fn try_put(&self, payload: &[u8]) -> Result<Put> {
         let guard = self.locked().await?;
