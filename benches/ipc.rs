@@ -17,7 +17,9 @@
 //! - W5: one process sets an Event, another that is parked notices (µs, timestamps through
 //!   shared memory)
 //!
-//! Queue rows join when the queues land.
+//! Queue rows: `Queue` with raw bytes, with `put_many` / `get_many`, and with the blocking twins;
+//! Python's `multiprocessing.Queue` and `SimpleQueue` (run for a quarter of the messages: they
+//! are slow).
 
 use std::os::fd::OwnedFd;
 use std::time::Instant;
@@ -230,6 +232,84 @@ async fn event_wake(rounds: usize, blocking: bool) -> mp::Result<Vec<f64>> {
         pong.clear();
     }
     child.join().await
+}
+
+// ----- queues -----
+
+async fn queue_sender(
+    (q, go, count, size, mode): (mp::Queue<Vec<u8>>, mp::Event, usize, usize, Mode),
+) {
+    go.wait().await;
+    let payload = vec![7u8; size];
+    match mode {
+        Mode::Send => {
+            for _ in 0..count {
+                q.put_bytes(&payload).await.unwrap();
+            }
+        }
+        Mode::Batched => {
+            let mut left = count;
+            while left > 0 {
+                let n = left.min(256);
+                q.put_many(std::iter::repeat_n(payload.clone(), n))
+                    .await
+                    .map_err(mp::Error::from)
+                    .unwrap();
+                left -= n;
+            }
+        }
+        Mode::Blocking => tokio::task::spawn_blocking(move || {
+            for _ in 0..count {
+                q.put_bytes_blocking(&payload).unwrap();
+            }
+        })
+        .await
+        .unwrap(),
+    }
+}
+
+async fn queue_echo((requests, replies, count): (mp::Queue<Vec<u8>>, mp::Queue<Vec<u8>>, usize)) {
+    for _ in 0..count {
+        let m = requests.get_bytes().await.unwrap();
+        replies.put_bytes(&m).await.unwrap();
+    }
+}
+
+/// Seconds for `count` queue items to arrive, timed from the "go".
+async fn one_way_queue(count: usize, size: usize, mode: Mode) -> mp::Result<f64> {
+    let capacity = (size * 8).max(1 << 20);
+    let q = mp::Queue::<Vec<u8>>::builder().capacity(capacity).build()?;
+    let go = mp::Event::new()?;
+    let mut child = mp::Process::spawn(queue_sender, (q.clone(), go.clone(), count, size, mode))?;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let start = Instant::now();
+    go.set();
+    let mut got = 0;
+    while got < count {
+        if mode == Mode::Batched {
+            got += q.get_many(1024).await?.len();
+        } else {
+            q.get_bytes().await?;
+            got += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    child.join().await?;
+    Ok(secs)
+}
+
+async fn ping_pong_queue(count: usize) -> mp::Result<Vec<f64>> {
+    let (requests, replies) = (mp::Queue::<Vec<u8>>::new(0)?, mp::Queue::<Vec<u8>>::new(0)?);
+    let mut child = mp::Process::spawn(queue_echo, (requests.clone(), replies.clone(), count))?;
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let t = Instant::now();
+        requests.put_bytes(b"12345678").await?;
+        replies.get_bytes().await?;
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    child.join().await?;
+    Ok(samples)
 }
 
 // ----- one-way (W1, W3) and ping-pong (W2) drivers -----
@@ -479,6 +559,38 @@ async fn main() -> mp::Result<()> {
         }
         rows.push(row);
     }
+    for (system, mode) in [
+        ("Queue put_bytes / get_bytes (async)", Mode::Send),
+        ("Queue put_many / get_many (async, batches)", Mode::Batched),
+        ("Queue blocking twins (threads)", Mode::Blocking),
+    ] {
+        let mut row = Row::new("W1", system, true, "msg/s", true);
+        for _ in 0..3 {
+            row.runs
+                .push(w1 as f64 / one_way_queue(w1, 64, mode).await?);
+        }
+        rows.push(row);
+    }
+    rows.push(python_row(
+        "W1",
+        "Python multiprocessing.Queue",
+        "w1q",
+        w1 / 4,
+        64,
+        "msg/s",
+        true,
+        python_version.is_some(),
+    ));
+    rows.push(python_row(
+        "W1",
+        "Python multiprocessing.SimpleQueue",
+        "w1s",
+        w1 / 4,
+        64,
+        "msg/s",
+        true,
+        python_version.is_some(),
+    ));
     rows.push(python_row(
         "W1",
         "Python multiprocessing.Pipe send_bytes",
@@ -513,6 +625,23 @@ async fn main() -> mp::Result<()> {
         row.p99s.push(percentile(&mut s, 0.99));
     }
     rows.push(row);
+    let mut row = Row::new("W2", "Queue (async)", true, "µs p50", false);
+    for _ in 0..3 {
+        let mut s = ping_pong_queue(w2).await?;
+        row.runs.push(percentile(&mut s, 0.5));
+        row.p99s.push(percentile(&mut s, 0.99));
+    }
+    rows.push(row);
+    rows.push(python_row(
+        "W2",
+        "Python multiprocessing.Queue",
+        "w2q",
+        w2 / 4,
+        8,
+        "µs p50",
+        false,
+        python_version.is_some(),
+    ));
     rows.push(python_row(
         "W2",
         "Python multiprocessing.Pipe send_bytes",
@@ -543,6 +672,22 @@ async fn main() -> mp::Result<()> {
         row.runs.push(gb(one_way_codec(w3, w3_size, false).await?));
     }
     rows.push(row);
+    let mut row = Row::new("W3", "Queue put_bytes 1 MiB", true, "GB/s", true);
+    for _ in 0..3 {
+        row.runs
+            .push(gb(one_way_queue(w3, w3_size, Mode::Send).await?));
+    }
+    rows.push(row);
+    rows.push(python_row(
+        "W3",
+        "Python multiprocessing.Queue",
+        "w3q",
+        w3 / 4,
+        w3_size,
+        "GB/s",
+        true,
+        python_version.is_some(),
+    ));
     rows.push(python_row(
         "W3",
         "Python multiprocessing.Pipe send_bytes",

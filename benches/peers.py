@@ -41,6 +41,18 @@ def event_waiter(ping, pong, stamp, rounds, out):
     out.send((samples[len(samples) // 2], samples[int(len(samples) * 0.99)]))
 
 
+def queue_sender(q, count, size, go):
+    go.wait()
+    payload = b"x" * size
+    for _ in range(count):
+        q.put(payload)
+
+
+def queue_echo(requests, replies, count):
+    for _ in range(count):
+        replies.put(requests.get())
+
+
 def main():
     workload, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     ours, theirs = mp.Pipe()
@@ -57,6 +69,32 @@ def main():
             print(count / elapsed)
         else:
             print(count * size / elapsed / 1e9)
+    elif workload in ("w1q", "w3q", "w1s"):
+        q = mp.SimpleQueue() if workload == "w1s" else mp.Queue()
+        go = mp.Event()
+        p = mp.Process(target=queue_sender, args=(q, count, size, go))
+        p.start()
+        time.sleep(0.2)
+        start = time.perf_counter()
+        go.set()
+        for _ in range(count):
+            q.get()
+        elapsed = time.perf_counter() - start
+        p.join()
+        print(count / elapsed if workload != "w3q" else count * size / elapsed / 1e9)
+    elif workload == "w2q":
+        requests, replies = mp.Queue(), mp.Queue()
+        p = mp.Process(target=queue_echo, args=(requests, replies, count))
+        p.start()
+        samples = []
+        for _ in range(count):
+            t = time.perf_counter()
+            requests.put(b"12345678")
+            replies.get()
+            samples.append((time.perf_counter() - t) * 1e6)
+        p.join()
+        samples.sort()
+        print(samples[len(samples) // 2], samples[int(len(samples) * 0.99)])
     elif workload == "w4":
         lock, value, go = mp.Lock(), mp.RawValue("q", 0), mp.Event()
         ps = [mp.Process(target=locker, args=(lock, value, count, go)) for _ in range(2)]

@@ -358,6 +358,75 @@ impl<T: Serialize> Queue<T> {
     }
 }
 
+impl<T> Queue<T> {
+    /// Puts raw bytes as one item, without serialisation (pair with
+    /// [`get_bytes`](Self::get_bytes); a typed `get` would not decode them).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`], [`Error::Closed`], or a ring validation error.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`put`](Self::put): copied whole or not at all.
+    pub async fn put_bytes(&self, bytes: &[u8]) -> Result<()> {
+        self.ring.check_size(bytes.len())?;
+        loop {
+            if let Put::Done = self.ring.try_put(bytes).await? {
+                return Ok(());
+            }
+            self.ring.wait_room(bytes.len(), None).await;
+        }
+    }
+
+    /// Takes one item's raw bytes (see [`put_bytes`](Self::put_bytes)).
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe.
+    pub async fn get_bytes(&self) -> Result<bytes::Bytes> {
+        loop {
+            if let Some(bytes) = self.ring.try_get(self.compare).await? {
+                return Ok(bytes.into());
+            }
+            self.ring.wait_items(None).await;
+        }
+    }
+
+    /// [`put_bytes`](Self::put_bytes) for threads.
+    ///
+    /// # Errors
+    ///
+    /// As [`put_bytes`](Self::put_bytes).
+    pub fn put_bytes_blocking(&self, bytes: &[u8]) -> Result<()> {
+        self.ring.check_size(bytes.len())?;
+        loop {
+            if let Put::Done = self.ring.try_put_blocking(bytes)? {
+                return Ok(());
+            }
+            self.ring.wait_room_blocking(bytes.len(), None);
+        }
+    }
+
+    /// [`get_bytes`](Self::get_bytes) for threads.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    pub fn get_bytes_blocking(&self) -> Result<bytes::Bytes> {
+        loop {
+            if let Some(bytes) = self.ring.try_get_blocking(self.compare)? {
+                return Ok(bytes.into());
+            }
+            self.ring.wait_items_blocking(None);
+        }
+    }
+}
+
 impl<T: DeserializeOwned> Queue<T> {
     fn decode(bytes: Vec<u8>) -> Result<T> {
         handle::decode(&bytes, Vec::new())
