@@ -1,7 +1,7 @@
 //! Python's `multiprocessing` for async Rust.
 //!
 //! Every primitive a Python programmer reaches for works **across OS processes** and is
-//! **awaited inside tokio**. This release has pipes and connections, locks, events and the other
+//! **awaited inside tokio**. This release has pipes and connections, queues, locks, events and the other
 //! synchronization primitives, shared memory, typed shared lists,
 //! child processes running async functions, and handles that cross to other processes.
 //!
@@ -14,6 +14,7 @@
 //! | `connection.Listener` / `Client` (authkey) | [`Listener`], [`Client`] |
 //! | `Event`, `Lock`, `RLock`, `Semaphore`, `Condition`, `Barrier` | [`Event`], [`Lock`], [`RLock`], [`Semaphore`], [`Condition`], [`Barrier`] (see [`sync`]) |
 //! | `Value('i', 0)`, `Array('d', n)` | [`Value`], [`Array`] |
+//! | `Queue`, `SimpleQueue`, `JoinableQueue`, `queue.LifoQueue`, `queue.PriorityQueue` | [`Queue`], [`SimpleQueue`], [`JoinableQueue`], [`LifoQueue`], [`PriorityQueue`] (see [`queue`]) |
 //! | `shared_memory.SharedMemory` | [`SharedMemory`] (anonymous memfd, or named with [`SharedMemory::create_named`]) |
 //! | `shared_memory.ShareableList` | [`ShareableList`] |
 //! | passing a handle to a child | as a spawn argument, inside a message, or [`pass`] / [`inherited`] for any program |
