@@ -28,6 +28,12 @@ const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 
 static NONCE: AtomicU32 = AtomicU32::new(1);
 
+thread_local! {
+    /// Owners (pid, recorded start time) this thread saw alive, and when.
+    static RECENTLY_ALIVE: std::cell::RefCell<std::collections::HashMap<(u32, u64), Instant>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 /// Attempts a locker makes before it parks.
 const SPINS: usize = 200;
 
@@ -236,11 +242,36 @@ impl Lock {
         } else {
             None
         };
-        match pidfd::start_time(pid) {
+        // Reading /proc costs a few system calls; under contention every failed attempt would
+        // pay them. A process seen alive (with this start time) is trusted for LIVENESS_CHECK,
+        // which bounds how late a death is noticed.
+        let now = Instant::now();
+        let key = (pid, recorded.unwrap_or(0));
+        let fresh = RECENTLY_ALIVE.with(|seen| {
+            seen.borrow()
+                .get(&key)
+                .is_some_and(|at| now.duration_since(*at) < LIVENESS_CHECK)
+        });
+        if fresh {
+            return false;
+        }
+        let dead = match pidfd::start_time(pid) {
             None => true,
             Some((_, true)) => true,
             Some((start, false)) => recorded.is_some_and(|r| r != 0 && r != start),
-        }
+        };
+        RECENTLY_ALIVE.with(|seen| {
+            let mut seen = seen.borrow_mut();
+            if seen.len() > 64 {
+                seen.retain(|_, at| now.duration_since(*at) < LIVENESS_CHECK);
+            }
+            if dead {
+                seen.remove(&key);
+            } else {
+                seen.insert(key, now);
+            }
+        });
+        dead
     }
 
     fn step(&self) -> (Option<Result<LockGuard, LockError>>, Duration) {
