@@ -149,13 +149,16 @@ async fn five_hundred_kills_lose_duplicate_and_tear_nothing() -> mp::Result<()> 
             consumers.push(mp::Process::spawn(consumer, books.clone())?);
         }
     }
+    // The survivors are killed too, and count as kills.
     for (_, mut p) in producers {
         p.kill()?;
         check_killed(p.join().await);
+        producer_kills += 1;
     }
     for mut c in consumers {
         c.kill()?;
         check_killed(c.join().await);
+        consumer_kills += 1;
     }
     // Whatever is still queued counts as delivered to us.
     while let Ok(item) = books.queue.try_get() {
