@@ -768,3 +768,36 @@ async fn primitives_pass_to_a_command_child() -> mp::Result<()> {
     assert!(child.wait().await?.success());
     Ok(())
 }
+
+async fn hold_value((value, holding): (mp::Value<u64>, Event)) {
+    let mut guard = value.lock().await.expect("lock");
+    *guard = 41;
+    holding.set();
+    loop {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_value_whose_holder_died_comes_back_flagged_and_usable() -> mp::Result<()> {
+    mp::init().await?;
+    let value = mp::Value::new(0u64)?;
+    let holding = Event::new()?;
+    let mut owner = mp::Process::spawn(hold_value, (value.clone(), holding.clone()))?;
+    assert!(holding.wait_timeout(LIVENESS).await);
+    owner.kill()?;
+    let _ = owner.join().await;
+    {
+        let mut guard = value.lock_timeout(LIVENESS).await.map_err(Error::from)?;
+        assert!(guard.owner_died());
+        assert_eq!(
+            *guard, 0,
+            "the dead holder's private copy was never written back"
+        );
+        *guard = 7;
+    }
+    let guard = value.lock().await.map_err(Error::from)?;
+    assert!(!guard.owner_died());
+    assert_eq!(*guard, 7);
+    Ok(())
+}

@@ -248,8 +248,9 @@ impl Condition {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] when `guard` is not a guard of this condition's lock or more
-    /// than [`MAX_WAITERS`] wait; [`Error::OwnerDied`] / [`Error::Broken`] from re-taking the
-    /// lock (the lock is then not held).
+    /// than [`MAX_WAITERS`] wait; [`Error::OwnerDied`] when the lock's holder died while we
+    /// waited (the lock is marked consistent and released: lock it and check the shared state);
+    /// [`Error::Broken`] when the lock is not recoverable. The lock is not held after an error.
     ///
     /// # Cancel safety
     ///
@@ -298,8 +299,18 @@ impl Condition {
     }
 }
 
+/// Re-taking the lock after a wait. If its owner died meanwhile, the lock is marked consistent
+/// and released again and the waiter gets [`Error::OwnerDied`]: it should lock and check the
+/// shared state itself, but the lock stays usable for everyone.
 fn relock(result: std::result::Result<LockGuard, LockError>) -> Result<LockGuard> {
-    result.map_err(Error::from)
+    match result {
+        Ok(guard) => Ok(guard),
+        Err(LockError::OwnerDied(mut guard)) => {
+            guard.mark_consistent();
+            Err(Error::OwnerDied)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 impl fmt::Debug for Condition {

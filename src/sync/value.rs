@@ -79,6 +79,7 @@ pub struct Array<T> {
 pub struct ArrayGuard<T: Pod> {
     items: Vec<T>,
     shm: SharedMemory,
+    owner_died: bool,
     // Dropped after the write-back in `Drop`, which releases the lock.
     _guard: LockGuard,
 }
@@ -113,27 +114,42 @@ impl<T: Pod> Array<T> {
         &self.lock
     }
 
-    fn guard(&self, guard: LockGuard) -> ArrayGuard<T> {
-        ArrayGuard {
+    fn guard(
+        &self,
+        locked: std::result::Result<LockGuard, LockError>,
+    ) -> Result<ArrayGuard<T>, LockError> {
+        let (guard, owner_died) = match locked {
+            Ok(guard) => (guard, false),
+            Err(LockError::OwnerDied(mut guard)) => {
+                // The items are plain data and the guard below rewrites them whole, so the lock
+                // is usable again at once; the caller learns of the death from `owner_died`.
+                guard.mark_consistent();
+                (guard, true)
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(ArrayGuard {
             items: load(&self.shm, self.len),
             shm: self.shm.clone(),
+            owner_died,
             _guard: guard,
-        }
+        })
     }
 
     /// Takes the lock and a copy of the items.
     ///
     /// # Errors
     ///
-    /// [`LockError::OwnerDied`] when a process died holding the lock: the lock is yours, but the
-    /// guard is dropped; call [`get_lock`](Self::get_lock)`.lock()` to repair by hand, or treat
-    /// the data as suspect. [`LockError::NotRecoverable`].
+    /// [`LockError::NotRecoverable`] when a plain [`Lock`] user gave up this lock. A previous
+    /// holder that died is not an error here: the guard comes back with
+    /// [`owner_died`](ArrayGuard::owner_died) set, since the dead process may have written the
+    /// items only partly.
     ///
     /// # Cancel safety
     ///
     /// Cancel-safe, as [`Lock::lock`].
     pub async fn lock(&self) -> Result<ArrayGuard<T>, LockError> {
-        Ok(self.guard(self.lock.lock().await?))
+        self.guard(self.lock.lock().await)
     }
 
     /// [`lock`](Self::lock) with a deadline.
@@ -146,7 +162,7 @@ impl<T: Pod> Array<T> {
     ///
     /// Cancel-safe.
     pub async fn lock_timeout(&self, timeout: Duration) -> Result<ArrayGuard<T>, LockError> {
-        Ok(self.guard(self.lock.lock_timeout(timeout).await?))
+        self.guard(self.lock.lock_timeout(timeout).await)
     }
 
     /// [`lock`](Self::lock) for threads.
@@ -155,12 +171,27 @@ impl<T: Pod> Array<T> {
     ///
     /// As [`lock`](Self::lock).
     pub fn lock_blocking(&self) -> Result<ArrayGuard<T>, LockError> {
-        Ok(self.guard(self.lock.lock_blocking()?))
+        self.guard(self.lock.lock_blocking())
     }
 
     /// A copy of the items, read without the lock (may mix concurrent writes).
     pub fn to_vec(&self) -> Vec<T> {
         load(&self.shm, self.len)
+    }
+}
+
+impl<T: Pod> ArrayGuard<T> {
+    /// Whether the previous holder's process died holding the lock, so the items may be
+    /// half-written (as pthread's `EOWNERDEAD`, already marked consistent).
+    pub fn owner_died(&self) -> bool {
+        self.owner_died
+    }
+}
+
+impl<T: Pod> ValueGuard<T> {
+    /// See [`ArrayGuard::owner_died`].
+    pub fn owner_died(&self) -> bool {
+        self.0.owner_died()
     }
 }
 
