@@ -106,16 +106,7 @@ fn helper_takes_inherited_handles() {
 async fn handles_pass_to_a_command_child() -> mp::Result<()> {
     let shm = SharedMemory::create(64)?;
     let list = ShareableList::create([0i64])?;
-    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
-    cmd.args([
-        "helper_takes_inherited_handles",
-        "--exact",
-        "--nocapture",
-        "-q",
-    ])
-    .env("TKMP_TEST_HELPER", "1")
-    .stdout(std::process::Stdio::null())
-    .kill_on_drop(true);
+    let mut cmd = support::helper_command("helper_takes_inherited_handles")?;
     mp::pass(&mut cmd, "scratch", &shm)?;
     mp::pass(&mut cmd, "table", &list)?;
     assert!(matches!(
@@ -169,16 +160,7 @@ async fn helper_talks_over_an_inherited_connection() {
 #[tokio::test]
 async fn a_connection_passes_to_a_command_child() -> mp::Result<()> {
     let (mut ours, theirs) = mp::Pipe::<String>::duplex()?;
-    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
-    cmd.args([
-        "helper_talks_over_an_inherited_connection",
-        "--exact",
-        "--nocapture",
-        "-q",
-    ])
-    .env("TKMP_TEST_HELPER", "1")
-    .stdout(std::process::Stdio::null())
-    .kill_on_drop(true);
+    let mut cmd = support::helper_command("helper_talks_over_an_inherited_connection")?;
     mp::pass(&mut cmd, "conn", &theirs)?;
     drop(theirs);
     let mut child = cmd.spawn()?;

@@ -220,10 +220,7 @@ fn helper_sync_main() {
 
 #[tokio::test]
 async fn init_blocking_serves_a_sync_main() -> mp::Result<()> {
-    let status = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["helper_sync_main", "--exact", "--nocapture", "-q"])
-        .env("TKMP_TEST_HELPER", "1")
-        .stdout(std::process::Stdio::null())
+    let status = support::helper_command("helper_sync_main")?
         .status()
         .await?;
     assert!(status.success());
@@ -244,10 +241,7 @@ async fn helper_spawn_without_init() {
 
 #[tokio::test]
 async fn spawning_without_init_is_refused() -> mp::Result<()> {
-    let status = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["helper_spawn_without_init", "--exact", "--nocapture", "-q"])
-        .env("TKMP_TEST_HELPER", "1")
-        .stdout(std::process::Stdio::null())
+    let status = support::helper_command("helper_spawn_without_init")?
         .status()
         .await?;
     assert!(status.success());

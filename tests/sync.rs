@@ -747,16 +747,7 @@ async fn helper_uses_inherited_primitives() {
 async fn primitives_pass_to_a_command_child() -> mp::Result<()> {
     let event = Event::new()?;
     let array = mp::RawArray::new(&[0u32; 3])?;
-    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
-    cmd.args([
-        "helper_uses_inherited_primitives",
-        "--exact",
-        "--nocapture",
-        "-q",
-    ])
-    .env("TKMP_TEST_HELPER", "1")
-    .stdout(std::process::Stdio::null())
-    .kill_on_drop(true);
+    let mut cmd = support::helper_command("helper_uses_inherited_primitives")?;
     mp::pass(&mut cmd, "sync", &(event.clone(), array.clone()))?;
     let mut child = cmd.spawn()?;
     assert!(event.wait_timeout(LIVENESS).await);

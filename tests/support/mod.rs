@@ -73,3 +73,15 @@ pub fn eventually(mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// A command that re-runs this test binary filtered to the helper test `name`, which acts only
+/// when it sees `TKMP_TEST_HELPER` (so in a normal run it passes at once): a stand-in for "any
+/// program" a user would start.
+pub fn helper_command(name: &str) -> std::io::Result<tokio::process::Command> {
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    cmd.args([name, "--exact", "--nocapture", "-q"])
+        .env("TKMP_TEST_HELPER", "1")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    Ok(cmd)
+}
