@@ -205,6 +205,22 @@ async fn double(x: u32) -> u32 {
     x * 2
 }
 
+#[tokio::test]
+async fn kill_on_drop_kills_the_child_with_its_handle() -> mp::Result<()> {
+    mp::init().await?;
+    let child = mp::Process::builder()
+        .kill_on_drop(true)
+        .spawn(sleeps_forever, ())?;
+    let pid = child.pid();
+    assert!(is_running(pid));
+    drop(child);
+    assert!(
+        eventually(|| !is_running(pid)),
+        "the child outlived its handle"
+    );
+    Ok(())
+}
+
 /// A synchronous `main` in miniature: `init_blocking` first, then a runtime of its own. Runs in
 /// a process of its own (started by the next test).
 #[test]

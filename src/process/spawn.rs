@@ -41,9 +41,17 @@ static COUNTER: AtomicUsize = AtomicUsize::new(1);
 #[must_use = "a Builder does nothing until `spawn` is called"]
 pub struct Builder {
     name: Option<String>,
+    kill_on_drop: bool,
 }
 
 impl Builder {
+    /// Kill the child (`SIGKILL`) when its [`Process`] handle is dropped, as tokio's
+    /// `Command::kill_on_drop` (default: dropping detaches; the child still dies with us).
+    pub fn kill_on_drop(mut self, kill: bool) -> Self {
+        self.kill_on_drop = kill;
+        self
+    }
+
     /// The child's name (default `Process-N`, as in Python); see
     /// [`current_process`](crate::current_process).
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -153,6 +161,7 @@ impl Builder {
             async_pidfd: None,
             pidfd,
             joined: false,
+            kill_on_drop: self.kill_on_drop,
             _result: PhantomData,
         })
     }
@@ -162,7 +171,8 @@ impl Builder {
 ///
 /// Made by [`Process::spawn`] or [`Process::builder`]. [`join`](Self::join) waits for the
 /// function's return value. Dropping the handle detaches the child: it runs on, is reaped when it
-/// exits, and is killed if this process dies.
+/// exits, and is killed if this process dies (or at once, with
+/// [`Builder::kill_on_drop`]).
 pub struct Process<R> {
     pid: u32,
     name: String,
@@ -174,6 +184,7 @@ pub struct Process<R> {
     frame: Option<Result<Frame>>,
     exit: Mutex<Option<Exit>>,
     joined: bool,
+    kill_on_drop: bool,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -387,6 +398,9 @@ impl<R> Drop for Process<R> {
     fn drop(&mut self) {
         if matches!(self.reap(), Ok(Some(_))) {
             return;
+        }
+        if self.kill_on_drop {
+            let _ = self.kill();
         }
         if let Ok(fd) = sys::dup(&self.pidfd) {
             spawner::adopt(fd);
