@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use tokio::io::Interest;
 use tokio_util::sync::ReusableBoxFuture;
 
-use super::frame::Frame;
+use super::frame::{Frame, Framing};
 use super::read_side::ReadSide;
 use super::write_side::WriteSide;
 use crate::handle::{self, FdIndex, FdSink, FdSource, Handle};
@@ -36,7 +36,12 @@ pub struct Credentials {
 
 /// Wraps a connected stream socket into both halves.
 pub(crate) fn open<T>(fd: OwnedFd, max_frame: usize) -> Result<Connection<T>> {
-    let (read, write) = engine(fd, max_frame, true, true)?;
+    open_with(fd, max_frame, Framing::Native)
+}
+
+/// Wraps a connected stream socket with the given framing (and so codec).
+pub(crate) fn open_with<T>(fd: OwnedFd, max_frame: usize, framing: Framing) -> Result<Connection<T>> {
+    let (read, write) = engine(fd, max_frame, true, true, framing)?;
     Ok(Connection {
         rx: Receiver::from_side(read.expect("asked for")),
         tx: Sender::from_side(write.expect("asked for")),
@@ -49,21 +54,36 @@ fn engine(
     max_frame: usize,
     read: bool,
     write: bool,
+    framing: Framing,
 ) -> Result<(Option<ReadSide>, Option<Arc<WriteSide>>)> {
     let kind = scm_rights::socket_kind(&fd)
         .ok_or_else(|| Error::Corrupt("a connection must be a stream socket".into()))?;
     scm_rights::set_nonblocking(&fd, true)?;
-    let sock = Arc::new(reactor::register(
-        fd,
-        Interest::READABLE | Interest::WRITABLE,
-    )?);
-    let reader = read.then(|| ReadSide::new(sock.clone(), max_frame));
-    let writer = write.then(|| WriteSide::new(sock, kind == SocketKind::UnixStream, max_frame));
+    let sock = Arc::new(reactor::register(fd, Interest::READABLE | Interest::WRITABLE)?);
+    let reader = read.then(|| ReadSide::new(sock.clone(), max_frame, framing));
+    let writer = write.then(|| WriteSide::new(sock, kind == SocketKind::UnixStream, max_frame, framing));
     Ok((reader, writer))
 }
 
-fn decode<T: DeserializeOwned>(frame: Frame) -> Result<T> {
-    handle::decode(&frame.payload, frame.fds)
+/// Serialises a value for the wire: postcard with handles for our framing, pickle (protocol 3,
+/// no handles) for CPython's.
+fn encode<T: Serialize>(framing: Framing, value: &T) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+    match framing {
+        Framing::Native => handle::encode(value),
+        Framing::Python => serde_pickle::to_vec(value, serde_pickle::SerOptions::new())
+            .map(|bytes| (bytes, Vec::new()))
+            .map_err(|e| Error::InvalidArgument(format!("cannot pickle the value: {e}"))),
+    }
+}
+
+fn decode<T: DeserializeOwned>(framing: Framing, frame: Frame) -> Result<T> {
+    match framing {
+        Framing::Native => handle::decode(&frame.payload, frame.fds),
+        // serde-pickle never runs code: it builds values, and refuses pickles (classes, global
+        // references) that do not map onto plain data.
+        Framing::Python => serde_pickle::from_slice(&frame.payload, serde_pickle::DeOptions::new())
+            .map_err(|e| Error::Corrupt(format!("cannot unpickle the message as this type: {e}"))),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -155,7 +175,7 @@ impl<T: Serialize> Sender<T> {
     /// As [`send_bytes`](Self::send_bytes): never half a frame; a cancelled send may still be
     /// delivered.
     pub async fn send(&self, value: &T) -> Result<()> {
-        let (bytes, fds) = handle::encode(value)?;
+        let (bytes, fds) = encode(self.side.framing(), value)?;
         self.side.send(&bytes, fds).await
     }
 
@@ -171,7 +191,7 @@ impl<T: Serialize> Sender<T> {
     ///
     /// Cancel-safe: if cancelled while waiting for room, nothing was queued.
     pub async fn feed(&self, value: &T) -> Result<()> {
-        let (bytes, fds) = handle::encode(value)?;
+        let (bytes, fds) = encode(self.side.framing(), value)?;
         self.side.wait_for_space().await?;
         self.side.enqueue(&bytes, fds)
     }
@@ -186,7 +206,7 @@ impl<T: Serialize> Sender<T> {
     ///
     /// When it would have to wait inside a tokio runtime (use the async method there).
     pub fn send_blocking(&self, value: &T) -> Result<()> {
-        let (bytes, fds) = handle::encode(value)?;
+        let (bytes, fds) = encode(self.side.framing(), value)?;
         self.side.send_blocking(&bytes, fds)
     }
 }
@@ -226,7 +246,7 @@ impl<T: Serialize> Sink<T> for Sender<T> {
     }
 
     fn start_send(self: Pin<&mut Self>, item: T) -> Result<()> {
-        let (bytes, fds) = handle::encode(&item)?;
+        let (bytes, fds) = encode(self.side.framing(), &item)?;
         self.side.enqueue(&bytes, fds)
     }
 
@@ -363,7 +383,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     ///
     /// Cancel-safe: a partly received frame is kept, and the next receive continues it.
     pub async fn recv(&mut self) -> Result<T> {
-        decode(self.side.recv().await?)
+        decode(self.side.framing(), self.side.recv().await?)
     }
 
     /// A value if a whole frame is already waiting; [`Error::Empty`] otherwise. Never waits.
@@ -372,7 +392,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     ///
     /// [`Error::Empty`], or as [`recv`](Self::recv).
     pub fn try_recv(&mut self) -> Result<T> {
-        decode(self.side.try_recv()?)
+        decode(self.side.framing(), self.side.try_recv()?)
     }
 
     /// [`recv`](Self::recv) with a deadline.
@@ -386,7 +406,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// Cancel-safe, as [`recv`](Self::recv); a timeout loses nothing.
     pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<T> {
         match tokio::time::timeout(timeout, self.side.recv()).await {
-            Ok(frame) => decode(frame?),
+            Ok(frame) => decode(self.side.framing(), frame?),
             Err(_) => Err(Error::Timeout),
         }
     }
@@ -397,7 +417,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     ///
     /// As [`recv`](Self::recv).
     pub fn recv_blocking(&mut self) -> Result<T> {
-        decode(self.side.recv_blocking()?)
+        decode(self.side.framing(), self.side.recv_blocking()?)
     }
 }
 
@@ -410,7 +430,7 @@ impl<T: DeserializeOwned> Stream for Receiver<T> {
             return Poll::Ready(None);
         }
         match ready!(this.side.poll_recv(cx)) {
-            Ok(frame) => Poll::Ready(Some(decode(frame))),
+            Ok(frame) => Poll::Ready(Some(decode(this.side.framing(), frame))),
             Err(Error::Closed) => {
                 this.done = true;
                 Poll::Ready(None)
@@ -705,12 +725,14 @@ impl<T> fmt::Debug for Connection<T> {
 pub struct ConnectionWire {
     fd: FdIndex,
     max_frame: u64,
+    python: bool,
 }
 
-fn wire(sock: &impl AsFd, max_frame: usize, fds: &mut FdSink) -> Result<ConnectionWire> {
+fn wire(sock: &impl AsFd, max_frame: usize, framing: Framing, fds: &mut FdSink) -> Result<ConnectionWire> {
     Ok(ConnectionWire {
         fd: fds.push(sock)?,
         max_frame: max_frame as u64,
+        python: framing == Framing::Python,
     })
 }
 
@@ -728,14 +750,15 @@ fn unwire(
             "connections can only be received inside a tokio runtime".into(),
         ));
     }
-    engine(fd, max_frame, read, write)
+    let framing = if wire.python { Framing::Python } else { Framing::Native };
+    engine(fd, max_frame, read, write, framing)
 }
 
 impl<T> Handle for Connection<T> {
     type Wire = ConnectionWire;
 
     fn to_wire(&self, fds: &mut FdSink) -> Result<Self::Wire> {
-        wire(self.tx.side.socket().get_ref(), self.tx.max_frame(), fds)
+        wire(self.tx.side.socket().get_ref(), self.tx.max_frame(), self.tx.side.framing(), fds)
     }
 
     fn from_wire(wire: Self::Wire, fds: &mut FdSource) -> Result<Self> {
@@ -751,7 +774,7 @@ impl<T> Handle for Sender<T> {
     type Wire = ConnectionWire;
 
     fn to_wire(&self, fds: &mut FdSink) -> Result<Self::Wire> {
-        wire(self.side.socket().get_ref(), self.max_frame(), fds)
+        wire(self.side.socket().get_ref(), self.max_frame(), self.side.framing(), fds)
     }
 
     fn from_wire(wire: Self::Wire, fds: &mut FdSource) -> Result<Self> {
@@ -764,7 +787,7 @@ impl<T> Handle for Receiver<T> {
     type Wire = ConnectionWire;
 
     fn to_wire(&self, fds: &mut FdSink) -> Result<Self::Wire> {
-        wire(self.side.socket().get_ref(), self.side.max_frame(), fds)
+        wire(self.side.socket().get_ref(), self.side.max_frame(), self.side.framing(), fds)
     }
 
     fn from_wire(wire: Self::Wire, fds: &mut FdSource) -> Result<Self> {

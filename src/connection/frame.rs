@@ -28,6 +28,78 @@ pub(crate) struct Frame {
     pub(crate) fds: Vec<OwnedFd>,
 }
 
+/// How frames are laid out on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// Ours: payload length (u32 LE) and fd count (u32 LE), fds riding on the header.
+    Native,
+    /// CPython's `multiprocessing.connection`: payload length as a big-endian signed 32-bit
+    /// integer, or -1 followed by a big-endian u64 for payloads over 2 GiB − 1. No fds.
+    Python,
+}
+
+/// An encoded frame header (at most 12 bytes).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Header {
+    bytes: [u8; 12],
+    len: usize,
+}
+
+impl Header {
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl Framing {
+    /// The header announcing `len` payload bytes and `nfds` fds.
+    pub(crate) fn header(self, len: usize, nfds: usize) -> Header {
+        let mut bytes = [0u8; 12];
+        let n = match self {
+            Framing::Native => {
+                bytes[..8].copy_from_slice(&header(len, nfds));
+                8
+            }
+            Framing::Python if len <= i32::MAX as usize => {
+                bytes[..4].copy_from_slice(&(len as i32).to_be_bytes());
+                4
+            }
+            Framing::Python => {
+                bytes[..4].copy_from_slice(&(-1i32).to_be_bytes());
+                bytes[4..].copy_from_slice(&(len as u64).to_be_bytes());
+                12
+            }
+        };
+        Header { bytes, len: n }
+    }
+
+    /// Parses a header at the start of `buf`: `Ok(None)` if more bytes are needed, else the
+    /// header's size, the payload length and the fd count.
+    fn parse(self, buf: &[u8]) -> Result<Option<(usize, u64, usize)>> {
+        match self {
+            Framing::Native => {
+                if buf.len() < HEADER {
+                    return Ok(None);
+                }
+                let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes"));
+                let nfds = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
+                Ok(Some((HEADER, u64::from(len), nfds as usize)))
+            }
+            Framing::Python => {
+                if buf.len() < 4 {
+                    return Ok(None);
+                }
+                match i32::from_be_bytes(buf[..4].try_into().expect("4 bytes")) {
+                    -1 if buf.len() < 12 => Ok(None),
+                    -1 => Ok(Some((12, u64::from_be_bytes(buf[4..12].try_into().expect("8 bytes")), 0))),
+                    n if n < 0 => Err(Error::Corrupt(format!("frame header announces {n} bytes"))),
+                    n => Ok(Some((4, n as u64, 0))),
+                }
+            }
+        }
+    }
+}
+
 /// The header of a frame of `len` payload bytes carrying `nfds` fds.
 pub(crate) fn header(len: usize, nfds: usize) -> [u8; HEADER] {
     let mut h = [0u8; HEADER];
@@ -67,6 +139,7 @@ struct Partial {
 #[derive(Debug)]
 pub(crate) struct FrameReader {
     max_frame: usize,
+    framing: Framing,
     buf: Box<[u8]>,
     start: usize,
     end: usize,
@@ -78,8 +151,13 @@ pub(crate) struct FrameReader {
 
 impl FrameReader {
     pub(crate) fn new(max_frame: usize) -> Self {
+        Self::with_framing(max_frame, Framing::Native)
+    }
+
+    pub(crate) fn with_framing(max_frame: usize, framing: Framing) -> Self {
         FrameReader {
             max_frame,
+            framing,
             buf: vec![0; BUFFER].into_boxed_slice(),
             start: 0,
             end: 0,
@@ -163,25 +241,23 @@ impl FrameReader {
                     fds: done.fds,
                 }));
             }
-            if self.end - self.start < HEADER {
+            let Some((header_len, len, nfds)) = self.framing.parse(&self.buf[self.start..self.end])? else {
                 return Ok(None);
-            }
-            let h = &self.buf[self.start..self.start + HEADER];
-            let len = u32::from_le_bytes(h[..4].try_into().expect("4 bytes")) as usize;
-            let nfds = u32::from_le_bytes(h[4..].try_into().expect("4 bytes")) as usize;
-            if len > self.max_frame {
+            };
+            if len > self.max_frame as u64 {
                 return Err(Error::TooLarge {
-                    size: len,
+                    size: usize::try_from(len).unwrap_or(usize::MAX),
                     max: self.max_frame,
                 });
             }
+            let len = len as usize;
             if nfds > self.fds.len() {
                 return Err(Error::Corrupt(format!(
                     "frame announced {nfds} file descriptors, {} arrived",
                     self.fds.len()
                 )));
             }
-            self.start += HEADER;
+            self.start += header_len;
             self.partial = Some(Partial {
                 payload: vec![0; len],
                 filled: 0,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 
 use super::fd_channel::would_block;
-use super::frame::{Frame, FrameReader, Step};
+use super::frame::{Frame, FrameReader, Framing, Step};
 use crate::sys::scm_rights;
 use crate::{Error, Result};
 
@@ -18,18 +18,24 @@ use crate::{Error, Result};
 #[derive(Debug)]
 pub(crate) struct ReadSide {
     sock: Arc<AsyncFd<OwnedFd>>,
+    framing: Framing,
     reader: FrameReader,
     /// A frame handed back by `recv_bytes_into` because the caller's buffer was too small.
     pending: Option<Frame>,
 }
 
 impl ReadSide {
-    pub(crate) fn new(sock: Arc<AsyncFd<OwnedFd>>, max_frame: usize) -> Self {
+    pub(crate) fn new(sock: Arc<AsyncFd<OwnedFd>>, max_frame: usize, framing: Framing) -> Self {
         ReadSide {
             sock,
-            reader: FrameReader::new(max_frame),
+            framing,
+            reader: FrameReader::with_framing(max_frame, framing),
             pending: None,
         }
+    }
+
+    pub(crate) fn framing(&self) -> Framing {
+        self.framing
     }
 
     pub(crate) fn max_frame(&self) -> usize {

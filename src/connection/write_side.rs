@@ -17,7 +17,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{Notify, oneshot};
 
-use super::frame;
+use super::frame::{self, Framing};
 use crate::sys::scm_rights;
 use crate::{Error, Result};
 
@@ -39,9 +39,10 @@ struct OutFrame {
 }
 
 impl OutFrame {
-    fn new(payload: &[u8], fds: Vec<OwnedFd>, done: Option<oneshot::Sender<Result<()>>>) -> Self {
-        let mut bytes = Vec::with_capacity(frame::HEADER + payload.len());
-        bytes.extend_from_slice(&frame::header(payload.len(), fds.len()));
+    fn new(framing: Framing, payload: &[u8], fds: Vec<OwnedFd>, done: Option<oneshot::Sender<Result<()>>>) -> Self {
+        let header = framing.header(payload.len(), fds.len());
+        let mut bytes = Vec::with_capacity(header.as_slice().len() + payload.len());
+        bytes.extend_from_slice(header.as_slice());
         bytes.extend_from_slice(payload);
         OutFrame {
             bytes,
@@ -67,26 +68,23 @@ impl State {
     /// has no waiting sender yet, so a burst of small frames becomes one buffer (and one
     /// `sendmsg`) instead of one allocation each; a waiting sender's completion then fires when
     /// the whole chunk, ending with its frame, is written.
-    fn push(
-        &mut self,
-        payload: &[u8],
-        fds: Vec<OwnedFd>,
-        done: Option<oneshot::Sender<Result<()>>>,
-    ) {
-        self.queued_bytes += frame::HEADER + payload.len();
+    fn push(&mut self, framing: Framing, payload: &[u8], fds: Vec<OwnedFd>, done: Option<oneshot::Sender<Result<()>>>) {
+        let header = framing.header(payload.len(), fds.len());
+        let size = header.as_slice().len() + payload.len();
+        self.queued_bytes += size;
         if fds.is_empty()
             && let Some(last) = self.queue.back_mut()
             && last.done.is_none()
-            && last.bytes.len() + frame::HEADER + payload.len() <= CHUNK_BYTES
+            && last.bytes.len() + size <= CHUNK_BYTES
         {
-            last.bytes
-                .extend_from_slice(&frame::header(payload.len(), 0));
+            last.bytes.extend_from_slice(header.as_slice());
             last.bytes.extend_from_slice(payload);
             last.done = done;
             return;
         }
-        self.queue.push_back(OutFrame::new(payload, fds, done));
+        self.queue.push_back(OutFrame::new(framing, payload, fds, done));
     }
+
 }
 
 /// Shared by every `Sender` clone of one socket and its writer task.
@@ -98,13 +96,14 @@ pub(crate) struct WriteSide {
     senders: AtomicUsize,
     can_pass_fds: bool,
     max_frame: usize,
+    framing: Framing,
 }
 
 /// A frame its sender writes itself, straight from the caller's buffer, while holding the
 /// `writing` flag.
 struct DirectWrite<'a> {
     side: &'a WriteSide,
-    header: [u8; frame::HEADER],
+    header: frame::Header,
     payload: &'a [u8],
     fds: Vec<OwnedFd>,
     sent: usize,
@@ -113,7 +112,7 @@ struct DirectWrite<'a> {
 
 impl<'a> DirectWrite<'a> {
     fn new(side: &'a WriteSide, payload: &'a [u8], fds: Vec<OwnedFd>) -> Self {
-        let header = frame::header(payload.len(), fds.len());
+        let header = side.framing.header(payload.len(), fds.len());
         DirectWrite {
             side,
             header,
@@ -125,18 +124,16 @@ impl<'a> DirectWrite<'a> {
     }
 
     fn total(&self) -> usize {
-        frame::HEADER + self.payload.len()
+        self.header.as_slice().len() + self.payload.len()
     }
 
     /// One `sendmsg`; `Ok(true)` once the whole frame is out.
     fn write_once(&mut self) -> io::Result<bool> {
-        let (h, p) = if self.sent < frame::HEADER {
-            (&self.header[self.sent..], self.payload)
+        let header = self.header.as_slice();
+        let (h, p) = if self.sent < header.len() {
+            (&header[self.sent..], self.payload)
         } else {
-            (
-                &self.header[..0],
-                &self.payload[self.sent - frame::HEADER..],
-            )
+            (&header[..0], &self.payload[self.sent - header.len()..])
         };
         let attach: Vec<_> = if self.sent == 0 {
             self.fds.iter().map(AsFd::as_fd).collect()
@@ -169,11 +166,12 @@ impl<'a> DirectWrite<'a> {
             fail(&mut state);
         } else if self.sent < self.total() {
             let mut rest = Vec::with_capacity(self.total() - self.sent);
-            if self.sent < frame::HEADER {
-                rest.extend_from_slice(&self.header[self.sent..]);
+            let header = self.header.as_slice();
+            if self.sent < header.len() {
+                rest.extend_from_slice(&header[self.sent..]);
                 rest.extend_from_slice(self.payload);
             } else {
-                rest.extend_from_slice(&self.payload[self.sent - frame::HEADER..]);
+                rest.extend_from_slice(&self.payload[self.sent - header.len()..]);
             }
             state.queued_bytes += rest.len();
             let fds = std::mem::take(&mut self.fds);
@@ -212,19 +210,16 @@ impl WriteSide {
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub(crate) fn new(
-        sock: Arc<AsyncFd<OwnedFd>>,
-        can_pass_fds: bool,
-        max_frame: usize,
-    ) -> Arc<Self> {
+    pub(crate) fn new(sock: Arc<AsyncFd<OwnedFd>>, can_pass_fds: bool, max_frame: usize, framing: Framing) -> Arc<Self> {
         let side = Arc::new(WriteSide {
             sock,
             state: Mutex::new(State::default()),
             wake_writer: Notify::new(),
             progress: Notify::new(),
             senders: AtomicUsize::new(1),
-            can_pass_fds,
+            can_pass_fds: can_pass_fds && framing == Framing::Native,
             max_frame,
+            framing,
         });
         tokio::spawn(run_writer(side.clone()));
         side
@@ -232,6 +227,10 @@ impl WriteSide {
 
     pub(crate) fn max_frame(&self) -> usize {
         self.max_frame
+    }
+
+    pub(crate) fn framing(&self) -> Framing {
+        self.framing
     }
 
     pub(crate) fn socket(&self) -> &AsyncFd<OwnedFd> {
@@ -345,7 +344,7 @@ impl WriteSide {
         if state.failed {
             return Err(Error::Closed);
         }
-        state.push(payload, fds, None);
+        state.push(self.framing, payload, fds, None);
         let wake = state.queued_bytes >= WAKE_BYTES;
         drop(state);
         if wake {
@@ -366,7 +365,7 @@ impl WriteSide {
             return Ok(Claim::Direct(fds));
         }
         let (tx, rx) = oneshot::channel();
-        state.push(payload, fds, Some(tx));
+        state.push(self.framing, payload, fds, Some(tx));
         drop(state);
         self.wake_writer.notify_one();
         Ok(Claim::Queued(rx))
