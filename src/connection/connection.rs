@@ -40,7 +40,11 @@ pub(crate) fn open<T>(fd: OwnedFd, max_frame: usize) -> Result<Connection<T>> {
 }
 
 /// Wraps a connected stream socket with the given framing (and so codec).
-pub(crate) fn open_with<T>(fd: OwnedFd, max_frame: usize, framing: Framing) -> Result<Connection<T>> {
+pub(crate) fn open_with<T>(
+    fd: OwnedFd,
+    max_frame: usize,
+    framing: Framing,
+) -> Result<Connection<T>> {
     let (read, write) = engine(fd, max_frame, true, true, framing)?;
     Ok(Connection {
         rx: Receiver::from_side(read.expect("asked for")),
@@ -59,9 +63,13 @@ fn engine(
     let kind = scm_rights::socket_kind(&fd)
         .ok_or_else(|| Error::Corrupt("a connection must be a stream socket".into()))?;
     scm_rights::set_nonblocking(&fd, true)?;
-    let sock = Arc::new(reactor::register(fd, Interest::READABLE | Interest::WRITABLE)?);
+    let sock = Arc::new(reactor::register(
+        fd,
+        Interest::READABLE | Interest::WRITABLE,
+    )?);
     let reader = read.then(|| ReadSide::new(sock.clone(), max_frame, framing));
-    let writer = write.then(|| WriteSide::new(sock, kind == SocketKind::UnixStream, max_frame, framing));
+    let writer =
+        write.then(|| WriteSide::new(sock, kind == SocketKind::UnixStream, max_frame, framing));
     Ok((reader, writer))
 }
 
@@ -467,14 +475,19 @@ pub struct Connection<T> {
 
 impl<T> Connection<T> {
     /// Runs the authkey handshake: the listener side challenges first, then answers.
-    pub(crate) async fn authenticate(&mut self, key: &[u8], listener_side: bool) -> Result<()> {
+    pub(crate) async fn authenticate(
+        &mut self,
+        key: &[u8],
+        listener_side: bool,
+        options: super::auth::AuthOptions,
+    ) -> Result<()> {
         let (reader, writer) = (&mut self.rx.side, &*self.tx.side);
         if listener_side {
-            super::auth::challenge(key, reader, writer).await?;
-            super::auth::answer(key, reader, writer).await
+            super::auth::challenge(key, options, reader, writer).await?;
+            super::auth::answer(key, options, reader, writer).await
         } else {
-            super::auth::answer(key, reader, writer).await?;
-            super::auth::challenge(key, reader, writer).await
+            super::auth::answer(key, options, reader, writer).await?;
+            super::auth::challenge(key, options, reader, writer).await
         }
     }
 
@@ -728,7 +741,12 @@ pub struct ConnectionWire {
     python: bool,
 }
 
-fn wire(sock: &impl AsFd, max_frame: usize, framing: Framing, fds: &mut FdSink) -> Result<ConnectionWire> {
+fn wire(
+    sock: &impl AsFd,
+    max_frame: usize,
+    framing: Framing,
+    fds: &mut FdSink,
+) -> Result<ConnectionWire> {
     Ok(ConnectionWire {
         fd: fds.push(sock)?,
         max_frame: max_frame as u64,
@@ -750,7 +768,11 @@ fn unwire(
             "connections can only be received inside a tokio runtime".into(),
         ));
     }
-    let framing = if wire.python { Framing::Python } else { Framing::Native };
+    let framing = if wire.python {
+        Framing::Python
+    } else {
+        Framing::Native
+    };
     engine(fd, max_frame, read, write, framing)
 }
 
@@ -758,7 +780,12 @@ impl<T> Handle for Connection<T> {
     type Wire = ConnectionWire;
 
     fn to_wire(&self, fds: &mut FdSink) -> Result<Self::Wire> {
-        wire(self.tx.side.socket().get_ref(), self.tx.max_frame(), self.tx.side.framing(), fds)
+        wire(
+            self.tx.side.socket().get_ref(),
+            self.tx.max_frame(),
+            self.tx.side.framing(),
+            fds,
+        )
     }
 
     fn from_wire(wire: Self::Wire, fds: &mut FdSource) -> Result<Self> {
@@ -774,7 +801,12 @@ impl<T> Handle for Sender<T> {
     type Wire = ConnectionWire;
 
     fn to_wire(&self, fds: &mut FdSink) -> Result<Self::Wire> {
-        wire(self.side.socket().get_ref(), self.max_frame(), self.side.framing(), fds)
+        wire(
+            self.side.socket().get_ref(),
+            self.max_frame(),
+            self.side.framing(),
+            fds,
+        )
     }
 
     fn from_wire(wire: Self::Wire, fds: &mut FdSource) -> Result<Self> {
@@ -787,7 +819,12 @@ impl<T> Handle for Receiver<T> {
     type Wire = ConnectionWire;
 
     fn to_wire(&self, fds: &mut FdSink) -> Result<Self::Wire> {
-        wire(self.side.socket().get_ref(), self.side.max_frame(), self.side.framing(), fds)
+        wire(
+            self.side.socket().get_ref(),
+            self.side.max_frame(),
+            self.side.framing(),
+            fds,
+        )
     }
 
     fn from_wire(wire: Self::Wire, fds: &mut FdSource) -> Result<Self> {

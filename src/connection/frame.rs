@@ -91,7 +91,11 @@ impl Framing {
                 }
                 match i32::from_be_bytes(buf[..4].try_into().expect("4 bytes")) {
                     -1 if buf.len() < 12 => Ok(None),
-                    -1 => Ok(Some((12, u64::from_be_bytes(buf[4..12].try_into().expect("8 bytes")), 0))),
+                    -1 => Ok(Some((
+                        12,
+                        u64::from_be_bytes(buf[4..12].try_into().expect("8 bytes")),
+                        0,
+                    ))),
                     n if n < 0 => Err(Error::Corrupt(format!("frame header announces {n} bytes"))),
                     n => Ok(Some((4, n as u64, 0))),
                 }
@@ -241,7 +245,9 @@ impl FrameReader {
                     fds: done.fds,
                 }));
             }
-            let Some((header_len, len, nfds)) = self.framing.parse(&self.buf[self.start..self.end])? else {
+            let Some((header_len, len, nfds)) =
+                self.framing.parse(&self.buf[self.start..self.end])?
+            else {
                 return Ok(None);
             };
             if len > self.max_frame as u64 {

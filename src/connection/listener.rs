@@ -12,8 +12,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::auth::AuthOptions;
 use super::connection::{self, Connection};
 use super::frame::DEFAULT_MAX_FRAME;
+use super::frame::Framing;
 use crate::{Error, Result};
 
 /// How long an accepted peer may take to authenticate before it is dropped.
@@ -117,6 +119,8 @@ pub struct ListenerBuilder<T> {
     authkey: Option<Vec<u8>>,
     handshake_timeout: Duration,
     max_frame: usize,
+    python: bool,
+    allow_md5: bool,
     _type: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -127,6 +131,8 @@ impl<T> Clone for ListenerBuilder<T> {
             authkey: self.authkey.clone(),
             handshake_timeout: self.handshake_timeout,
             max_frame: self.max_frame,
+            python: self.python,
+            allow_md5: self.allow_md5,
             _type: std::marker::PhantomData,
         }
     }
@@ -153,6 +159,21 @@ impl<T: Send + 'static> ListenerBuilder<T> {
     /// How long an accepted peer may take to authenticate (default 10 s).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Speak CPython's `multiprocessing.connection` wire protocol, so Python's `Client` can
+    /// connect: big-endian length frames and pickled values (no handles). Default: off (our
+    /// framing, which carries handles over Unix sockets).
+    pub fn python_compatible(mut self, on: bool) -> Self {
+        self.python = on;
+        self
+    }
+
+    /// Accept the HMAC-MD5 handshake of CPython ≤ 3.11. MD5 is weak; only enable it for peers
+    /// that cannot do better. Default: off.
+    pub fn allow_md5(mut self, on: bool) -> Self {
+        self.allow_md5 = on;
         self
     }
 
@@ -208,6 +229,8 @@ impl<T: Send + 'static> Listener<T> {
             authkey: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_frame: DEFAULT_MAX_FRAME,
+            python: false,
+            allow_md5: false,
             _type: std::marker::PhantomData,
         }
     }
@@ -259,6 +282,18 @@ impl<T> fmt::Debug for Listener<T> {
 #[derive(Debug)]
 pub struct Client(());
 
+/// Options for [`Client`].
+#[derive(Debug, Clone)]
+#[must_use = "a ClientBuilder does nothing until `connect` is called"]
+pub struct ClientBuilder {
+    address: Address,
+    authkey: Option<Vec<u8>>,
+    handshake_timeout: Duration,
+    max_frame: usize,
+    python: bool,
+    allow_md5: bool,
+}
+
 impl Client {
     /// Connects to `address` and, with a key, proves it and checks the listener's proof.
     ///
@@ -279,10 +314,80 @@ impl Client {
         address: impl Into<Address>,
         authkey: Option<&[u8]>,
     ) -> Result<Connection<T>> {
-        let fd = Socket::connect(&address.into()).await?;
-        let mut conn = connection::open::<T>(fd, DEFAULT_MAX_FRAME)?;
-        if let Some(key) = authkey {
-            tokio::time::timeout(DEFAULT_HANDSHAKE_TIMEOUT, conn.authenticate(key, false))
+        Self::builder(address).authkey(authkey).connect().await
+    }
+
+    /// Options for a connection to `address`.
+    pub fn builder(address: impl Into<Address>) -> ClientBuilder {
+        ClientBuilder {
+            address: address.into(),
+            authkey: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_frame: DEFAULT_MAX_FRAME,
+            python: false,
+            allow_md5: false,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// The key both sides must prove they hold; `None` (the default) skips authentication.
+    pub fn authkey(mut self, key: Option<&[u8]>) -> Self {
+        self.authkey = key.map(<[u8]>::to_vec);
+        self
+    }
+
+    /// Speak CPython's wire protocol, to connect to Python's `Listener` (see
+    /// [`ListenerBuilder::python_compatible`]).
+    pub fn python_compatible(mut self, on: bool) -> Self {
+        self.python = on;
+        self
+    }
+
+    /// Accept the HMAC-MD5 handshake of CPython ≤ 3.11 (weak; off by default).
+    pub fn allow_md5(mut self, on: bool) -> Self {
+        self.allow_md5 = on;
+        self
+    }
+
+    /// How long the handshake may take (default 10 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// The largest message payload accepted and sent (default 64 MiB).
+    pub fn max_frame(mut self, max: usize) -> Self {
+        self.max_frame = max.min(u32::MAX as usize);
+        self
+    }
+
+    /// Connects.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub async fn connect<T>(self) -> Result<Connection<T>> {
+        let fd = Socket::connect(&self.address).await?;
+        let framing = if self.python {
+            Framing::Python
+        } else {
+            Framing::Native
+        };
+        let mut conn = connection::open_with::<T>(fd, self.max_frame, framing)?;
+        if let Some(key) = &self.authkey {
+            let auth = AuthOptions {
+                allow_md5: self.allow_md5,
+            };
+            tokio::time::timeout(self.handshake_timeout, conn.authenticate(key, false, auth))
                 .await
                 .unwrap_or(Err(Error::Timeout))?;
         }
@@ -392,9 +497,17 @@ async fn accept_loop<T: Send + 'static>(
         let (tx, options) = (tx.clone(), options.clone());
         tokio::spawn(async move {
             let handshake = async {
-                let mut conn = connection::open::<T>(fd, options.max_frame)?;
+                let framing = if options.python {
+                    Framing::Python
+                } else {
+                    Framing::Native
+                };
+                let mut conn = connection::open_with::<T>(fd, options.max_frame, framing)?;
                 if let Some(key) = &options.authkey {
-                    conn.authenticate(key, true).await?;
+                    let auth = AuthOptions {
+                        allow_md5: options.allow_md5,
+                    };
+                    conn.authenticate(key, true, auth).await?;
                 }
                 Ok(conn)
             };

@@ -41,5 +41,7 @@ mod write_side;
 pub use connection::{Connection, Credentials, Receiver, Sender};
 pub(crate) use fd_channel::FdChannel;
 pub(crate) use frame::Frame;
-pub use listener::{Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, Listener, ListenerBuilder};
+pub use listener::{
+    Address, Client, ClientBuilder, DEFAULT_HANDSHAKE_TIMEOUT, Listener, ListenerBuilder,
+};
 pub use pipe::Pipe;

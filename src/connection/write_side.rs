@@ -39,7 +39,12 @@ struct OutFrame {
 }
 
 impl OutFrame {
-    fn new(framing: Framing, payload: &[u8], fds: Vec<OwnedFd>, done: Option<oneshot::Sender<Result<()>>>) -> Self {
+    fn new(
+        framing: Framing,
+        payload: &[u8],
+        fds: Vec<OwnedFd>,
+        done: Option<oneshot::Sender<Result<()>>>,
+    ) -> Self {
         let header = framing.header(payload.len(), fds.len());
         let mut bytes = Vec::with_capacity(header.as_slice().len() + payload.len());
         bytes.extend_from_slice(header.as_slice());
@@ -68,7 +73,13 @@ impl State {
     /// has no waiting sender yet, so a burst of small frames becomes one buffer (and one
     /// `sendmsg`) instead of one allocation each; a waiting sender's completion then fires when
     /// the whole chunk, ending with its frame, is written.
-    fn push(&mut self, framing: Framing, payload: &[u8], fds: Vec<OwnedFd>, done: Option<oneshot::Sender<Result<()>>>) {
+    fn push(
+        &mut self,
+        framing: Framing,
+        payload: &[u8],
+        fds: Vec<OwnedFd>,
+        done: Option<oneshot::Sender<Result<()>>>,
+    ) {
         let header = framing.header(payload.len(), fds.len());
         let size = header.as_slice().len() + payload.len();
         self.queued_bytes += size;
@@ -82,9 +93,9 @@ impl State {
             last.done = done;
             return;
         }
-        self.queue.push_back(OutFrame::new(framing, payload, fds, done));
+        self.queue
+            .push_back(OutFrame::new(framing, payload, fds, done));
     }
-
 }
 
 /// Shared by every `Sender` clone of one socket and its writer task.
@@ -210,7 +221,12 @@ impl WriteSide {
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub(crate) fn new(sock: Arc<AsyncFd<OwnedFd>>, can_pass_fds: bool, max_frame: usize, framing: Framing) -> Arc<Self> {
+    pub(crate) fn new(
+        sock: Arc<AsyncFd<OwnedFd>>,
+        can_pass_fds: bool,
+        max_frame: usize,
+        framing: Framing,
+    ) -> Arc<Self> {
         let side = Arc::new(WriteSide {
             sock,
             state: Mutex::new(State::default()),
