@@ -10,6 +10,15 @@
 //! | `conn.poll(timeout)` | [`poll(timeout).await`](Connection::poll) |
 //! | `EOFError` | [`Error::Closed`](crate::Error::Closed) |
 //!
+//! With [`ListenerBuilder::python_compatible`] and [`ClientBuilder::python_compatible`] a
+//! connection speaks CPython's own protocol instead (big-endian length frames, pickled values,
+//! CPython's authkey handshake), so Python programs connect with the standard library:
+//!
+//! ```python
+//! from multiprocessing.connection import Client
+//! conn = Client(("127.0.0.1", 6000), authkey=b"secret")
+//! ```
+//!
 //! Every frame is length-delimited with a maximum size checked before anything is allocated, and
 //! carries the file descriptors of the handles inside it (`SCM_RIGHTS`). Receivers are
 //! [`Stream`](futures::Stream)s and senders [`Sink`](futures::Sink)s.
