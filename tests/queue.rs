@@ -419,3 +419,108 @@ async fn put_many_and_get_many_move_batches() -> mp::Result<()> {
     }
     Ok(())
 }
+
+// ----- items larger than the ring -----
+
+fn spill_entries<T>(q: &Queue<T>) -> Vec<String> {
+    let prefix = q.__spill_prefix();
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn put_big_and_small(q: Queue<Vec<u8>>) {
+    for i in 0..6u8 {
+        let len = if i % 2 == 0 { 1 << 20 } else { 10 };
+        q.put(vec![i; len])
+            .await
+            .map_err(|e| e.to_string())
+            .expect("put");
+    }
+}
+
+#[tokio::test]
+async fn items_larger_than_the_ring_cross_processes_in_order() -> mp::Result<()> {
+    mp::init().await?;
+    let q = Queue::<Vec<u8>>::builder()
+        .capacity(4096)
+        .maxsize(2)
+        .build()?;
+    let mut child = mp::Process::spawn(put_big_and_small, q.clone())?;
+    for i in 0..6u8 {
+        let item = q.get_timeout(LIVENESS).await?;
+        let len = if i % 2 == 0 { 1 << 20 } else { 10 };
+        assert_eq!(item.len(), len);
+        assert!(item.iter().all(|&b| b == i));
+    }
+    child.join().await?;
+    assert!(q.is_empty());
+    // Raw bytes spill too.
+    q.put_bytes(&vec![7u8; 100_000]).await?;
+    assert_eq!(q.get_bytes().await?.len(), 100_000);
+    assert!(
+        spill_entries(&q).is_empty(),
+        "spill segments left: {:?}",
+        spill_entries(&q)
+    );
+    // LIFO and priority queues keep every item in the ring.
+    let lifo = mp::LifoQueue::<Vec<u8>>::with(Queue::builder().capacity(4096))?;
+    assert!(matches!(
+        lifo.put(vec![0; 10_000]).await,
+        Err(PutError::TooLarge(_))
+    ));
+    // The maximum message still holds.
+    let small = Queue::<Vec<u8>>::builder()
+        .capacity(4096)
+        .max_message(50_000)
+        .build()?;
+    assert!(matches!(
+        small.put(vec![0; 60_000]).await,
+        Err(PutError::TooLarge(_))
+    ));
+    Ok(())
+}
+
+async fn spill_forever(q: Queue<Vec<u8>>) {
+    let mut i = 0u8;
+    loop {
+        let _ = q
+            .put_timeout(vec![i; 200_000], Duration::from_millis(50))
+            .await;
+        i = i.wrapping_add(1);
+    }
+}
+
+#[tokio::test]
+async fn producers_killed_while_spilling_leave_nothing_behind() -> mp::Result<()> {
+    mp::init().await?;
+    let q = Queue::<Vec<u8>>::builder()
+        .capacity(4096)
+        .maxsize(4)
+        .build()?;
+    for round in 0..15u64 {
+        let mut child = mp::Process::spawn(spill_forever, q.clone())?;
+        tokio::time::sleep(Duration::from_micros(2000 + round * 700)).await;
+        child.kill()?;
+        let _ = child.join().await;
+        while let Ok(item) = q.try_get() {
+            assert_eq!(item.len(), 200_000, "a spilled item came back torn");
+            assert!(item.iter().all(|&b| b == item[0]));
+        }
+    }
+    // The next spill sweeps the dead producers' orphans (at most once a second).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    q.put(vec![1; 10_000]).await.map_err(Error::from)?;
+    assert_eq!(q.get().await?.len(), 10_000);
+    assert!(
+        spill_entries(&q).is_empty(),
+        "orphans left: {:?}",
+        spill_entries(&q)
+    );
+    Ok(())
+}

@@ -181,6 +181,12 @@ impl<T> Queue<T> {
         self.ring.is_closed()
     }
 
+    /// The `/dev/shm` name prefix of this queue's spilled items, for tests.
+    #[doc(hidden)]
+    pub fn __spill_prefix(&self) -> String {
+        self.ring.spill_prefix()
+    }
+
     /// Waiters counted in on (not empty, not full), each (blocking, async), for tests.
     #[doc(hidden)]
     pub fn __waiters(&self) -> ((u32, u32), (u32, u32)) {
@@ -211,16 +217,25 @@ impl<T: Serialize> Queue<T> {
         deadline: Option<Instant>,
     ) -> std::result::Result<(), PutError<T>> {
         let (bytes, item) = self.encode(item)?;
+        let mut record = match self.ring.prepare(bytes) {
+            Ok(record) => record,
+            Err(Error::TooLarge { .. }) => return Err(PutError::TooLarge(item)),
+            Err(e) => return Err(PutError::Other(item, e)),
+        };
         loop {
-            match self.ring.try_put(&bytes).await {
+            let failed = match self.ring.try_put_record(&mut record).await {
                 Ok(Put::Done) => return Ok(()),
-                Ok(Put::Full) => {}
-                Err(Error::Closed) => return Err(PutError::Closed(item)),
-                Err(e) => return Err(PutError::Other(item, e)),
-            }
-            if !self.ring.wait_room(bytes.len(), deadline).await {
-                return Err(PutError::Timeout(item));
-            }
+                Ok(Put::Full) => {
+                    if self.ring.wait_room(record.payload.len(), deadline).await {
+                        continue;
+                    }
+                    PutError::Timeout(item)
+                }
+                Err(Error::Closed) => PutError::Closed(item),
+                Err(e) => PutError::Other(item, e),
+            };
+            self.ring.discard(record);
+            return Err(failed);
         }
     }
 
@@ -295,6 +310,18 @@ impl<T: Serialize> Queue<T> {
                     Err(e) => Err(e),
                 };
             }
+            if !self.ring.fits_inline(bytes.len()) {
+                // Items too large for the ring are spilled, one by one.
+                let mut items = items.into_iter();
+                while let Some(item) = items.next() {
+                    if let Err(e) = self.put(item).await {
+                        let mut rest = vec![e.into_inner()];
+                        rest.extend(items);
+                        return Err(PutError::Closed(rest));
+                    }
+                }
+                return Ok(());
+            }
             encoded.push(bytes);
         }
         let mut done = 0;
@@ -331,12 +358,19 @@ impl<T: Serialize> Queue<T> {
     /// [`PutError::Full`], or as [`put`](Self::put).
     pub fn try_put(&self, item: T) -> std::result::Result<(), PutError<T>> {
         let (bytes, item) = self.encode(item)?;
-        match self.ring.try_put_blocking(&bytes) {
-            Ok(Put::Done) => Ok(()),
-            Ok(Put::Full) => Err(PutError::Full(item)),
-            Err(Error::Closed) => Err(PutError::Closed(item)),
-            Err(e) => Err(PutError::Other(item, e)),
-        }
+        let mut record = match self.ring.prepare(bytes) {
+            Ok(record) => record,
+            Err(Error::TooLarge { .. }) => return Err(PutError::TooLarge(item)),
+            Err(e) => return Err(PutError::Other(item, e)),
+        };
+        let failed = match self.ring.try_put_record_blocking(&mut record) {
+            Ok(Put::Done) => return Ok(()),
+            Ok(Put::Full) => PutError::Full(item),
+            Err(Error::Closed) => PutError::Closed(item),
+            Err(e) => PutError::Other(item, e),
+        };
+        self.ring.discard(record);
+        Err(failed)
     }
 
     /// [`put`](Self::put) for threads (not on a runtime worker).
@@ -346,14 +380,23 @@ impl<T: Serialize> Queue<T> {
     /// As [`put`](Self::put).
     pub fn put_blocking(&self, item: T) -> std::result::Result<(), PutError<T>> {
         let (bytes, item) = self.encode(item)?;
+        let mut record = match self.ring.prepare(bytes) {
+            Ok(record) => record,
+            Err(Error::TooLarge { .. }) => return Err(PutError::TooLarge(item)),
+            Err(e) => return Err(PutError::Other(item, e)),
+        };
         loop {
-            match self.ring.try_put_blocking(&bytes) {
+            let failed = match self.ring.try_put_record_blocking(&mut record) {
                 Ok(Put::Done) => return Ok(()),
-                Ok(Put::Full) => {}
-                Err(Error::Closed) => return Err(PutError::Closed(item)),
-                Err(e) => return Err(PutError::Other(item, e)),
-            }
-            self.ring.wait_room_blocking(bytes.len(), None);
+                Ok(Put::Full) => {
+                    self.ring.wait_room_blocking(record.payload.len(), None);
+                    continue;
+                }
+                Err(Error::Closed) => PutError::Closed(item),
+                Err(e) => PutError::Other(item, e),
+            };
+            self.ring.discard(record);
+            return Err(failed);
         }
     }
 }
@@ -371,11 +414,18 @@ impl<T> Queue<T> {
     /// As [`put`](Self::put): copied whole or not at all.
     pub async fn put_bytes(&self, bytes: &[u8]) -> Result<()> {
         self.ring.check_size(bytes.len())?;
+        let mut record = self.ring.prepare(bytes.to_vec())?;
         loop {
-            if let Put::Done = self.ring.try_put(bytes).await? {
-                return Ok(());
+            match self.ring.try_put_record(&mut record).await {
+                Ok(Put::Done) => return Ok(()),
+                Ok(Put::Full) => {
+                    self.ring.wait_room(record.payload.len(), None).await;
+                }
+                Err(e) => {
+                    self.ring.discard(record);
+                    return Err(e);
+                }
             }
-            self.ring.wait_room(bytes.len(), None).await;
         }
     }
 
@@ -404,11 +454,18 @@ impl<T> Queue<T> {
     /// As [`put_bytes`](Self::put_bytes).
     pub fn put_bytes_blocking(&self, bytes: &[u8]) -> Result<()> {
         self.ring.check_size(bytes.len())?;
+        let mut record = self.ring.prepare(bytes.to_vec())?;
         loop {
-            if let Put::Done = self.ring.try_put_blocking(bytes)? {
-                return Ok(());
+            match self.ring.try_put_record_blocking(&mut record) {
+                Ok(Put::Done) => return Ok(()),
+                Ok(Put::Full) => {
+                    self.ring.wait_room_blocking(record.payload.len(), None);
+                }
+                Err(e) => {
+                    self.ring.discard(record);
+                    return Err(e);
+                }
             }
-            self.ring.wait_room_blocking(bytes.len(), None);
         }
     }
 

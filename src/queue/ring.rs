@@ -39,10 +39,13 @@ const CLOSED: usize = 64; // u32
 const ORDER: usize = 68; // u32: which record a get takes (fixed)
 const UNFINISHED: usize = 72; // u64: puts not yet matched by task_done (JoinableQueue)
 const JOINABLE: usize = 80; // u32 (fixed)
+const QUEUE_ID: usize = 88; // u64, random, names this queue's spill segments (fixed)
 const RING: usize = 128;
 
 /// A record's flags word: set once a get took it out of the middle of the ring.
 const TAKEN: u32 = 1;
+/// A record's flags word: the payload is the name of a spill segment holding the item.
+const SPILLED: u32 = 2;
 
 const RECORD_HEADER: usize = 8;
 
@@ -80,6 +83,26 @@ impl Order {
 
 /// Orders two serialised items (for priority queues).
 pub(crate) type Compare = fn(&[u8], &[u8]) -> Result<std::cmp::Ordering>;
+
+/// What a put stores: the item, or the name of the segment it was spilled to. A spilled record
+/// that is dropped without being queued (a failed or cancelled put) removes its segment.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub(crate) payload: Vec<u8>,
+    spilled: bool,
+    queued: bool,
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        if self.spilled
+            && !self.queued
+            && let Ok(name) = std::str::from_utf8(&self.payload)
+        {
+            let _ = crate::sys::shm_open::unlink(name);
+        }
+    }
+}
 
 /// A live record found by a walk.
 struct Found {
@@ -120,6 +143,9 @@ impl Ring {
             at(CAPACITY)?.store(capacity as u64, Ordering::Relaxed);
             at(MAX_ITEMS)?.store(limits.max_items, Ordering::Relaxed);
             at(MAX_MESSAGE)?.store(limits.max_message as u64, Ordering::Relaxed);
+            let mut id = [0u8; 8];
+            crate::sys::random_bytes(&mut id)?;
+            at(QUEUE_ID)?.store(u64::from_le_bytes(id) | 1, Ordering::Relaxed);
             shm.atomic_u32(CHANNEL_SIZE + ORDER)?
                 .store(limits.order as u32, Ordering::Relaxed);
             shm.atomic_u32(CHANNEL_SIZE + JOINABLE)?
@@ -168,12 +194,16 @@ impl Ring {
         items_full || !self.has_room(0)
     }
 
-    /// Refuses a message that can never fit.
+    /// Refuses a message that can never be queued: over the maximum message size, or (for
+    /// LIFO and priority queues, which keep every item in the ring) larger than the ring.
     pub(crate) fn check_size(&self, len: usize) -> Result<()> {
-        let max = self
-            .limits
-            .max_message
-            .min(self.limits.capacity - RECORD_HEADER);
+        let max = if self.limits.order == Order::Fifo {
+            self.limits.max_message
+        } else {
+            self.limits
+                .max_message
+                .min(self.limits.capacity - RECORD_HEADER)
+        };
         if len > max {
             return Err(Error::TooLarge { size: len, max });
         }
@@ -279,6 +309,10 @@ impl Ring {
 
     /// With the lock held: appends a record if it fits.
     fn put_locked(&self, payload: &[u8]) -> Result<Put> {
+        self.put_record_locked(payload, 0)
+    }
+
+    fn put_record_locked(&self, payload: &[u8], flags: u32) -> Result<Put> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
@@ -291,6 +325,7 @@ impl Ring {
         }
         let mut header = [0u8; RECORD_HEADER];
         header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        header[4..].copy_from_slice(&flags.to_le_bytes());
         self.write_wrapped(tail, &header)?;
         self.write_wrapped(tail + RECORD_HEADER as u64, payload)?;
         // Commit: one store makes the whole record visible.
@@ -344,10 +379,26 @@ impl Ring {
                 let (len, rec) = self.record_at(head, tail)?;
                 let mut payload = vec![0u8; len];
                 self.read_wrapped(head + RECORD_HEADER as u64, &mut payload)?;
+                let spilled = self.flags(head).load(Ordering::Acquire) & SPILLED != 0;
+                // A spilled item is read and its segment removed before the record is
+                // committed as taken: a getter killed in between leaves the record, and at
+                // worst a record whose segment is gone, which the next getter skips.
+                let item = if spilled {
+                    self.unspill(&payload)
+                } else {
+                    Ok(payload)
+                };
                 self.seg
                     .u64(HEAD)
                     .store(head + rec as u64, Ordering::Release);
-                payload
+                if let Err(e) = item {
+                    let count = self.pos(COUNT);
+                    self.seg
+                        .u64(COUNT)
+                        .store(count.saturating_sub(1), Ordering::Release);
+                    return Err(e);
+                }
+                item?
             }
             (order, compare) => {
                 let mut live = self.live_records(head, tail)?;
@@ -474,10 +525,141 @@ impl Ring {
         result.map(|()| out)
     }
 
-    /// One locked put attempt; wakes getters on success.
-    pub(crate) async fn try_put(&self, payload: &[u8]) -> Result<Put> {
+    fn id(&self) -> u64 {
+        self.seg.u64(QUEUE_ID).load(Ordering::Relaxed)
+    }
+
+    /// The prefix of this queue's spill segment names.
+    pub(crate) fn spill_prefix(&self) -> String {
+        format!("tkmp-spill-{:016x}-", self.id())
+    }
+
+    /// Whether a payload of `len` bytes is stored in the ring itself.
+    pub(crate) fn fits_inline(&self, len: usize) -> bool {
+        len <= self.limits.capacity - RECORD_HEADER
+    }
+
+    /// Turns an item into what the ring stores: itself, or — for an item larger than the ring,
+    /// in a FIFO queue — the name of a named segment holding it. Call [`discard`](Self::discard)
+    /// if the record is then not queued.
+    pub(crate) fn prepare(&self, payload: Vec<u8>) -> Result<Record> {
+        if self.fits_inline(payload.len()) {
+            return Ok(Record {
+                payload,
+                spilled: false,
+                queued: false,
+            });
+        }
+        if self.limits.order != Order::Fifo {
+            return Err(Error::TooLarge {
+                size: payload.len(),
+                max: self.limits.capacity - RECORD_HEADER,
+            });
+        }
+        self.sweep_spills();
+        static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!(
+            "{}{}-{}",
+            self.spill_prefix(),
+            crate::sys::getpid(),
+            NONCE.fetch_add(1, Ordering::Relaxed)
+        );
+        let spill = crate::SharedMemory::create_named(&name, payload.len())?;
+        spill.write_at(0, &payload)?;
+        spill.persist();
+        Ok(Record {
+            payload: name.into_bytes(),
+            spilled: true,
+            queued: false,
+        })
+    }
+
+    /// Drops a record that was not queued (removing its spill segment, if any).
+    pub(crate) fn discard(&self, record: Record) {
+        drop(record);
+    }
+
+    /// Reads a spilled item and removes its segment. The name must be one of ours: a hostile
+    /// record cannot make us read or unlink anything else.
+    fn unspill(&self, name: &[u8]) -> Result<Vec<u8>> {
+        let name = std::str::from_utf8(name)
+            .map_err(|_| Error::Corrupt("spill name is not UTF-8".into()))?;
+        let rest = name
+            .strip_prefix(&self.spill_prefix())
+            .filter(|r| r.len() < 64 && r.bytes().all(|b| b.is_ascii_digit() || b == b'-'))
+            .ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "record names a segment that is not this queue's: {name:?}"
+                ))
+            })?;
+        let _ = rest;
+        let spill = crate::SharedMemory::open(name)
+            .map_err(|e| Error::Corrupt(format!("spilled item {name:?} is gone: {e}")))?;
+        if spill.size() > self.limits.max_message {
+            let _ = spill.unlink();
+            return Err(Error::Corrupt(format!(
+                "spilled item of {} bytes",
+                spill.size()
+            )));
+        }
+        let data = spill.to_vec();
+        let _ = spill.unlink();
+        Ok(data)
+    }
+
+    /// Removes spill segments of this queue left by producers that died between writing one and
+    /// queueing its record. At most once a second per process; best effort.
+    fn sweep_spills(&self) {
+        static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+        {
+            let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let prefix = self.spill_prefix();
+        let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+            return;
+        };
+        let orphans: Vec<String> = dir
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| {
+                n.strip_prefix(&prefix)
+                    .and_then(|rest| rest.split('-').next())
+                    .and_then(|pid| pid.parse::<u32>().ok())
+                    .is_some_and(|pid| {
+                        crate::sys::pidfd::start_time(pid).is_none_or(|(_, zombie)| zombie)
+                    })
+            })
+            .collect();
+        if orphans.is_empty() {
+            return;
+        }
+        // Only names no queued record refers to: a dead producer may have queued its item.
+        let Ok(guard) = self.locked_blocking() else {
+            return;
+        };
+        let referenced: Vec<Vec<u8>> = self
+            .check_positions()
+            .and_then(|(head, tail)| self.live_records(head, tail))
+            .map(|records| records.into_iter().map(|f| f.payload).collect())
+            .unwrap_or_default();
+        drop(guard);
+        for name in orphans {
+            if !referenced.iter().any(|r| r == name.as_bytes()) {
+                let _ = crate::sys::shm_open::unlink(&name);
+            }
+        }
+    }
+
+    /// One locked attempt to queue a prepared record; wakes getters on success.
+    pub(crate) async fn try_put_record(&self, record: &mut Record) -> Result<Put> {
         let guard = self.locked().await?;
-        let result = self.put_locked(payload);
+        let result =
+            self.put_record_locked(&record.payload, if record.spilled { SPILLED } else { 0 });
+        record.queued = matches!(result, Ok(Put::Done));
         drop(guard);
         if let Ok(Put::Done) = result {
             self.seg.channel.notify();
@@ -485,9 +667,11 @@ impl Ring {
         result
     }
 
-    pub(crate) fn try_put_blocking(&self, payload: &[u8]) -> Result<Put> {
+    pub(crate) fn try_put_record_blocking(&self, record: &mut Record) -> Result<Put> {
         let guard = self.locked_blocking()?;
-        let result = self.put_locked(payload);
+        let result =
+            self.put_record_locked(&record.payload, if record.spilled { SPILLED } else { 0 });
+        record.queued = matches!(result, Ok(Put::Done));
         drop(guard);
         if let Ok(Put::Done) = result {
             self.seg.channel.notify();
