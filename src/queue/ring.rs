@@ -232,6 +232,19 @@ impl Ring {
         Ok(())
     }
 
+    /// A private copy of `len` bytes at ring position `pos`.
+    fn read_vec(&self, pos: u64, len: usize) -> Result<Vec<u8>> {
+        let cap = self.limits.capacity;
+        let off = (pos % cap as u64) as usize;
+        let first = len.min(cap - off);
+        let mut out = Vec::with_capacity(len);
+        self.seg.read_append(RING + off, first, &mut out)?;
+        if first < len {
+            self.seg.read_append(RING, len - first, &mut out)?;
+        }
+        Ok(out)
+    }
+
     /// The flags word of the record at `pos` (8-aligned, so never split by the wrap).
     fn flags(&self, pos: u64) -> &std::sync::atomic::AtomicU32 {
         let off = (pos % self.limits.capacity as u64) as usize;
@@ -346,8 +359,7 @@ impl Ring {
         while pos < tail {
             let (len, rec) = self.record_at(pos, tail)?;
             if self.flags(pos).load(Ordering::Acquire) & TAKEN == 0 {
-                let mut payload = vec![0u8; len];
-                self.read_wrapped(pos + RECORD_HEADER as u64, &mut payload)?;
+                let payload = self.read_vec(pos + RECORD_HEADER as u64, len)?;
                 found.push(Found { pos, rec, payload });
             }
             pos += rec as u64;
@@ -377,8 +389,7 @@ impl Ring {
         let payload = match (self.limits.order, compare) {
             (Order::Fifo, _) | (Order::Priority, None) => {
                 let (len, rec) = self.record_at(head, tail)?;
-                let mut payload = vec![0u8; len];
-                self.read_wrapped(head + RECORD_HEADER as u64, &mut payload)?;
+                let payload = self.read_vec(head + RECORD_HEADER as u64, len)?;
                 let spilled = self.flags(head).load(Ordering::Acquire) & SPILLED != 0;
                 // A spilled item is read and its segment removed before the record is
                 // committed as taken: a getter killed in between leaves the record, and at

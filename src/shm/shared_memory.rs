@@ -133,6 +133,12 @@ impl SharedMemory {
         Ok(self.inner.map.write(HEADER_SIZE + offset, data)?)
     }
 
+    /// Appends `len` bytes starting at `offset` to `out` (no zero-filling first).
+    pub(crate) fn read_append(&self, offset: usize, len: usize, out: &mut Vec<u8>) -> Result<()> {
+        self.check_range(offset, len)?;
+        Ok(self.inner.map.read_append(HEADER_SIZE + offset, len, out)?)
+    }
+
     /// A private copy of the whole segment.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = vec![0; self.size()];

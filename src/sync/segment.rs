@@ -97,6 +97,11 @@ impl Segment {
         self.shm.read_at(CHANNEL_SIZE + offset, buf)
     }
 
+    /// Appends `len` bytes of the state area at `offset` to `out`.
+    pub(crate) fn read_append(&self, offset: usize, len: usize, out: &mut Vec<u8>) -> Result<()> {
+        self.shm.read_append(CHANNEL_SIZE + offset, len, out)
+    }
+
     /// Copies bytes into the state area at `offset`.
     pub(crate) fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.shm.write_at(CHANNEL_SIZE + offset, data)

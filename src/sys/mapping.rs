@@ -69,6 +69,27 @@ impl Mapping {
         Ok(())
     }
 
+    /// Appends `len` bytes at `offset` to `out`, without zero-filling them first.
+    pub(crate) fn read_append(&self, offset: usize, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
+        self.check(offset, len)?;
+        out.reserve(len);
+        let old = out.len();
+        // SAFETY: the source range was bounds-checked against the live mapping; `reserve` made
+        // room for `len` more bytes after `old` in `out`'s private allocation, so the ranges never
+        // overlap. Only raw pointers to the shared range are used.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.as_ptr().wrapping_add(offset).cast_const(),
+                out.as_mut_ptr().wrapping_add(old),
+                len,
+            )
+        };
+        // SAFETY: the `len` bytes after `old` were just initialised by the copy above and lie
+        // within the capacity reserved for them.
+        unsafe { out.set_len(old + len) };
+        Ok(())
+    }
+
     /// Copies `data` into the mapping at `offset`.
     pub(crate) fn write(&self, offset: usize, data: &[u8]) -> io::Result<()> {
         self.check(offset, data.len())?;
