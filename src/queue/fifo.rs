@@ -89,9 +89,12 @@ impl<T> QueueBuilder<T> {
 /// A process killed in the middle of a `put` or `get` leaves the queue consistent: the item is
 /// either wholly in the queue or not at all, and nobody waits forever.
 ///
-/// Current limits: an item must fit in the ring (set its size with
-/// [`builder().capacity(..)`](Self::builder)), and items cannot contain handles (file
-/// descriptors cannot live in shared memory); send those over a [`Pipe`](crate::Pipe).
+/// Items up to the maximum message size (64 MiB by default) are accepted. One that does not fit
+/// in the ring (1 MiB by default; see [`builder().capacity(..)`](Self::builder)) is written to a
+/// named segment under `/dev/shm` that the getter reads and removes, so the ring only carries
+/// its name; segments left by a producer killed half-way are swept by the next large put.
+/// Items cannot contain handles (file descriptors cannot live in shared memory); send those
+/// over a [`Pipe`](crate::Pipe).
 ///
 /// # Examples
 ///

@@ -70,7 +70,12 @@ impl Mapping {
     }
 
     /// Appends `len` bytes at `offset` to `out`, without zero-filling them first.
-    pub(crate) fn read_append(&self, offset: usize, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
+    pub(crate) fn read_append(
+        &self,
+        offset: usize,
+        len: usize,
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
         self.check(offset, len)?;
         out.reserve(len);
         let old = out.len();
