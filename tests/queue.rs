@@ -524,3 +524,33 @@ async fn producers_killed_while_spilling_leave_nothing_behind() -> mp::Result<()
     );
     Ok(())
 }
+
+/// The "any program" for a queue passed with `mp::pass`.
+#[tokio::test]
+async fn helper_fills_an_inherited_queue() {
+    if std::env::var_os("TKMP_TEST_HELPER").is_none() {
+        return;
+    }
+    let q: Queue<String> = mp::inherited("jobs").expect("inherited queue");
+    for i in 0..3 {
+        q.put(format!("from the command {i}")).await.map_err(|e| e.to_string()).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_queue_passes_to_a_command_child_and_inside_a_message() -> mp::Result<()> {
+    let q = Queue::<String>::new(0)?;
+    let mut cmd = support::helper_command("helper_fills_an_inherited_queue")?;
+    mp::pass(&mut cmd, "jobs", &q)?;
+    assert!(cmd.status().await?.success());
+    for i in 0..3 {
+        assert_eq!(q.get().await?, format!("from the command {i}"));
+    }
+    // Inside a message over a pipe.
+    let (mut a, b) = mp::Pipe::<Queue<String>>::duplex()?;
+    b.send(&q).await?;
+    let received = a.recv().await?;
+    received.put("through the pipe".into()).await.map_err(Error::from)?;
+    assert_eq!(q.get().await?, "through the pipe");
+    Ok(())
+}
