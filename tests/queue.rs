@@ -533,7 +533,10 @@ async fn helper_fills_an_inherited_queue() {
     }
     let q: Queue<String> = mp::inherited("jobs").expect("inherited queue");
     for i in 0..3 {
-        q.put(format!("from the command {i}")).await.map_err(|e| e.to_string()).unwrap();
+        q.put(format!("from the command {i}"))
+            .await
+            .map_err(|e| e.to_string())
+            .unwrap();
     }
 }
 
@@ -550,7 +553,10 @@ async fn a_queue_passes_to_a_command_child_and_inside_a_message() -> mp::Result<
     let (mut a, b) = mp::Pipe::<Queue<String>>::duplex()?;
     b.send(&q).await?;
     let received = a.recv().await?;
-    received.put("through the pipe".into()).await.map_err(Error::from)?;
+    received
+        .put("through the pipe".into())
+        .await
+        .map_err(Error::from)?;
     assert_eq!(q.get().await?, "through the pipe");
     Ok(())
 }
