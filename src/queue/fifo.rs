@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::PutError;
-use super::ring::{self, Compare, Limits, Order, Put, Ring, RingWire};
+use super::ring::{self, Compare, Limits, Order, Put, Record, Ring, RingWire};
 use crate::handle::{self, FdSink, FdSource, Handle};
 use crate::{Error, Result};
 
@@ -214,17 +214,23 @@ impl<T: Serialize> Queue<T> {
         Ok((bytes, item))
     }
 
+    /// Serialises `item` and makes the record the ring will store (spilling a large one);
+    /// a refusal hands the item back.
+    fn record(&self, item: T) -> std::result::Result<(Record, T), PutError<T>> {
+        let (bytes, item) = self.encode(item)?;
+        match self.ring.prepare(bytes) {
+            Ok(record) => Ok((record, item)),
+            Err(Error::TooLarge { .. }) => Err(PutError::TooLarge(item)),
+            Err(e) => Err(PutError::Other(item, e)),
+        }
+    }
+
     async fn put_until(
         &self,
         item: T,
         deadline: Option<Instant>,
     ) -> std::result::Result<(), PutError<T>> {
-        let (bytes, item) = self.encode(item)?;
-        let mut record = match self.ring.prepare(bytes) {
-            Ok(record) => record,
-            Err(Error::TooLarge { .. }) => return Err(PutError::TooLarge(item)),
-            Err(e) => return Err(PutError::Other(item, e)),
-        };
+        let (mut record, item) = self.record(item)?;
         loop {
             let failed = match self.ring.try_put_record(&mut record).await {
                 Ok(Put::Done) => return Ok(()),
@@ -360,12 +366,7 @@ impl<T: Serialize> Queue<T> {
     ///
     /// [`PutError::Full`], or as [`put`](Self::put).
     pub fn try_put(&self, item: T) -> std::result::Result<(), PutError<T>> {
-        let (bytes, item) = self.encode(item)?;
-        let mut record = match self.ring.prepare(bytes) {
-            Ok(record) => record,
-            Err(Error::TooLarge { .. }) => return Err(PutError::TooLarge(item)),
-            Err(e) => return Err(PutError::Other(item, e)),
-        };
+        let (mut record, item) = self.record(item)?;
         let failed = match self.ring.try_put_record_blocking(&mut record) {
             Ok(Put::Done) => return Ok(()),
             Ok(Put::Full) => PutError::Full(item),
@@ -382,12 +383,7 @@ impl<T: Serialize> Queue<T> {
     ///
     /// As [`put`](Self::put).
     pub fn put_blocking(&self, item: T) -> std::result::Result<(), PutError<T>> {
-        let (bytes, item) = self.encode(item)?;
-        let mut record = match self.ring.prepare(bytes) {
-            Ok(record) => record,
-            Err(Error::TooLarge { .. }) => return Err(PutError::TooLarge(item)),
-            Err(e) => return Err(PutError::Other(item, e)),
-        };
+        let (mut record, item) = self.record(item)?;
         loop {
             let failed = match self.ring.try_put_record_blocking(&mut record) {
                 Ok(Put::Done) => return Ok(()),
