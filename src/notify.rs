@@ -190,11 +190,19 @@ impl WaitChannel {
                 until = until.min(d);
             }
             let sleep = tokio::time::sleep_until(until.into());
+            tokio::pin!(sleep);
             match bell {
                 Some(bell) => {
                     tokio::select! {
-                        _ = bell.rung() => {}
-                        _ = sleep => {}
+                        rung = bell.rung() => {
+                            // A doorbell whose reactor is gone (the handle outlived the runtime
+                            // it was first awaited in) fails at once: fall back to the timer
+                            // rather than spin.
+                            if rung.is_err() {
+                                sleep.await;
+                            }
+                        }
+                        _ = &mut sleep => {}
                     }
                 }
                 // No reactor registration (out of fds): fall back to the safety timer.
