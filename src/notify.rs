@@ -5,9 +5,9 @@
 //! `sync_waiters` and `async_waiters` — plus one eventfd shared by every process holding the
 //! primitive (reliability-design.md §2).
 //!
-//! - **notify**: change the state, bump `seq`, `fence(SeqCst)`, then `FUTEX_WAKE` only if a
-//!   blocking waiter is counted and ring the eventfd only if an async waiter is counted. Nobody
-//!   waiting costs no system call at all.
+//! - **notify**: change the state, `fence(SeqCst)`, then bump `seq` and `FUTEX_WAKE` only if a
+//!   blocking waiter is counted, and ring the eventfd only if an async waiter is counted. Nobody
+//!   waiting costs no system call and no write to a shared word.
 //! - **blocking wait**: count ourselves in, `fence(SeqCst)`, read `seq`, check the state, and
 //!   `FUTEX_WAIT` on `seq` (shared key) with a bounded timeout; re-check on every wake.
 //! - **async wait**: count ourselves in, `fence(SeqCst)`, check, await the eventfd's readiness
@@ -60,17 +60,19 @@ pub(crate) mod handshake {
         fence();
     }
 
-    /// Notifier side, after changing the state: bump `seq`, a full fence, then ring only if a
-    /// waiter is counted.
+    /// Notifier side, after changing the state: a full fence, then — only if a waiter is
+    /// counted — bump `seq` and wake. With nobody waiting this touches no shared word at all:
+    /// a waiter that counted itself in after our fence reads the new state instead of sleeping,
+    /// and one that counted in before it is seen here.
     pub(crate) fn after_change(
         seq: &impl Counter,
         waiters: &impl Counter,
         fence: impl Fn(),
         wake: impl FnOnce(),
     ) {
-        seq.add();
         fence();
         if waiters.get() > 0 {
+            seq.add();
             wake();
         }
     }
