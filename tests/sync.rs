@@ -498,6 +498,23 @@ async fn a_barrier_holds_four_processes_for_ten_rounds() -> mp::Result<()> {
         );
     }
     assert!(!barrier.is_broken());
+    // Then abort and reset, and the same barrier serves another round of four.
+    barrier.abort();
+    assert!(barrier.is_broken());
+    assert!(matches!(barrier.wait().await, Err(Error::Broken)));
+    barrier.reset();
+    assert!(!barrier.is_broken());
+    let mut again = Vec::new();
+    for _ in 0..3 {
+        again.push(mp::Process::spawn(barrier_rounds, (barrier.clone(), 1))?);
+    }
+    let mine = barrier.wait_timeout(LIVENESS).await?;
+    let mut seen = vec![mine];
+    for child in &mut again {
+        seen.extend(child.join().await?);
+    }
+    seen.sort();
+    assert_eq!(seen, [0, 1, 2, 3]);
     Ok(())
 }
 
