@@ -49,7 +49,7 @@ mod write_side;
 
 pub use connection::{Connection, Credentials, Receiver, Sender};
 pub(crate) use fd_channel::FdChannel;
-pub(crate) use frame::Frame;
+pub(crate) use frame::{Frame, header as frame_header};
 pub use listener::{
     Address, Client, ClientBuilder, DEFAULT_HANDSHAKE_TIMEOUT, Listener, ListenerBuilder,
 };

@@ -411,8 +411,7 @@ impl<R> Drop for Process<R> {
 /// The bootstrap frame as `FdChannel` lays it out: length and fd count, then the payload.
 fn frame_with_header(payload: &[u8], nfds: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 8);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(nfds as u32).to_le_bytes());
+    out.extend_from_slice(&crate::connection::frame_header(payload.len(), nfds));
     out.extend_from_slice(payload);
     out
 }

@@ -243,7 +243,6 @@ impl<T: Serialize> Queue<T> {
                 Err(Error::Closed) => PutError::Closed(item),
                 Err(e) => PutError::Other(item, e),
             };
-            self.ring.discard(record);
             return Err(failed);
         }
     }
@@ -373,7 +372,6 @@ impl<T: Serialize> Queue<T> {
             Err(Error::Closed) => PutError::Closed(item),
             Err(e) => PutError::Other(item, e),
         };
-        self.ring.discard(record);
         Err(failed)
     }
 
@@ -394,7 +392,6 @@ impl<T: Serialize> Queue<T> {
                 Err(Error::Closed) => PutError::Closed(item),
                 Err(e) => PutError::Other(item, e),
             };
-            self.ring.discard(record);
             return Err(failed);
         }
     }
@@ -421,7 +418,6 @@ impl<T> Queue<T> {
                     self.ring.wait_room(record.payload.len(), None).await;
                 }
                 Err(e) => {
-                    self.ring.discard(record);
                     return Err(e);
                 }
             }
@@ -461,7 +457,6 @@ impl<T> Queue<T> {
                     self.ring.wait_room_blocking(record.payload.len(), None);
                 }
                 Err(e) => {
-                    self.ring.discard(record);
                     return Err(e);
                 }
             }

@@ -551,8 +551,8 @@ impl Ring {
     }
 
     /// Turns an item into what the ring stores: itself, or — for an item larger than the ring,
-    /// in a FIFO queue — the name of a named segment holding it. Call [`discard`](Self::discard)
-    /// if the record is then not queued.
+    /// in a FIFO queue — the name of a named segment holding it. Dropping the record
+    /// without queueing it removes the spill segment again.
     pub(crate) fn prepare(&self, payload: Vec<u8>) -> Result<Record> {
         if self.fits_inline(payload.len()) {
             return Ok(Record {
@@ -585,25 +585,18 @@ impl Ring {
         })
     }
 
-    /// Drops a record that was not queued (removing its spill segment, if any).
-    pub(crate) fn discard(&self, record: Record) {
-        drop(record);
-    }
-
     /// Reads a spilled item and removes its segment. The name must be one of ours: a hostile
     /// record cannot make us read or unlink anything else.
     fn unspill(&self, name: &[u8]) -> Result<Vec<u8>> {
         let name = std::str::from_utf8(name)
             .map_err(|_| Error::Corrupt("spill name is not UTF-8".into()))?;
-        let rest = name
-            .strip_prefix(&self.spill_prefix())
+        name.strip_prefix(&self.spill_prefix())
             .filter(|r| r.len() < 64 && r.bytes().all(|b| b.is_ascii_digit() || b == b'-'))
             .ok_or_else(|| {
                 Error::Corrupt(format!(
                     "record names a segment that is not this queue's: {name:?}"
                 ))
             })?;
-        let _ = rest;
         let spill = crate::SharedMemory::open(name)
             .map_err(|e| Error::Corrupt(format!("spilled item {name:?} is gone: {e}")))?;
         if spill.size() > self.limits.max_message {

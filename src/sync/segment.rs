@@ -19,7 +19,6 @@ use crate::{Error, Result};
 pub(crate) struct Segment {
     shm: SharedMemory,
     pub(crate) channel: WaitChannel,
-    kind: Kind,
 }
 
 impl Segment {
@@ -32,7 +31,7 @@ impl Segment {
     ) -> Result<Self> {
         let shm = SharedMemory::create_kind(kind, CHANNEL_SIZE + state, None, init)?;
         let channel = WaitChannel::new(shm.clone(), 0, eventfd::create()?)?;
-        Ok(Segment { shm, channel, kind })
+        Ok(Segment { shm, channel })
     }
 
     /// The `AtomicU32` at state offset `offset` (fixed by the primitive, in range by construction).
@@ -79,12 +78,7 @@ impl Segment {
             ));
         }
         let channel = WaitChannel::new(shm.clone(), 0, doorbell)?;
-        Ok(Segment { shm, channel, kind })
-    }
-
-    #[allow(dead_code)]
-    pub(crate) fn kind(&self) -> Kind {
-        self.kind
+        Ok(Segment { shm, channel })
     }
 
     /// The segment itself (for a second wait channel in it).
