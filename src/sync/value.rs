@@ -68,9 +68,8 @@ fn check_len<T>(shm: &SharedMemory, len: usize) -> std::result::Result<(), Error
 /// ```
 pub struct Array<T> {
     lock: Lock,
-    shm: SharedMemory,
-    len: usize,
-    _type: PhantomData<fn() -> T>,
+    /// The items themselves: a [`RawArray`] that only this lock guards.
+    raw: RawArray<T>,
 }
 
 /// The items of an [`Array`] while its lock is held; written back on drop.
@@ -93,20 +92,18 @@ impl<T: Pod> Array<T> {
     pub fn new(items: &[T]) -> Result<Self> {
         Ok(Array {
             lock: Lock::new()?,
-            shm: segment_for(items)?,
-            len: items.len(),
-            _type: PhantomData,
+            raw: RawArray::new(items)?,
         })
     }
 
     /// The number of items.
     pub fn len(&self) -> usize {
-        self.len
+        self.raw.len()
     }
 
     /// Whether the array has no items.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.raw.is_empty()
     }
 
     /// The lock guarding the array (Python's `get_lock()`).
@@ -129,8 +126,8 @@ impl<T: Pod> Array<T> {
             Err(e) => return Err(e),
         };
         Ok(ArrayGuard {
-            items: load(&self.shm, self.len),
-            shm: self.shm.clone(),
+            items: self.raw.to_vec(),
+            shm: self.raw.shm.clone(),
             owner_died,
             _guard: guard,
         })
@@ -176,7 +173,7 @@ impl<T: Pod> Array<T> {
 
     /// A copy of the items, read without the lock (may mix concurrent writes).
     pub fn to_vec(&self) -> Vec<T> {
-        load(&self.shm, self.len)
+        self.raw.to_vec()
     }
 }
 
@@ -218,9 +215,7 @@ impl<T> Clone for Array<T> {
     fn clone(&self) -> Self {
         Array {
             lock: self.lock.clone(),
-            shm: self.shm.clone(),
-            len: self.len,
-            _type: PhantomData,
+            raw: self.raw.clone(),
         }
     }
 }
@@ -228,7 +223,7 @@ impl<T> Clone for Array<T> {
 impl<T> fmt::Debug for Array<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Array")
-            .field("len", &self.len)
+            .field("len", &self.raw.len)
             .finish_non_exhaustive()
     }
 }
@@ -244,21 +239,14 @@ where
 
 impl<T> Serialize for Array<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        (&self.lock, &self.shm, self.len as u64).serialize(s)
+        (&self.lock, &self.raw).serialize(s)
     }
 }
 
 impl<'de, T> Deserialize<'de> for Array<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (lock, shm, len): (Lock, SharedMemory, u64) = Deserialize::deserialize(d)?;
-        let len = usize::try_from(len).map_err(serde::de::Error::custom)?;
-        check_len::<T>(&shm, len).map_err(serde::de::Error::custom)?;
-        Ok(Array {
-            lock,
-            shm,
-            len,
-            _type: PhantomData,
-        })
+        let (lock, raw): (Lock, RawArray<T>) = Deserialize::deserialize(d)?;
+        Ok(Array { lock, raw })
     }
 }
 
@@ -387,7 +375,7 @@ impl<T> Serialize for Value<T> {
 impl<'de, T> Deserialize<'de> for Value<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let array = Array::<T>::deserialize(d)?;
-        if array.len != 1 {
+        if array.raw.len != 1 {
             return Err(serde::de::Error::custom("a Value has exactly one item"));
         }
         Ok(Value { array })
