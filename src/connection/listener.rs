@@ -185,6 +185,10 @@ impl<T: Send + 'static> ListenerBuilder<T> {
 
     /// Binds and starts accepting.
     ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future before it completes leaves nothing bound.
+    ///
     /// A Unix socket file left behind by a dead listener is replaced; one that a live listener
     /// serves is an error (`AddrInUse`), and so is a path that is not a socket.
     ///
@@ -210,6 +214,10 @@ impl<T: Send + 'static> ListenerBuilder<T> {
 
 impl<T: Send + 'static> Listener<T> {
     /// Binds to `address`, requiring `authkey` from clients (`None`: no authentication).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`ListenerBuilder::bind`].
     ///
     /// # Errors
     ///

@@ -349,6 +349,11 @@ impl<T: Serialize> Queue<T> {
     }
 
     /// A [`Sink`](futures::Sink) that puts every item it is sent, for `SinkExt` pipelines.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`put`](Self::put): an item being sent when the sink's future is dropped is either
+    /// queued whole or dropped.
     pub fn into_sink(self) -> impl futures::Sink<T, Error = Error>
     where
         T: 'static,
@@ -541,6 +546,10 @@ impl<T: DeserializeOwned> Queue<T> {
     }
 
     /// A [`Stream`](futures::Stream) of the items, ending when the queue is closed and drained.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`get`](Self::get): a dropped `next()` took nothing.
     pub fn into_stream(self) -> impl futures::Stream<Item = Result<T>>
     where
         T: 'static,
