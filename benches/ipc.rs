@@ -505,7 +505,14 @@ fn print(rows: &[Row]) {
 #[tokio::main]
 async fn main() -> mp::Result<()> {
     mp::init().await?;
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only W1,W3` runs just those workloads (for profiling one at a time).
+    let only: Option<String> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
+    let wanted = |w: &str| only.as_ref().is_none_or(|o| o.split(',').any(|x| x == w));
     let scale = if quick { 20 } else { 1 };
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let python_version = std::process::Command::new("python3")
@@ -537,216 +544,221 @@ async fn main() -> mp::Result<()> {
     let mut rows = Vec::new();
 
     // W1
-    for (system, mode) in [
-        ("Pipe send_bytes (async, awaits each write)", Mode::Send),
-        ("Pipe feed + flush (async, batched)", Mode::Batched),
-        ("Pipe send_bytes_blocking (threads)", Mode::Blocking),
-    ] {
-        let mut row = Row::new("W1", system, true, "msg/s", true);
-        for _ in 0..3 {
-            row.runs.push(w1 as f64 / one_way_pipe(w1, 64, mode).await?);
+    if wanted("W1") {
+        for (system, mode) in [
+            ("Pipe send_bytes (async, awaits each write)", Mode::Send),
+            ("Pipe feed + flush (async, batched)", Mode::Batched),
+            ("Pipe send_bytes_blocking (threads)", Mode::Blocking),
+        ] {
+            let mut row = Row::new("W1", system, true, "msg/s", true);
+            for _ in 0..3 {
+                row.runs.push(w1 as f64 / one_way_pipe(w1, 64, mode).await?);
+            }
+            rows.push(row);
         }
-        rows.push(row);
-    }
-    for (system, batched) in [
-        ("tokio UnixStream + LengthDelimitedCodec, send", false),
-        ("tokio UnixStream + LengthDelimitedCodec, feed+flush", true),
-    ] {
-        let mut row = Row::new("W1", system, false, "msg/s", true);
-        for _ in 0..3 {
-            row.runs
-                .push(w1 as f64 / one_way_codec(w1, 64, batched).await?);
+        for (system, batched) in [
+            ("tokio UnixStream + LengthDelimitedCodec, send", false),
+            ("tokio UnixStream + LengthDelimitedCodec, feed+flush", true),
+        ] {
+            let mut row = Row::new("W1", system, false, "msg/s", true);
+            for _ in 0..3 {
+                row.runs
+                    .push(w1 as f64 / one_way_codec(w1, 64, batched).await?);
+            }
+            rows.push(row);
         }
-        rows.push(row);
-    }
-    for (system, mode) in [
-        ("Queue put_bytes / get_bytes (async)", Mode::Send),
-        ("Queue put_many / get_many (async, batches)", Mode::Batched),
-        ("Queue blocking twins (threads)", Mode::Blocking),
-    ] {
-        let mut row = Row::new("W1", system, true, "msg/s", true);
-        for _ in 0..3 {
-            row.runs
-                .push(w1 as f64 / one_way_queue(w1, 64, mode).await?);
+        for (system, mode) in [
+            ("Queue put_bytes / get_bytes (async)", Mode::Send),
+            ("Queue put_many / get_many (async, batches)", Mode::Batched),
+            ("Queue blocking twins (threads)", Mode::Blocking),
+        ] {
+            let mut row = Row::new("W1", system, true, "msg/s", true);
+            for _ in 0..3 {
+                row.runs
+                    .push(w1 as f64 / one_way_queue(w1, 64, mode).await?);
+            }
+            rows.push(row);
         }
-        rows.push(row);
+        rows.push(python_row(
+            "W1",
+            "Python multiprocessing.Queue",
+            "w1q",
+            w1 / 4,
+            64,
+            "msg/s",
+            true,
+            python_version.is_some(),
+        ));
+        rows.push(python_row(
+            "W1",
+            "Python multiprocessing.SimpleQueue",
+            "w1s",
+            w1 / 4,
+            64,
+            "msg/s",
+            true,
+            python_version.is_some(),
+        ));
+        rows.push(python_row(
+            "W1",
+            "Python multiprocessing.Pipe send_bytes",
+            "w1",
+            w1,
+            64,
+            "msg/s",
+            true,
+            python_version.is_some(),
+        ));
     }
-    rows.push(python_row(
-        "W1",
-        "Python multiprocessing.Queue",
-        "w1q",
-        w1 / 4,
-        64,
-        "msg/s",
-        true,
-        python_version.is_some(),
-    ));
-    rows.push(python_row(
-        "W1",
-        "Python multiprocessing.SimpleQueue",
-        "w1s",
-        w1 / 4,
-        64,
-        "msg/s",
-        true,
-        python_version.is_some(),
-    ));
-    rows.push(python_row(
-        "W1",
-        "Python multiprocessing.Pipe send_bytes",
-        "w1",
-        w1,
-        64,
-        "msg/s",
-        true,
-        python_version.is_some(),
-    ));
-
     // W2
-    for (system, blocking) in [("Pipe async", false), ("Pipe blocking (threads)", true)] {
-        let mut row = Row::new("W2", system, true, "µs p50", false);
+    if wanted("W2") {
+        for (system, blocking) in [("Pipe async", false), ("Pipe blocking (threads)", true)] {
+            let mut row = Row::new("W2", system, true, "µs p50", false);
+            for _ in 0..3 {
+                let mut s = ping_pong_pipe(w2, blocking).await?;
+                row.runs.push(percentile(&mut s, 0.5));
+                row.p99s.push(percentile(&mut s, 0.99));
+            }
+            rows.push(row);
+        }
+        let mut row = Row::new(
+            "W2",
+            "tokio UnixStream + LengthDelimitedCodec",
+            false,
+            "µs p50",
+            false,
+        );
         for _ in 0..3 {
-            let mut s = ping_pong_pipe(w2, blocking).await?;
+            let mut s = ping_pong_codec(w2).await?;
             row.runs.push(percentile(&mut s, 0.5));
             row.p99s.push(percentile(&mut s, 0.99));
         }
         rows.push(row);
+        let mut row = Row::new("W2", "Queue (async)", true, "µs p50", false);
+        for _ in 0..3 {
+            let mut s = ping_pong_queue(w2).await?;
+            row.runs.push(percentile(&mut s, 0.5));
+            row.p99s.push(percentile(&mut s, 0.99));
+        }
+        rows.push(row);
+        rows.push(python_row(
+            "W2",
+            "Python multiprocessing.Queue",
+            "w2q",
+            w2 / 4,
+            8,
+            "µs p50",
+            false,
+            python_version.is_some(),
+        ));
+        rows.push(python_row(
+            "W2",
+            "Python multiprocessing.Pipe send_bytes",
+            "w2",
+            w2,
+            8,
+            "µs p50",
+            false,
+            python_version.is_some(),
+        ));
     }
-    let mut row = Row::new(
-        "W2",
-        "tokio UnixStream + LengthDelimitedCodec",
-        false,
-        "µs p50",
-        false,
-    );
-    for _ in 0..3 {
-        let mut s = ping_pong_codec(w2).await?;
-        row.runs.push(percentile(&mut s, 0.5));
-        row.p99s.push(percentile(&mut s, 0.99));
-    }
-    rows.push(row);
-    let mut row = Row::new("W2", "Queue (async)", true, "µs p50", false);
-    for _ in 0..3 {
-        let mut s = ping_pong_queue(w2).await?;
-        row.runs.push(percentile(&mut s, 0.5));
-        row.p99s.push(percentile(&mut s, 0.99));
-    }
-    rows.push(row);
-    rows.push(python_row(
-        "W2",
-        "Python multiprocessing.Queue",
-        "w2q",
-        w2 / 4,
-        8,
-        "µs p50",
-        false,
-        python_version.is_some(),
-    ));
-    rows.push(python_row(
-        "W2",
-        "Python multiprocessing.Pipe send_bytes",
-        "w2",
-        w2,
-        8,
-        "µs p50",
-        false,
-        python_version.is_some(),
-    ));
-
     // W3
-    let gb = |secs: f64| (w3 * w3_size) as f64 / secs / 1e9;
-    let mut row = Row::new("W3", "Pipe send_bytes 1 MiB", true, "GB/s", true);
-    for _ in 0..3 {
-        row.runs
-            .push(gb(one_way_pipe(w3, w3_size, Mode::Send).await?));
+    if wanted("W3") {
+        let gb = |secs: f64| (w3 * w3_size) as f64 / secs / 1e9;
+        let mut row = Row::new("W3", "Pipe send_bytes 1 MiB", true, "GB/s", true);
+        for _ in 0..3 {
+            row.runs
+                .push(gb(one_way_pipe(w3, w3_size, Mode::Send).await?));
+        }
+        rows.push(row);
+        let mut row = Row::new(
+            "W3",
+            "tokio UnixStream + LengthDelimitedCodec",
+            false,
+            "GB/s",
+            true,
+        );
+        for _ in 0..3 {
+            row.runs.push(gb(one_way_codec(w3, w3_size, false).await?));
+        }
+        rows.push(row);
+        let mut row = Row::new("W3", "Queue put_bytes 1 MiB", true, "GB/s", true);
+        for _ in 0..3 {
+            row.runs
+                .push(gb(one_way_queue(w3, w3_size, Mode::Send).await?));
+        }
+        rows.push(row);
+        rows.push(python_row(
+            "W3",
+            "Python multiprocessing.Queue",
+            "w3q",
+            w3 / 4,
+            w3_size,
+            "GB/s",
+            true,
+            python_version.is_some(),
+        ));
+        rows.push(python_row(
+            "W3",
+            "Python multiprocessing.Pipe send_bytes",
+            "w3",
+            w3,
+            w3_size,
+            "GB/s",
+            true,
+            python_version.is_some(),
+        ));
     }
-    rows.push(row);
-    let mut row = Row::new(
-        "W3",
-        "tokio UnixStream + LengthDelimitedCodec",
-        false,
-        "GB/s",
-        true,
-    );
-    for _ in 0..3 {
-        row.runs.push(gb(one_way_codec(w3, w3_size, false).await?));
-    }
-    rows.push(row);
-    let mut row = Row::new("W3", "Queue put_bytes 1 MiB", true, "GB/s", true);
-    for _ in 0..3 {
-        row.runs
-            .push(gb(one_way_queue(w3, w3_size, Mode::Send).await?));
-    }
-    rows.push(row);
-    rows.push(python_row(
-        "W3",
-        "Python multiprocessing.Queue",
-        "w3q",
-        w3 / 4,
-        w3_size,
-        "GB/s",
-        true,
-        python_version.is_some(),
-    ));
-    rows.push(python_row(
-        "W3",
-        "Python multiprocessing.Pipe send_bytes",
-        "w3",
-        w3,
-        w3_size,
-        "GB/s",
-        true,
-        python_version.is_some(),
-    ));
-
     // W4
-    let w4 = 1_000_000 / scale;
-    for (system, blocking) in [
-        ("Lock + Value (async)", false),
-        ("Lock + Value (blocking threads)", true),
-    ] {
-        let mut row = Row::new("W4", system, true, "ops/s", true);
-        for _ in 0..3 {
-            row.runs.push(contended_lock(w4, blocking).await?);
+    if wanted("W4") {
+        let w4 = 1_000_000 / scale;
+        for (system, blocking) in [
+            ("Lock + Value (async)", false),
+            ("Lock + Value (blocking threads)", true),
+        ] {
+            let mut row = Row::new("W4", system, true, "ops/s", true);
+            for _ in 0..3 {
+                row.runs.push(contended_lock(w4, blocking).await?);
+            }
+            rows.push(row);
         }
-        rows.push(row);
+        rows.push(python_row(
+            "W4",
+            "Python multiprocessing.Lock + RawValue",
+            "w4",
+            w4,
+            0,
+            "ops/s",
+            true,
+            python_version.is_some(),
+        ));
     }
-    rows.push(python_row(
-        "W4",
-        "Python multiprocessing.Lock + RawValue",
-        "w4",
-        w4,
-        0,
-        "ops/s",
-        true,
-        python_version.is_some(),
-    ));
-
     // W5
-    let w5 = 10_000 / scale.min(4);
-    for (system, blocking) in [
-        ("Event async (eventfd + epoll)", false),
-        ("Event blocking (futex)", true),
-    ] {
-        let mut row = Row::new("W5", system, true, "µs p50", false);
-        for _ in 0..3 {
-            let mut s = event_wake(w5, blocking).await?;
-            row.runs.push(percentile(&mut s, 0.5));
-            row.p99s.push(percentile(&mut s, 0.99));
+    if wanted("W5") {
+        let w5 = 10_000 / scale.min(4);
+        for (system, blocking) in [
+            ("Event async (eventfd + epoll)", false),
+            ("Event blocking (futex)", true),
+        ] {
+            let mut row = Row::new("W5", system, true, "µs p50", false);
+            for _ in 0..3 {
+                let mut s = event_wake(w5, blocking).await?;
+                row.runs.push(percentile(&mut s, 0.5));
+                row.p99s.push(percentile(&mut s, 0.99));
+            }
+            rows.push(row);
         }
-        rows.push(row);
+        rows.push(python_row(
+            "W5",
+            "Python multiprocessing.Event",
+            "w5",
+            w5,
+            0,
+            "µs p50",
+            false,
+            python_version.is_some(),
+        ));
     }
-    rows.push(python_row(
-        "W5",
-        "Python multiprocessing.Event",
-        "w5",
-        w5,
-        0,
-        "µs p50",
-        false,
-        python_version.is_some(),
-    ));
-
     print(&rows);
     Ok(())
 }

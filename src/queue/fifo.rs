@@ -51,7 +51,7 @@ impl<T> QueueBuilder<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for a capacity under 64 bytes; [`Error::Io`] when the memory
+    /// [`Error::InvalidArgument`] for a capacity under 64 bytes or over 1 GiB; [`Error::Io`] when the memory
     /// cannot be had.
     pub fn build(self) -> Result<Queue<T>> {
         self.build_with(Order::Fifo, false, None)

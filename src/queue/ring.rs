@@ -1,16 +1,28 @@
-//! The engine under every queue flavour: a byte ring in a shared segment, guarded by a robust
-//! [`Lock`], with one wait channel for "not empty" and one for "not full".
+//! The engine under every queue flavour: a byte ring in a shared segment, guarded by robust
+//! [`Lock`]s, with one wait channel for "not empty" and one for "not full".
 //!
 //! ```text
-//! record = len u32 | reserved u32 | payload, padded to 8 bytes
+//! record = len u32 | flags u32 | payload, padded to 8 bytes
+//! tail   = items put (u32, wrapping) | byte position (u32, modulo 2 × capacity)
+//! head   = items taken               | byte position
 //! ```
 //!
 //! A put writes the whole record first and then commits it with one store of `tail`; a get copies
-//! the record out and then commits with one store of `head`. A process killed in the middle
-//! leaves either the whole record or none of it, and the next locker (told by the lock that the
-//! owner died) re-walks the ring, checks every length against process-local limits and
-//! recomputes the item count before anyone continues. Everything read from the ring is validated;
-//! a ring that fails validation yields [`Error::Corrupt`], never a panic or an out-of-bounds read.
+//! the record out and then commits with one store of `head`. Each commit word carries its side's
+//! item count next to its position, so one store moves both and the length (`tail.items -
+//! head.items`) is exact at every instant. A process killed in the middle leaves either the whole
+//! record or none of it.
+//!
+//! A FIFO queue has two locks, one for putters and one for getters, as in Michael and Scott's
+//! two-lock queue: a putter only writes bytes past `tail` and a getter only reads bytes before
+//! it, so they never wait for each other, and each side's lock word and commit word sit on their
+//! own cache lines. With one producer and one consumer neither lock ever leaves its process's
+//! cache. LIFO and priority queues take items from anywhere, so every operation there takes the
+//! one lock; a record taken from the middle is flagged `TAKEN` (one aligned store), and the next
+//! locker after a death re-walks the ring and recomputes the count.
+//!
+//! Everything read from the ring is validated against process-local limits; a ring that fails
+//! validation yields [`Error::Corrupt`], never a panic or an out-of-bounds read.
 
 use std::fmt;
 use std::sync::Arc;
@@ -27,20 +39,24 @@ use crate::sync::{Lock, LockError, LockGuard};
 use crate::sys::eventfd;
 use crate::{Error, Result};
 
-// State layout (after the "not empty" channel).
+// State layout (offsets after the "not empty" channel, which fills the first 16 bytes). Words
+// written on every operation get a cache line each, so a putter and a getter in two processes
+// do not pull one line back and forth.
 const NOT_FULL: usize = 0; // a second wait channel
-const HEAD: usize = 16; // u64 byte position of the oldest record
-const TAIL: usize = 24; // u64 byte position after the newest record
-const COUNT: usize = 32; // u64 number of records
-const CAPACITY: usize = 40; // u64 ring bytes (fixed)
-const MAX_ITEMS: usize = 48; // u64, 0 = only the bytes limit (fixed)
-const MAX_MESSAGE: usize = 56; // u64 (fixed)
-const CLOSED: usize = 64; // u32
-const ORDER: usize = 68; // u32: which record a get takes (fixed)
-const UNFINISHED: usize = 72; // u64: puts not yet matched by task_done (JoinableQueue)
-const JOINABLE: usize = 80; // u32 (fixed)
-const QUEUE_ID: usize = 88; // u64, random, names this queue's spill segments (fixed)
-const RING: usize = 128;
+const CAPACITY: usize = 16; // u64 ring bytes (fixed)
+const MAX_ITEMS: usize = 24; // u64, 0 = only the bytes limit (fixed)
+const MAX_MESSAGE: usize = 32; // u64 (fixed)
+const ORDER: usize = 40; // u32: which record a get takes (fixed)
+const JOINABLE: usize = 44; // u32 (fixed)
+const QUEUE_ID: usize = 48; // u64, random, names this queue's spill segments (fixed)
+const CLOSED: usize = 112; // u32, its own line: read by every put
+const TAIL: usize = 176; // u64 commit word of the putters, its own line
+const HEAD: usize = 240; // u64 commit word of the getters, its own line
+const UNFINISHED: usize = 304; // u64: puts not yet matched by task_done (JoinableQueue)
+const RING: usize = 368; // 64-byte aligned in the mapping (the state starts 16 bytes in)
+
+/// The largest ring: positions run modulo twice the capacity in 32 bits.
+const MAX_CAPACITY: usize = 1 << 30;
 
 /// A record's flags word: set once a get took it out of the middle of the ring.
 const TAKEN: u32 = 1;
@@ -106,9 +122,30 @@ impl Drop for Record {
 
 /// A live record found by a walk.
 struct Found {
-    pos: u64,
+    pos: u32,
     rec: usize,
     payload: Vec<u8>,
+}
+
+/// One side's commit word: how many items that side has moved (wrapping) and where it is in the
+/// ring (a byte position modulo twice the capacity, so a full ring and an empty one differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mark {
+    items: u32,
+    pos: u32,
+}
+
+impl Mark {
+    fn unpack(word: u64) -> Mark {
+        Mark {
+            items: (word >> 32) as u32,
+            pos: word as u32,
+        }
+    }
+
+    fn pack(self) -> u64 {
+        u64::from(self.items) << 32 | u64::from(self.pos)
+    }
 }
 
 /// The bytes a record of `len` payload bytes takes.
@@ -125,15 +162,18 @@ pub(crate) enum Put {
 pub(crate) struct Ring {
     seg: Arc<Segment>,
     not_full: WaitChannel,
-    lock: Lock,
+    /// Serialises putters (and, for LIFO and priority queues, everyone).
+    put_lock: Lock,
+    /// Serialises getters of a FIFO queue.
+    get_lock: Lock,
     limits: Limits,
 }
 
 impl Ring {
     pub(crate) fn new(limits: Limits) -> Result<Self> {
-        if limits.capacity < 64 || limits.capacity > (1 << 40) {
+        if limits.capacity < 64 || limits.capacity > MAX_CAPACITY {
             return Err(Error::InvalidArgument(
-                "queue capacity must be 64 bytes to 1 TiB".into(),
+                "queue capacity must be 64 bytes to 1 GiB".into(),
             ));
         }
         let capacity = limits.capacity.next_multiple_of(8);
@@ -160,13 +200,52 @@ impl Ring {
         Ok(Ring {
             seg: Arc::new(seg),
             not_full,
-            lock: Lock::new()?,
+            put_lock: Lock::new()?,
+            get_lock: Lock::new()?,
             limits,
         })
     }
 
-    fn pos(&self, o: usize) -> u64 {
-        self.seg.u64(o).load(Ordering::Acquire)
+    fn mark(&self, o: usize) -> Mark {
+        Mark::unpack(self.seg.u64(o).load(Ordering::Acquire))
+    }
+
+    fn commit(&self, o: usize, mark: Mark) {
+        self.seg.u64(o).store(mark.pack(), Ordering::Release);
+    }
+
+    /// `head` and `tail` as they both were at one instant (re-read until `head` holds still).
+    fn snapshot(&self) -> (Mark, Mark) {
+        loop {
+            let head = self.mark(HEAD);
+            let tail = self.mark(TAIL);
+            if self.mark(HEAD) == head {
+                return (head, tail);
+            }
+        }
+    }
+
+    /// Positions run modulo twice the capacity.
+    fn wrap(&self) -> u32 {
+        2 * self.limits.capacity as u32
+    }
+
+    fn advance(&self, pos: u32, by: usize) -> u32 {
+        ((u64::from(pos) + by as u64) % u64::from(self.wrap())) as u32
+    }
+
+    /// Bytes from `from` to `to` going forward.
+    fn distance(&self, from: u32, to: u32) -> u64 {
+        (u64::from(to) + u64::from(self.wrap()) - u64::from(from)) % u64::from(self.wrap())
+    }
+
+    fn offset(&self, pos: u32) -> usize {
+        pos as usize % self.limits.capacity
+    }
+
+    /// Whether the single lock guards everything (LIFO and priority queues).
+    fn single_lock(&self) -> bool {
+        self.limits.order != Order::Fifo
     }
 
     pub(crate) fn limits(&self) -> Limits {
@@ -174,24 +253,31 @@ impl Ring {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.pos(COUNT) as usize
+        let (head, tail) = self.snapshot();
+        tail.items.wrapping_sub(head.items) as usize
     }
 
     pub(crate) fn is_closed(&self) -> bool {
         self.seg.u32(CLOSED).load(Ordering::Acquire) != 0
     }
 
-    /// Whether a record of `len` bytes would fit now (a hint read without the lock).
-    fn has_room(&self, len: usize) -> bool {
-        let used = self.pos(TAIL).wrapping_sub(self.pos(HEAD));
-        let rec = record_size(len).unwrap_or(usize::MAX) as u64;
-        let items_ok = self.limits.max_items == 0 || self.pos(COUNT) < self.limits.max_items;
+    /// Whether `rec` more bytes and one more item fit between `head` and `tail`.
+    fn room_for(&self, head: Mark, tail: Mark, rec: u64) -> bool {
+        let items = tail.items.wrapping_sub(head.items);
+        let items_ok = self.limits.max_items == 0 || u64::from(items) < self.limits.max_items;
+        let used = self.distance(head.pos, tail.pos);
         items_ok && used.saturating_add(rec) <= self.limits.capacity as u64
     }
 
+    /// Whether a record of `len` bytes would fit now (a hint read without the lock).
+    fn has_room(&self, len: usize) -> bool {
+        let (head, tail) = self.snapshot();
+        let rec = record_size(len).unwrap_or(usize::MAX) as u64;
+        self.room_for(head, tail, rec)
+    }
+
     pub(crate) fn is_full(&self) -> bool {
-        let items_full = self.limits.max_items != 0 && self.pos(COUNT) >= self.limits.max_items;
-        items_full || !self.has_room(0)
+        !self.has_room(0)
     }
 
     /// Refuses a message that can never be queued: over the maximum message size, or (for
@@ -210,9 +296,9 @@ impl Ring {
         Ok(())
     }
 
-    fn write_wrapped(&self, pos: u64, data: &[u8]) -> Result<()> {
+    fn write_wrapped(&self, pos: u32, data: &[u8]) -> Result<()> {
         let cap = self.limits.capacity;
-        let off = (pos % cap as u64) as usize;
+        let off = self.offset(pos);
         let first = data.len().min(cap - off);
         self.seg.write(RING + off, &data[..first])?;
         if first < data.len() {
@@ -221,9 +307,9 @@ impl Ring {
         Ok(())
     }
 
-    fn read_wrapped(&self, pos: u64, buf: &mut [u8]) -> Result<()> {
+    fn read_wrapped(&self, pos: u32, buf: &mut [u8]) -> Result<()> {
         let cap = self.limits.capacity;
-        let off = (pos % cap as u64) as usize;
+        let off = self.offset(pos);
         let first = buf.len().min(cap - off);
         self.seg.read(RING + off, &mut buf[..first])?;
         if first < buf.len() {
@@ -233,9 +319,9 @@ impl Ring {
     }
 
     /// A private copy of `len` bytes at ring position `pos`.
-    fn read_vec(&self, pos: u64, len: usize) -> Result<Vec<u8>> {
+    fn read_vec(&self, pos: u32, len: usize) -> Result<Vec<u8>> {
         let cap = self.limits.capacity;
-        let off = (pos % cap as u64) as usize;
+        let off = self.offset(pos);
         let first = len.min(cap - off);
         let mut out = Vec::with_capacity(len);
         self.seg.read_append(RING + off, first, &mut out)?;
@@ -246,19 +332,18 @@ impl Ring {
     }
 
     /// The flags word of the record at `pos` (8-aligned, so never split by the wrap).
-    fn flags(&self, pos: u64) -> &std::sync::atomic::AtomicU32 {
-        let off = (pos % self.limits.capacity as u64) as usize;
-        self.seg.u32(RING + off + 4)
+    fn flags(&self, pos: u32) -> &std::sync::atomic::AtomicU32 {
+        self.seg.u32(RING + self.offset(pos) + 4)
     }
 
     /// Reads and validates the record header at `pos`, given the committed `tail`.
-    fn record_at(&self, pos: u64, tail: u64) -> Result<(usize, usize)> {
+    fn record_at(&self, pos: u32, tail: u32) -> Result<(usize, usize)> {
         let mut header = [0u8; RECORD_HEADER];
         self.read_wrapped(pos, &mut header)?;
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         let rec =
             record_size(len).ok_or_else(|| Error::Corrupt("record length overflows".into()))?;
-        if len > self.limits.max_message || (rec as u64) > tail.wrapping_sub(pos) {
+        if len > self.limits.max_message || (rec as u64) > self.distance(pos, tail) {
             return Err(Error::Corrupt(format!(
                 "queue record of {len} bytes at {pos} does not fit before {tail}"
             )));
@@ -266,34 +351,50 @@ impl Ring {
         Ok((len, rec))
     }
 
-    fn check_positions(&self) -> Result<(u64, u64)> {
-        let (head, tail) = (self.pos(HEAD), self.pos(TAIL));
-        if head > tail
-            || tail - head > self.limits.capacity as u64
-            || head % 8 != 0
-            || tail % 8 != 0
+    /// `head` and `tail`, checked: both inside the position space, 8-aligned, and no more
+    /// than the capacity apart.
+    fn check_positions(&self) -> Result<(Mark, Mark)> {
+        let (head, tail) = self.snapshot();
+        let ok = |m: Mark| m.pos < self.wrap() && m.pos % 8 == 0;
+        let used = self.distance(head.pos, tail.pos);
+        let items = tail.items.wrapping_sub(head.items);
+        if !ok(head)
+            || !ok(tail)
+            || used > self.limits.capacity as u64
+            || u64::from(items) > used / RECORD_HEADER as u64
         {
             return Err(Error::Corrupt(format!(
-                "queue positions head {head}, tail {tail} are impossible"
+                "queue positions head {head:?}, tail {tail:?} are impossible"
             )));
         }
         Ok((head, tail))
     }
 
-    /// After an owner died inside the lock: walk every committed record, validate it and
-    /// recompute the count. The dead owner's uncommitted record is simply not there.
+    /// After an owner died inside a lock. In a FIFO queue every change is one commit store, so
+    /// the ring is whole either way and only needs checking. In a LIFO or priority queue a take
+    /// flags its record before committing the count: walk every committed record, validate it
+    /// and recount. The dead owner's uncommitted record is simply not there.
     fn recover(&self) -> Result<()> {
         let (head, tail) = self.check_positions()?;
-        let mut pos = head;
-        let mut count = 0u64;
-        while pos < tail {
-            let (_, rec) = self.record_at(pos, tail)?;
-            if self.flags(pos).load(Ordering::Acquire) & TAKEN == 0 {
-                count += 1;
-            }
-            pos += rec as u64;
+        if !self.single_lock() {
+            return Ok(());
         }
-        self.seg.u64(COUNT).store(count, Ordering::Release);
+        let mut pos = head.pos;
+        let mut live = 0u32;
+        while pos != tail.pos {
+            let (_, rec) = self.record_at(pos, tail.pos)?;
+            if self.flags(pos).load(Ordering::Acquire) & TAKEN == 0 {
+                live += 1;
+            }
+            pos = self.advance(pos, rec);
+        }
+        self.commit(
+            HEAD,
+            Mark {
+                items: tail.items.wrapping_sub(live),
+                pos: head.pos,
+            },
+        );
         Ok(())
     }
 
@@ -312,144 +413,159 @@ impl Ring {
         }
     }
 
-    async fn locked(&self) -> Result<LockGuard> {
-        self.take_lock(self.lock.lock().await)
+    fn get_lock(&self) -> &Lock {
+        if self.single_lock() {
+            &self.put_lock
+        } else {
+            &self.get_lock
+        }
     }
 
-    fn locked_blocking(&self) -> Result<LockGuard> {
-        self.take_lock(self.lock.lock_blocking())
+    async fn put_locked(&self) -> Result<LockGuard> {
+        self.take_lock(self.put_lock.lock().await)
     }
 
-    /// With the lock held: appends a record if it fits.
-    fn put_locked(&self, payload: &[u8]) -> Result<Put> {
-        self.put_record_locked(payload, 0)
+    fn put_locked_blocking(&self) -> Result<LockGuard> {
+        self.take_lock(self.put_lock.lock_blocking())
     }
 
-    fn put_record_locked(&self, payload: &[u8], flags: u32) -> Result<Put> {
+    async fn get_locked(&self) -> Result<LockGuard> {
+        self.take_lock(self.get_lock().lock().await)
+    }
+
+    fn get_locked_blocking(&self) -> Result<LockGuard> {
+        self.take_lock(self.get_lock().lock_blocking())
+    }
+
+    /// With the put lock held: appends a record if it fits.
+    fn put_record(&self, payload: &[u8], flags: u32) -> Result<Put> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
         let (head, tail) = self.check_positions()?;
         let rec = record_size(payload.len()).expect("checked by check_size");
-        let count = self.pos(COUNT);
-        let items_ok = self.limits.max_items == 0 || count < self.limits.max_items;
-        if !items_ok || (tail - head) + rec as u64 > self.limits.capacity as u64 {
+        if !self.room_for(head, tail, rec as u64) {
             return Ok(Put::Full);
         }
         let mut header = [0u8; RECORD_HEADER];
         header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
         header[4..].copy_from_slice(&flags.to_le_bytes());
-        self.write_wrapped(tail, &header)?;
-        self.write_wrapped(tail + RECORD_HEADER as u64, payload)?;
-        // Commit: one store makes the whole record visible.
-        self.seg
-            .u64(TAIL)
-            .store(tail + rec as u64, Ordering::Release);
-        self.seg.u64(COUNT).store(count + 1, Ordering::Release);
+        self.write_wrapped(tail.pos, &header)?;
+        self.write_wrapped(self.advance(tail.pos, RECORD_HEADER), payload)?;
         if self.limits.joinable {
             self.seg.u64(UNFINISHED).fetch_add(1, Ordering::AcqRel);
         }
+        // Commit: one store makes the whole record visible and counts it.
+        self.commit(
+            TAIL,
+            Mark {
+                items: tail.items.wrapping_add(1),
+                pos: self.advance(tail.pos, rec),
+            },
+        );
         Ok(Put::Done)
     }
 
     /// With the lock held: every live record, oldest first.
-    fn live_records(&self, head: u64, tail: u64) -> Result<Vec<Found>> {
+    fn live_records(&self, head: Mark, tail: Mark) -> Result<Vec<Found>> {
         let mut found = Vec::new();
-        let mut pos = head;
-        while pos < tail {
-            let (len, rec) = self.record_at(pos, tail)?;
+        let mut pos = head.pos;
+        while pos != tail.pos {
+            let (len, rec) = self.record_at(pos, tail.pos)?;
             if self.flags(pos).load(Ordering::Acquire) & TAKEN == 0 {
-                let payload = self.read_vec(pos + RECORD_HEADER as u64, len)?;
+                let payload = self.read_vec(self.advance(pos, RECORD_HEADER), len)?;
                 found.push(Found { pos, rec, payload });
             }
-            pos += rec as u64;
+            pos = self.advance(pos, rec);
         }
         Ok(found)
     }
 
-    /// With the lock held: removes one record, chosen by the queue's order, if any.
-    ///
-    /// A record taken from the middle is only flagged (one aligned store), so a process killed
-    /// here leaves it either taken or not; `head` and `tail` then move past flagged records.
-    fn get_locked(&self, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
-        let (mut head, tail) = self.check_positions()?;
-        // Drop records flagged as taken from the front.
-        while head < tail && self.flags(head).load(Ordering::Acquire) & TAKEN != 0 {
-            let (_, rec) = self.record_at(head, tail)?;
-            head += rec as u64;
-            self.seg.u64(HEAD).store(head, Ordering::Release);
-        }
-        if head == tail {
+    /// With the get lock held: removes one record, chosen by the queue's order, if any.
+    fn take_record(&self, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
+        let (head, tail) = self.check_positions()?;
+        if head.pos == tail.pos {
             return if self.is_closed() {
                 Err(Error::Closed)
             } else {
                 Ok(None)
             };
         }
-        let payload = match (self.limits.order, compare) {
-            (Order::Fifo, _) | (Order::Priority, None) => {
-                let (len, rec) = self.record_at(head, tail)?;
-                let payload = self.read_vec(head + RECORD_HEADER as u64, len)?;
-                let spilled = self.flags(head).load(Ordering::Acquire) & SPILLED != 0;
-                // A spilled item is read and its segment removed before the record is
-                // committed as taken: a getter killed in between leaves the record, and at
-                // worst a record whose segment is gone, which the next getter skips.
-                let item = if spilled {
-                    self.unspill(&payload)
-                } else {
-                    Ok(payload)
-                };
-                self.seg
-                    .u64(HEAD)
-                    .store(head + rec as u64, Ordering::Release);
-                if let Err(e) = item {
-                    let count = self.pos(COUNT);
-                    self.seg
-                        .u64(COUNT)
-                        .store(count.saturating_sub(1), Ordering::Release);
-                    return Err(e);
-                }
-                item?
-            }
-            (order, compare) => {
-                let mut live = self.live_records(head, tail)?;
-                if live.is_empty() {
-                    return Err(Error::Corrupt("queue count and records disagree".into()));
-                }
-                let pick = match (order, compare) {
-                    (Order::Lifo, _) => live.len() - 1,
-                    (_, Some(compare)) => {
-                        let mut best = 0;
-                        for i in 1..live.len() {
-                            if compare(&live[i].payload, &live[best].payload)?
-                                == std::cmp::Ordering::Less
-                            {
-                                best = i;
-                            }
-                        }
-                        best
-                    }
-                    _ => 0,
-                };
-                let chosen = live.remove(pick);
-                self.flags(chosen.pos).fetch_or(TAKEN, Ordering::AcqRel);
-                if chosen.pos + chosen.rec as u64 == tail {
-                    // The newest record: give its space back by pulling `tail` in past it and
-                    // any flagged records before it.
-                    let end = live.last().map_or(head, |f| f.pos + f.rec as u64);
-                    self.seg.u64(TAIL).store(end, Ordering::Release);
-                    if live.is_empty() {
-                        self.seg.u64(HEAD).store(end, Ordering::Release);
-                    }
-                }
-                chosen.payload
-            }
+        match (self.limits.order, compare) {
+            (Order::Fifo, _) => self.take_oldest(head, tail).map(Some),
+            (order, compare) => self.take_chosen(head, tail, order, compare).map(Some),
+        }
+    }
+
+    /// The FIFO get: copy the oldest record out, then commit `head` past it.
+    fn take_oldest(&self, head: Mark, tail: Mark) -> Result<Vec<u8>> {
+        let (len, rec) = self.record_at(head.pos, tail.pos)?;
+        let payload = self.read_vec(self.advance(head.pos, RECORD_HEADER), len)?;
+        let spilled = self.flags(head.pos).load(Ordering::Acquire) & SPILLED != 0;
+        // A spilled item is read and its segment removed before the record is committed as
+        // taken: a getter killed in between leaves the record, and at worst a record whose
+        // segment is gone, which the next getter reports and skips.
+        let item = if spilled {
+            self.unspill(&payload)
+        } else {
+            Ok(payload)
         };
-        let count = self.pos(COUNT);
-        self.seg
-            .u64(COUNT)
-            .store(count.saturating_sub(1), Ordering::Release);
-        Ok(Some(payload))
+        self.commit(
+            HEAD,
+            Mark {
+                items: head.items.wrapping_add(1),
+                pos: self.advance(head.pos, rec),
+            },
+        );
+        item
+    }
+
+    /// The LIFO and priority get, under the single lock: pick a live record, flag it `TAKEN`
+    /// (one aligned store, so a process killed here leaves it either taken or not), count it
+    /// out, and give back the space of flagged records at either end.
+    fn take_chosen(
+        &self,
+        head: Mark,
+        tail: Mark,
+        order: Order,
+        compare: Option<Compare>,
+    ) -> Result<Vec<u8>> {
+        let mut live = self.live_records(head, tail)?;
+        if live.is_empty() {
+            return Err(Error::Corrupt("queue count and records disagree".into()));
+        }
+        let pick = match (order, compare) {
+            (Order::Lifo, _) => live.len() - 1,
+            (_, Some(compare)) => {
+                let mut best = 0;
+                for i in 1..live.len() {
+                    if compare(&live[i].payload, &live[best].payload)? == std::cmp::Ordering::Less {
+                        best = i;
+                    }
+                }
+                best
+            }
+            _ => 0,
+        };
+        let chosen = live.remove(pick);
+        self.flags(chosen.pos).fetch_or(TAKEN, Ordering::AcqRel);
+        // Space before the first live record and after the last one is free again. `head`
+        // is committed first, so the count never exceeds what the ring holds.
+        let (start, end) = match (live.first(), live.last()) {
+            (Some(first), Some(last)) => (first.pos, self.advance(last.pos, last.rec)),
+            _ => (head.pos, head.pos),
+        };
+        self.commit(
+            HEAD,
+            Mark {
+                items: head.items.wrapping_add(1),
+                pos: start,
+            },
+        );
+        if end != tail.pos {
+            self.commit(TAIL, Mark { pos: end, ..tail });
+        }
+        Ok(chosen.payload)
     }
 
     /// Marks one put item processed (JoinableQueue's `task_done`).
@@ -466,7 +582,7 @@ impl Ring {
 
     /// Items put but not yet marked done.
     pub(crate) fn unfinished(&self) -> u64 {
-        self.pos(UNFINISHED)
+        self.seg.u64(UNFINISHED).load(Ordering::Acquire)
     }
 
     /// Waits until every put item was marked done. `false` on timeout.
@@ -489,11 +605,11 @@ impl Ring {
 
     /// One locked attempt to put as many of `payloads` as fit; returns how many went in.
     pub(crate) async fn try_put_many(&self, payloads: &[Vec<u8>]) -> Result<usize> {
-        let guard = self.locked().await?;
+        let guard = self.put_locked().await?;
         let mut n = 0;
         let mut result = Ok(());
         for p in payloads {
-            match self.put_locked(p) {
+            match self.put_record(p, 0) {
                 Ok(Put::Done) => n += 1,
                 Ok(Put::Full) => break,
                 Err(e) => {
@@ -515,11 +631,11 @@ impl Ring {
         max: usize,
         compare: Option<Compare>,
     ) -> Result<Vec<Vec<u8>>> {
-        let guard = self.locked().await?;
+        let guard = self.get_locked().await?;
         let mut out = Vec::new();
         let mut result = Ok(());
         while out.len() < max {
-            match self.get_locked(compare) {
+            match self.take_record(compare) {
                 Ok(Some(p)) => out.push(p),
                 Ok(None) => break,
                 Err(e) => {
@@ -642,7 +758,7 @@ impl Ring {
             return;
         }
         // Only names no queued record refers to: a dead producer may have queued its item.
-        let Ok(guard) = self.locked_blocking() else {
+        let Ok(guard) = self.get_locked_blocking() else {
             return;
         };
         let referenced: Vec<Vec<u8>> = self
@@ -660,9 +776,8 @@ impl Ring {
 
     /// One locked attempt to queue a prepared record; wakes getters on success.
     pub(crate) async fn try_put_record(&self, record: &mut Record) -> Result<Put> {
-        let guard = self.locked().await?;
-        let result =
-            self.put_record_locked(&record.payload, if record.spilled { SPILLED } else { 0 });
+        let guard = self.put_locked().await?;
+        let result = self.put_record(&record.payload, if record.spilled { SPILLED } else { 0 });
         record.queued = matches!(result, Ok(Put::Done));
         drop(guard);
         if let Ok(Put::Done) = result {
@@ -672,9 +787,8 @@ impl Ring {
     }
 
     pub(crate) fn try_put_record_blocking(&self, record: &mut Record) -> Result<Put> {
-        let guard = self.locked_blocking()?;
-        let result =
-            self.put_record_locked(&record.payload, if record.spilled { SPILLED } else { 0 });
+        let guard = self.put_locked_blocking()?;
+        let result = self.put_record(&record.payload, if record.spilled { SPILLED } else { 0 });
         record.queued = matches!(result, Ok(Put::Done));
         drop(guard);
         if let Ok(Put::Done) = result {
@@ -685,8 +799,8 @@ impl Ring {
 
     /// One locked get attempt; wakes putters on success.
     pub(crate) async fn try_get(&self, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
-        let guard = self.locked().await?;
-        let result = self.get_locked(compare);
+        let guard = self.get_locked().await?;
+        let result = self.take_record(compare);
         drop(guard);
         if let Ok(Some(_)) = result {
             self.not_full.notify();
@@ -695,8 +809,8 @@ impl Ring {
     }
 
     pub(crate) fn try_get_blocking(&self, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
-        let guard = self.locked_blocking()?;
-        let result = self.get_locked(compare);
+        let guard = self.get_locked_blocking()?;
+        let result = self.take_record(compare);
         drop(guard);
         if let Ok(Some(_)) = result {
             self.not_full.notify();
@@ -729,10 +843,8 @@ impl Ring {
 
     /// Waits until something may be queued or the queue closes. `false` on timeout.
     pub(crate) async fn wait_items(&self, deadline: Option<Instant>) -> bool {
-        let ready = || {
-            (self.is_closed() || self.pos(COUNT) > 0 || self.pos(TAIL) != self.pos(HEAD))
-                .then_some(())
-        };
+        let ready =
+            || (self.is_closed() || self.mark(TAIL).pos != self.mark(HEAD).pos).then_some(());
         if spin(ready) {
             return true;
         }
@@ -744,10 +856,8 @@ impl Ring {
     }
 
     pub(crate) fn wait_items_blocking(&self, deadline: Option<Instant>) -> bool {
-        let ready = || {
-            (self.is_closed() || self.pos(COUNT) > 0 || self.pos(TAIL) != self.pos(HEAD))
-                .then_some(())
-        };
+        let ready =
+            || (self.is_closed() || self.mark(TAIL).pos != self.mark(HEAD).pos).then_some(());
         if spin(ready) {
             return true;
         }
@@ -773,7 +883,8 @@ impl Ring {
         Ok(RingWire {
             seg: self.seg.to_wire(fds)?,
             not_full: fds.push(self.not_full.doorbell())?,
-            lock: self.lock.clone(),
+            put_lock: self.put_lock.clone(),
+            get_lock: self.get_lock.clone(),
         })
     }
 
@@ -782,7 +893,10 @@ impl Ring {
         let corrupt = |what: &str| Error::Corrupt(format!("queue header: {what}"));
         let capacity = usize::try_from(seg.u64(CAPACITY).load(Ordering::Relaxed))
             .map_err(|_| corrupt("capacity"))?;
-        if capacity < 64 || capacity % 8 != 0 || !seg.fits(RING.saturating_add(capacity)) {
+        if !(64..=MAX_CAPACITY).contains(&capacity)
+            || capacity % 8 != 0
+            || !seg.fits(RING.saturating_add(capacity))
+        {
             return Err(corrupt("capacity does not match the segment"));
         }
         let max_items = seg.u64(MAX_ITEMS).load(Ordering::Relaxed);
@@ -801,7 +915,8 @@ impl Ring {
         Ok(Ring {
             seg: Arc::new(seg),
             not_full,
-            lock: wire.lock,
+            put_lock: wire.put_lock,
+            get_lock: wire.get_lock,
             limits: Limits {
                 capacity,
                 max_items,
@@ -828,7 +943,8 @@ impl fmt::Debug for Ring {
 pub struct RingWire {
     seg: SegmentWire,
     not_full: FdIndex,
-    lock: Lock,
+    put_lock: Lock,
+    get_lock: Lock,
 }
 
 /// Checks `ready` a bounded number of times before a waiter parks: a getter that finds the
