@@ -355,7 +355,7 @@ impl Ring {
     /// than the capacity apart.
     fn check_positions(&self) -> Result<(Mark, Mark)> {
         let (head, tail) = self.snapshot();
-        let ok = |m: Mark| m.pos < self.wrap() && m.pos % 8 == 0;
+        let ok = |m: Mark| m.pos < self.wrap() && m.pos.is_multiple_of(8);
         let used = self.distance(head.pos, tail.pos);
         let items = tail.items.wrapping_sub(head.items);
         if !ok(head)
