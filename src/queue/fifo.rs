@@ -415,6 +415,13 @@ impl<T> Queue<T> {
     /// As [`put`](Self::put): copied whole or not at all.
     pub async fn put_bytes(&self, bytes: &[u8]) -> Result<()> {
         self.ring.check_size(bytes.len())?;
+        if self.ring.fits_inline(bytes.len()) {
+            // Straight from the caller's slice: no copy before the one into the ring.
+            while let Put::Full = self.ring.try_put_slice(bytes, 0).await? {
+                self.ring.wait_room(bytes.len(), None).await;
+            }
+            return Ok(());
+        }
         let mut record = self.ring.prepare(bytes.to_vec())?;
         loop {
             match self.ring.try_put_record(&mut record).await {
@@ -454,6 +461,12 @@ impl<T> Queue<T> {
     /// As [`put_bytes`](Self::put_bytes).
     pub fn put_bytes_blocking(&self, bytes: &[u8]) -> Result<()> {
         self.ring.check_size(bytes.len())?;
+        if self.ring.fits_inline(bytes.len()) {
+            while let Put::Full = self.ring.try_put_slice_blocking(bytes, 0)? {
+                self.ring.wait_room_blocking(bytes.len(), None);
+            }
+            return Ok(());
+        }
         let mut record = self.ring.prepare(bytes.to_vec())?;
         loop {
             match self.ring.try_put_record_blocking(&mut record) {

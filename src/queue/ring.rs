@@ -51,7 +51,9 @@ const JOINABLE: usize = 44; // u32 (fixed)
 const QUEUE_ID: usize = 48; // u64, random, names this queue's spill segments (fixed)
 const CLOSED: usize = 112; // u32, its own line: read by every put
 const TAIL: usize = 176; // u64 commit word of the putters, its own line
+const HEAD_SEEN: usize = 184; // u64: `head` as the putters last read it (FIFO)
 const HEAD: usize = 240; // u64 commit word of the getters, its own line
+const TAIL_SEEN: usize = 248; // u64: `tail` as the getters last read it (FIFO)
 const UNFINISHED: usize = 304; // u64: puts not yet matched by task_done (JoinableQueue)
 const RING: usize = 368; // 64-byte aligned in the mapping (the state starts 16 bytes in)
 
@@ -351,10 +353,16 @@ impl Ring {
         Ok((len, rec))
     }
 
-    /// `head` and `tail`, checked: both inside the position space, 8-aligned, and no more
-    /// than the capacity apart.
+    /// `head` and `tail`, checked, for a holder of the lock(s) that keep them still.
     fn check_positions(&self) -> Result<(Mark, Mark)> {
-        let (head, tail) = self.snapshot();
+        let (head, tail) = (self.mark(HEAD), self.mark(TAIL));
+        self.validate(head, tail)?;
+        Ok((head, tail))
+    }
+
+    /// Checks two marks: both inside the position space, 8-aligned, no more than the capacity
+    /// apart, and no more items between them than records fit.
+    fn validate(&self, head: Mark, tail: Mark) -> Result<()> {
         let ok = |m: Mark| m.pos < self.wrap() && m.pos.is_multiple_of(8);
         let used = self.distance(head.pos, tail.pos);
         let items = tail.items.wrapping_sub(head.items);
@@ -367,6 +375,46 @@ impl Ring {
                 "queue positions head {head:?}, tail {tail:?} are impossible"
             )));
         }
+        Ok(())
+    }
+
+    /// For a putter holding the put lock: `tail`, and a `head` no newer than the real one that
+    /// leaves room for `rec` bytes if the real one does. A FIFO putter reads the getters' line
+    /// only when the `head` it saw last says full, as single-producer rings do; an older `head`
+    /// only ever makes the ring look fuller.
+    fn put_view(&self, rec: u64) -> Result<(Mark, Mark)> {
+        if self.single_lock() {
+            return self.check_positions();
+        }
+        let tail = self.mark(TAIL);
+        let seen = self.mark(HEAD_SEEN);
+        if self.validate(seen, tail).is_ok() && self.room_for(seen, tail, rec) {
+            return Ok((seen, tail));
+        }
+        let head = self.mark(HEAD);
+        self.validate(head, tail)?;
+        self.seg
+            .u64(HEAD_SEEN)
+            .store(head.pack(), Ordering::Relaxed);
+        Ok((head, tail))
+    }
+
+    /// For a getter holding the get lock: `head`, and a `tail` no newer than the real one that
+    /// is past `head` if the real one is (an older `tail` only makes the ring look emptier).
+    fn take_view(&self) -> Result<(Mark, Mark)> {
+        if self.single_lock() {
+            return self.check_positions();
+        }
+        let head = self.mark(HEAD);
+        let seen = self.mark(TAIL_SEEN);
+        if seen.pos != head.pos && self.validate(head, seen).is_ok() {
+            return Ok((head, seen));
+        }
+        let tail = self.mark(TAIL);
+        self.validate(head, tail)?;
+        self.seg
+            .u64(TAIL_SEEN)
+            .store(tail.pack(), Ordering::Relaxed);
         Ok((head, tail))
     }
 
@@ -442,8 +490,8 @@ impl Ring {
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        let (head, tail) = self.check_positions()?;
         let rec = record_size(payload.len()).expect("checked by check_size");
+        let (head, tail) = self.put_view(rec as u64)?;
         if !self.room_for(head, tail, rec as u64) {
             return Ok(Put::Full);
         }
@@ -483,7 +531,7 @@ impl Ring {
 
     /// With the get lock held: removes one record, chosen by the queue's order, if any.
     fn take_record(&self, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
-        let (head, tail) = self.check_positions()?;
+        let (head, tail) = self.take_view()?;
         if head.pos == tail.pos {
             return if self.is_closed() {
                 Err(Error::Closed)
@@ -776,9 +824,24 @@ impl Ring {
 
     /// One locked attempt to queue a prepared record; wakes getters on success.
     pub(crate) async fn try_put_record(&self, record: &mut Record) -> Result<Put> {
-        let guard = self.put_locked().await?;
-        let result = self.put_record(&record.payload, if record.spilled { SPILLED } else { 0 });
+        let flags = if record.spilled { SPILLED } else { 0 };
+        let result = self.try_put_slice(&record.payload, flags).await;
         record.queued = matches!(result, Ok(Put::Done));
+        result
+    }
+
+    pub(crate) fn try_put_record_blocking(&self, record: &mut Record) -> Result<Put> {
+        let flags = if record.spilled { SPILLED } else { 0 };
+        let result = self.try_put_slice_blocking(&record.payload, flags);
+        record.queued = matches!(result, Ok(Put::Done));
+        result
+    }
+
+    /// One locked attempt to queue `payload` as it is (it must fit inline); wakes getters on
+    /// success.
+    pub(crate) async fn try_put_slice(&self, payload: &[u8], flags: u32) -> Result<Put> {
+        let guard = self.put_locked().await?;
+        let result = self.put_record(payload, flags);
         drop(guard);
         if let Ok(Put::Done) = result {
             self.seg.channel.notify();
@@ -786,10 +849,9 @@ impl Ring {
         result
     }
 
-    pub(crate) fn try_put_record_blocking(&self, record: &mut Record) -> Result<Put> {
+    pub(crate) fn try_put_slice_blocking(&self, payload: &[u8], flags: u32) -> Result<Put> {
         let guard = self.put_locked_blocking()?;
-        let result = self.put_record(&record.payload, if record.spilled { SPILLED } else { 0 });
-        record.queued = matches!(result, Ok(Put::Done));
+        let result = self.put_record(payload, flags);
         drop(guard);
         if let Ok(Put::Done) = result {
             self.seg.channel.notify();

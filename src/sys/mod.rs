@@ -31,6 +31,7 @@ pub(crate) mod shm_open;
 pub(crate) mod spawn;
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::AtomicU32;
 
 /// The size of the file behind `fd` (`fstat`).
 pub(crate) fn file_size(fd: impl AsFd) -> std::io::Result<u64> {
@@ -43,9 +44,51 @@ pub(crate) fn dup(fd: impl AsFd) -> std::io::Result<OwnedFd> {
     Ok(rustix::io::fcntl_dupfd_cloexec(fd, 3)?)
 }
 
-/// This process's id (`getpid`).
+/// This process's id (`getpid`). Locks ask on every acquisition and `getpid` is a system call,
+/// so the answer is kept in a page the kernel zeroes in a forked child (`MADV_WIPEONFORK`): a
+/// child of a bare `fork` asks again instead of believing it is its parent.
 pub(crate) fn getpid() -> u32 {
-    rustix::process::getpid().as_raw_nonzero().get() as u32
+    use std::sync::OnceLock;
+    use std::sync::atomic::Ordering;
+    static CACHE: OnceLock<Option<&'static AtomicU32>> = OnceLock::new();
+    let ask = || rustix::process::getpid().as_raw_nonzero().get() as u32;
+    let Some(cache) = *CACHE.get_or_init(wipe_on_fork_word) else {
+        return ask();
+    };
+    match cache.load(Ordering::Relaxed) {
+        0 => {
+            let pid = ask();
+            cache.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
+}
+
+/// A zeroed word in a private page that a forked child sees zeroed again; `None` on kernels
+/// without `MADV_WIPEONFORK` (before 4.14).
+fn wipe_on_fork_word() -> Option<&'static AtomicU32> {
+    use rustix::mm::{Advice, MapFlags, ProtFlags};
+    const PAGE: usize = 4096;
+    // SAFETY: a new anonymous private mapping at an address the kernel picks aliases nothing.
+    let page = unsafe {
+        rustix::mm::mmap_anonymous(
+            std::ptr::null_mut(),
+            PAGE,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::PRIVATE,
+        )
+    }
+    .ok()?;
+    // SAFETY: `page` is the whole of the mapping just made, which nothing else knows of.
+    if unsafe { rustix::mm::madvise(page, PAGE, Advice::LinuxWipeOnFork) }.is_err() {
+        // SAFETY: as above; the mapping is dropped unused.
+        let _ = unsafe { rustix::mm::munmap(page, PAGE) };
+        return None;
+    }
+    // SAFETY: the page is never unmapped (it lives as long as the process), is page-aligned and
+    // zero-filled, and is only ever accessed through this atomic.
+    Some(unsafe { &*page.cast::<AtomicU32>() })
 }
 
 /// The parent's process id (`getppid`), `None` when the parent is gone and we were reparented to
