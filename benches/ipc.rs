@@ -74,21 +74,29 @@ fn raw_pair() -> (RawSocket, RawSocket) {
 
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq)]
 enum Mode {
+    /// One message per call, raw bytes.
     Send,
+    /// Batches: `feed` + `flush` for pipes; typed `put_many` / `get_many` for queues.
     Batched,
+    /// Queues only: `put_many_bytes` / `get_many_bytes`.
+    BatchedBytes,
+    /// Queues only: typed `put` / `get` of `Vec<u8>` (serialised with postcard).
+    Typed,
+    /// The blocking twins on a thread.
     Blocking,
 }
 
 async fn pipe_sender((mut conn, count, size, mode): (Connection<Vec<u8>>, usize, usize, Mode)) {
     conn.recv_bytes().await.unwrap();
     let payload = vec![7u8; size];
+    // Pipes carry bytes only here; the queue-only modes fall back to their pipe equivalents.
     match mode {
-        Mode::Send => {
+        Mode::Send | Mode::Typed => {
             for _ in 0..count {
                 conn.send_bytes(&payload).await.unwrap();
             }
         }
-        Mode::Batched => {
+        Mode::Batched | Mode::BatchedBytes => {
             for _ in 0..count {
                 conn.feed(&payload).await.unwrap();
             }
@@ -258,6 +266,23 @@ async fn queue_sender(
                 left -= n;
             }
         }
+        Mode::BatchedBytes => {
+            let batch = vec![payload.as_slice(); 256];
+            let mut left = count;
+            while left > 0 {
+                let n = left.min(256);
+                q.put_many_bytes(&batch[..n]).await.unwrap();
+                left -= n;
+            }
+        }
+        Mode::Typed => {
+            for _ in 0..count {
+                q.put(payload.clone())
+                    .await
+                    .map_err(mp::Error::from)
+                    .unwrap();
+            }
+        }
         Mode::Blocking => tokio::task::spawn_blocking(move || {
             for _ in 0..count {
                 q.put_bytes_blocking(&payload).unwrap();
@@ -288,6 +313,11 @@ async fn one_way_queue(count: usize, size: usize, mode: Mode) -> mp::Result<f64>
     while got < count {
         if mode == Mode::Batched {
             got += q.get_many(1024).await?.len();
+        } else if mode == Mode::BatchedBytes {
+            got += q.get_many_bytes(1024).await?.len();
+        } else if mode == Mode::Typed {
+            q.get().await?;
+            got += 1;
         } else {
             q.get_bytes().await?;
             got += 1;
@@ -569,7 +599,15 @@ async fn main() -> mp::Result<()> {
         }
         for (system, mode) in [
             ("Queue put_bytes / get_bytes (async)", Mode::Send),
-            ("Queue put_many / get_many (async, batches)", Mode::Batched),
+            ("Queue put / get (async, typed Vec<u8>)", Mode::Typed),
+            (
+                "Queue put_many_bytes / get_many_bytes (async, batches)",
+                Mode::BatchedBytes,
+            ),
+            (
+                "Queue put_many / get_many (async, typed, batches)",
+                Mode::Batched,
+            ),
             ("Queue blocking twins (threads)", Mode::Blocking),
         ] {
             let mut row = Row::new("W1", system, true, "msg/s", true);

@@ -122,6 +122,64 @@ impl Drop for Record {
     }
 }
 
+/// Items taken under one lock acquisition, copied out back to back into one buffer.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    bytes: Vec<u8>,
+    /// How many items `bytes` holds.
+    count: usize,
+    /// Where the first item ends (kept apart so a batch of one allocates nothing more).
+    first_end: usize,
+    /// Where each later item ends.
+    later_ends: Vec<usize>,
+}
+
+impl Batch {
+    fn push(&mut self, item: &[u8]) {
+        self.bytes.extend_from_slice(item);
+        self.end_item();
+    }
+
+    /// Marks the end of `bytes` as the end of an item.
+    fn end_item(&mut self) {
+        if self.count == 0 {
+            self.first_end = self.bytes.len();
+        } else {
+            self.later_ends.push(self.bytes.len());
+        }
+        self.count += 1;
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn ranges(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        let ends = std::iter::once(self.first_end)
+            .chain(self.later_ends.iter().copied())
+            .take(self.count);
+        let starts = std::iter::once(0).chain(ends.clone());
+        starts.zip(ends).map(|(start, end)| start..end)
+    }
+
+    /// The items, oldest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.ranges().map(|r| &self.bytes[r])
+    }
+
+    /// The items as `Bytes` sharing one allocation.
+    pub(crate) fn into_bytes(self) -> Vec<bytes::Bytes> {
+        let ranges: Vec<_> = self.ranges().collect();
+        let all = bytes::Bytes::from(self.bytes);
+        ranges.into_iter().map(|r| all.slice(r)).collect()
+    }
+
+    /// The one item of a batch of at most one.
+    fn into_single(self) -> Option<Vec<u8>> {
+        (self.count == 1).then_some(self.bytes)
+    }
+}
+
 /// A live record found by a walk.
 struct Found {
     pos: u32,
@@ -322,15 +380,21 @@ impl Ring {
 
     /// A private copy of `len` bytes at ring position `pos`.
     fn read_vec(&self, pos: u32, len: usize) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(len);
+        self.read_append(pos, len, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends `len` bytes at ring position `pos` to `out`.
+    fn read_append(&self, pos: u32, len: usize, out: &mut Vec<u8>) -> Result<()> {
         let cap = self.limits.capacity;
         let off = self.offset(pos);
         let first = len.min(cap - off);
-        let mut out = Vec::with_capacity(len);
-        self.seg.read_append(RING + off, first, &mut out)?;
+        self.seg.read_append(RING + off, first, out)?;
         if first < len {
-            self.seg.read_append(RING, len - first, &mut out)?;
+            self.seg.read_append(RING, len - first, out)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The flags word of the record at `pos` (8-aligned, so never split by the wrap).
@@ -469,7 +533,19 @@ impl Ring {
         }
     }
 
+    /// The lock if it is free right now: the common case, taken without building the
+    /// waiting future.
+    fn lock_now(&self, lock: &Lock) -> Option<Result<LockGuard>> {
+        match lock.try_lock() {
+            Err(LockError::WouldBlock) => None,
+            result => Some(self.take_lock(result)),
+        }
+    }
+
     async fn put_locked(&self) -> Result<LockGuard> {
+        if let Some(result) = self.lock_now(&self.put_lock) {
+            return result;
+        }
         self.take_lock(self.put_lock.lock().await)
     }
 
@@ -478,6 +554,9 @@ impl Ring {
     }
 
     async fn get_locked(&self) -> Result<LockGuard> {
+        if let Some(result) = self.lock_now(self.get_lock()) {
+            return result;
+        }
         self.take_lock(self.get_lock().lock().await)
     }
 
@@ -487,31 +566,63 @@ impl Ring {
 
     /// With the put lock held: appends a record if it fits.
     fn put_record(&self, payload: &[u8], flags: u32) -> Result<Put> {
+        match self.put_records(std::iter::once(payload), flags)? {
+            0 => Ok(Put::Full),
+            _ => Ok(Put::Done),
+        }
+    }
+
+    /// With the put lock held: appends as many of `payloads` as fit, in order, and commits them
+    /// all with one store of `tail` (so a batch appears whole or not at all). 0: full.
+    fn put_records<'a>(
+        &self,
+        payloads: impl IntoIterator<Item = &'a [u8]>,
+        flags: u32,
+    ) -> Result<usize> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        let rec = record_size(payload.len()).expect("checked by check_size");
-        let (head, tail) = self.put_view(rec as u64)?;
-        if !self.room_for(head, tail, rec as u64) {
-            return Ok(Put::Full);
+        let mut payloads = payloads.into_iter().peekable();
+        let Some(first) = payloads.peek() else {
+            return Ok(0);
+        };
+        let first = record_size(first.len()).expect("checked by check_size") as u64;
+        let (mut head, tail) = self.put_view(first)?;
+        let mut end = tail;
+        let mut refreshed = false;
+        for payload in payloads {
+            let rec = record_size(payload.len()).expect("checked by check_size");
+            if !self.room_for(head, end, rec as u64) {
+                if refreshed || self.single_lock() {
+                    break;
+                }
+                (head, _) = self.put_view(u64::MAX)?;
+                refreshed = true;
+                if !self.room_for(head, end, rec as u64) {
+                    break;
+                }
+            }
+            let mut header = [0u8; RECORD_HEADER];
+            header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+            header[4..].copy_from_slice(&flags.to_le_bytes());
+            self.write_wrapped(end.pos, &header)?;
+            self.write_wrapped(self.advance(end.pos, RECORD_HEADER), payload)?;
+            end = Mark {
+                items: end.items.wrapping_add(1),
+                pos: self.advance(end.pos, rec),
+            };
         }
-        let mut header = [0u8; RECORD_HEADER];
-        header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        header[4..].copy_from_slice(&flags.to_le_bytes());
-        self.write_wrapped(tail.pos, &header)?;
-        self.write_wrapped(self.advance(tail.pos, RECORD_HEADER), payload)?;
-        if self.limits.joinable {
-            self.seg.u64(UNFINISHED).fetch_add(1, Ordering::AcqRel);
+        let n = end.items.wrapping_sub(tail.items);
+        if n > 0 {
+            if self.limits.joinable {
+                self.seg
+                    .u64(UNFINISHED)
+                    .fetch_add(u64::from(n), Ordering::AcqRel);
+            }
+            // Commit: one store makes every record visible and counts them.
+            self.commit(TAIL, end);
         }
-        // Commit: one store makes the whole record visible and counts it.
-        self.commit(
-            TAIL,
-            Mark {
-                items: tail.items.wrapping_add(1),
-                pos: self.advance(tail.pos, rec),
-            },
-        );
-        Ok(Put::Done)
+        Ok(n as usize)
     }
 
     /// With the lock held: every live record, oldest first.
@@ -529,43 +640,69 @@ impl Ring {
         Ok(found)
     }
 
-    /// With the get lock held: removes one record, chosen by the queue's order, if any.
-    fn take_record(&self, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
+    /// With the get lock held: moves up to `max` records, chosen by the queue's order, into
+    /// `batch`. `Closed` when there are none and the queue is closed.
+    fn take_records(
+        &self,
+        max: usize,
+        compare: Option<Compare>,
+        batch: &mut Batch,
+    ) -> Result<usize> {
         let (head, tail) = self.take_view()?;
         if head.pos == tail.pos {
             return if self.is_closed() {
                 Err(Error::Closed)
             } else {
-                Ok(None)
+                Ok(0)
             };
         }
-        match (self.limits.order, compare) {
-            (Order::Fifo, _) => self.take_oldest(head, tail).map(Some),
-            (order, compare) => self.take_chosen(head, tail, order, compare).map(Some),
+        if self.limits.order == Order::Fifo {
+            return self.take_oldest(max, head, tail, batch);
         }
+        let mut n = 0;
+        while n < max {
+            let (head, tail) = self.check_positions()?;
+            if head.pos == tail.pos {
+                break;
+            }
+            let payload = self.take_chosen(head, tail, self.limits.order, compare)?;
+            batch.push(&payload);
+            n += 1;
+        }
+        Ok(n)
     }
 
-    /// The FIFO get: copy the oldest record out, then commit `head` past it.
-    fn take_oldest(&self, head: Mark, tail: Mark) -> Result<Vec<u8>> {
-        let (len, rec) = self.record_at(head.pos, tail.pos)?;
-        let payload = self.read_vec(self.advance(head.pos, RECORD_HEADER), len)?;
-        let spilled = self.flags(head.pos).load(Ordering::Acquire) & SPILLED != 0;
-        // A spilled item is read and its segment removed before the record is committed as
-        // taken: a getter killed in between leaves the record, and at worst a record whose
-        // segment is gone, which the next getter reports and skips.
-        let item = if spilled {
-            self.unspill(&payload)
-        } else {
-            Ok(payload)
-        };
-        self.commit(
-            HEAD,
-            Mark {
-                items: head.items.wrapping_add(1),
-                pos: self.advance(head.pos, rec),
-            },
-        );
-        item
+    /// The FIFO get: copy up to `max` of the oldest records out, then commit `head` past them
+    /// with one store. A spilled item is read and its segment removed before the commit: a
+    /// getter killed in between leaves the record, and at worst a record whose segment is gone,
+    /// which the next getter reports and skips.
+    fn take_oldest(&self, max: usize, head: Mark, tail: Mark, batch: &mut Batch) -> Result<usize> {
+        let mut end = head;
+        let mut failure = None;
+        while end.items.wrapping_sub(head.items) < max as u32 && end.pos != tail.pos {
+            let (len, rec) = self.record_at(end.pos, tail.pos)?;
+            let payload = self.advance(end.pos, RECORD_HEADER);
+            if self.flags(end.pos).load(Ordering::Acquire) & SPILLED == 0 {
+                self.read_append(payload, len, &mut batch.bytes)?;
+                batch.end_item();
+            } else if end.pos != head.pos {
+                break; // a spilled item starts a batch of its own
+            } else {
+                match self.unspill(&self.read_vec(payload, len)?) {
+                    Ok(item) => batch.push(&item),
+                    Err(e) => failure = Some(e),
+                }
+            }
+            end = Mark {
+                items: end.items.wrapping_add(1),
+                pos: self.advance(end.pos, rec),
+            };
+        }
+        self.commit(HEAD, end);
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(end.items.wrapping_sub(head.items) as usize),
+        }
     }
 
     /// The LIFO and priority get, under the single lock: pick a live record, flag it `TAKEN`
@@ -651,53 +788,47 @@ impl Ring {
             .is_some()
     }
 
-    /// One locked attempt to put as many of `payloads` as fit; returns how many went in.
-    pub(crate) async fn try_put_many(&self, payloads: &[Vec<u8>]) -> Result<usize> {
+    /// One locked attempt to put as many of `payloads` as fit (they must fit inline); returns
+    /// how many went in.
+    pub(crate) async fn try_put_many<B: AsRef<[u8]>>(&self, payloads: &[B]) -> Result<usize> {
         let guard = self.put_locked().await?;
-        let mut n = 0;
-        let mut result = Ok(());
-        for p in payloads {
-            match self.put_record(p, 0) {
-                Ok(Put::Done) => n += 1,
-                Ok(Put::Full) => break,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
+        let result = self.put_records(payloads.iter().map(AsRef::as_ref), 0);
         drop(guard);
-        if n > 0 {
+        if let Ok(1..) = result {
             self.seg.channel.notify();
         }
-        if n == 0 { result.map(|()| 0) } else { Ok(n) }
+        result
     }
 
-    /// One locked attempt to take up to `max` records.
-    pub(crate) async fn try_get_many(
+    /// One locked attempt to take up to `max` records; an empty batch when there are none.
+    pub(crate) async fn try_get_many(&self, max: usize, compare: Option<Compare>) -> Result<Batch> {
+        let guard = self.get_locked().await?;
+        let mut batch = Batch::default();
+        let result = self.take_records(max, compare, &mut batch);
+        drop(guard);
+        self.after_take(result, batch)
+    }
+
+    pub(crate) fn try_get_many_blocking(
         &self,
         max: usize,
         compare: Option<Compare>,
-    ) -> Result<Vec<Vec<u8>>> {
-        let guard = self.get_locked().await?;
-        let mut out = Vec::new();
-        let mut result = Ok(());
-        while out.len() < max {
-            match self.take_record(compare) {
-                Ok(Some(p)) => out.push(p),
-                Ok(None) => break,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
+    ) -> Result<Batch> {
+        let guard = self.get_locked_blocking()?;
+        let mut batch = Batch::default();
+        let result = self.take_records(max, compare, &mut batch);
         drop(guard);
-        if !out.is_empty() {
+        self.after_take(result, batch)
+    }
+
+    /// Wakes putters if anything was taken. Items taken before an error are still returned;
+    /// the error comes back on the next call.
+    fn after_take(&self, result: Result<usize>, batch: Batch) -> Result<Batch> {
+        if !batch.is_empty() {
             self.not_full.notify();
-            return Ok(out);
+            return Ok(batch);
         }
-        result.map(|()| out)
+        result.map(|_| batch)
     }
 
     fn id(&self) -> u64 {
@@ -861,30 +992,27 @@ impl Ring {
 
     /// One locked get attempt; wakes putters on success.
     pub(crate) async fn try_get(&self, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
-        let guard = self.get_locked().await?;
-        let result = self.take_record(compare);
-        drop(guard);
-        if let Ok(Some(_)) = result {
-            self.not_full.notify();
-        }
-        result
+        self.try_get_many(1, compare).await.map(Batch::into_single)
     }
 
     pub(crate) fn try_get_blocking(&self, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
-        let guard = self.get_locked_blocking()?;
-        let result = self.take_record(compare);
-        drop(guard);
-        if let Ok(Some(_)) = result {
-            self.not_full.notify();
-        }
-        result
+        self.try_get_many_blocking(1, compare)
+            .map(Batch::into_single)
+    }
+
+    /// How much room a putter that found the ring full waits for while it spins: a few records'
+    /// worth more than it needs, so it and the getters take turns in bursts instead of pulling
+    /// the `head` line back and forth once per record. (Parking waits only for what it needs.)
+    fn roomy(&self, len: usize) -> usize {
+        len.max(self.limits.capacity / 64)
+            .min(self.limits.capacity - RECORD_HEADER)
     }
 
     /// Waits (without the lock) until a record of `len` bytes may fit, the queue closes, or the
     /// deadline passes. `false` on timeout.
     pub(crate) async fn wait_room(&self, len: usize, deadline: Option<Instant>) -> bool {
         let ready = || (self.is_closed() || self.has_room(len)).then_some(());
-        if spin(ready) {
+        if spin(|| (self.is_closed() || self.has_room(self.roomy(len))).then_some(())) {
             return true;
         }
         self.not_full
@@ -895,7 +1023,7 @@ impl Ring {
 
     pub(crate) fn wait_room_blocking(&self, len: usize, deadline: Option<Instant>) -> bool {
         let ready = || (self.is_closed() || self.has_room(len)).then_some(());
-        if spin(ready) {
+        if spin(|| (self.is_closed() || self.has_room(self.roomy(len))).then_some(())) {
             return true;
         }
         self.not_full
@@ -1009,18 +1137,25 @@ pub struct RingWire {
     get_lock: Lock,
 }
 
-/// Checks `ready` a bounded number of times before a waiter parks: a getter that finds the
-/// queue empty usually sees the next item within a microsecond or two, far sooner than a
-/// futex or eventfd round trip. At most `SPINS` checks; never a busy loop.
+/// Checks `ready` for a bounded while before a waiter parks: a getter that finds the queue
+/// empty usually sees the next item within a microsecond or two, far sooner than a futex or
+/// eventfd round trip. The checks back off (1, 2, 4 … 32 pauses apart) so a waiter does not keep
+/// pulling the other side's commit line away from it. About 400 pauses in all; never a busy
+/// loop.
 fn spin(ready: impl Fn() -> Option<()>) -> bool {
-    const SPINS: usize = 400;
-    for _ in 0..SPINS {
+    const PAUSES: u32 = 400;
+    let (mut spent, mut gap) = (0, 1);
+    while spent < PAUSES {
         if ready().is_some() {
             return true;
         }
-        std::hint::spin_loop();
+        for _ in 0..gap {
+            std::hint::spin_loop();
+        }
+        spent += gap;
+        gap = (gap * 2).min(32);
     }
-    false
+    ready().is_some()
 }
 
 /// A deadline `timeout` from now.
