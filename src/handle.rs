@@ -136,6 +136,15 @@ pub fn deserialize<'de, H: Handle, D: Deserializer<'de>>(deserializer: D) -> Res
     })
 }
 
+/// Serialises `value` into `buf` if it fits there and holds no handle (the queues' fast path,
+/// which allocates nothing); `None` otherwise, and the caller takes the general path.
+pub(crate) fn encode_to_slice<T: Serialize + ?Sized>(value: &T, buf: &mut [u8]) -> Option<usize> {
+    let previous = SINK.with(|s| s.replace(Some(FdSink::default())));
+    let len = postcard::to_slice(value, buf).map(|b| b.len());
+    let sink = SINK.with(|s| s.replace(previous)).unwrap_or_default();
+    len.ok().filter(|_| sink.fds.is_empty())
+}
+
 /// Serialises `value` (which may contain handles) into bytes plus the fds they need.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
     let previous = SINK.with(|s| s.replace(Some(FdSink::default())));

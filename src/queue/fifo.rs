@@ -15,6 +15,9 @@ use crate::{Error, Result};
 
 /// Ring bytes a queue gets unless told otherwise.
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
+/// Items that serialise to at most this many bytes are serialised on the stack.
+const STACK_ITEM: usize = 256;
+
 /// Largest message unless told otherwise (bounded by the ring's capacity).
 pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
 
@@ -230,6 +233,26 @@ impl<T: Serialize> Queue<T> {
         item: T,
         deadline: Option<Instant>,
     ) -> std::result::Result<(), PutError<T>> {
+        let mut stack = [0u8; STACK_ITEM];
+        if let Some(len) = handle::encode_to_slice(&item, &mut stack)
+            && self.ring.check_size(len).is_ok()
+        {
+            // The common case: a small item, serialised on the stack and copied into the ring.
+            loop {
+                let failed = match self.ring.try_put_slice(&stack[..len], 0).await {
+                    Ok(Put::Done) => return Ok(()),
+                    Ok(Put::Full) => {
+                        if self.ring.wait_room(len, deadline).await {
+                            continue;
+                        }
+                        PutError::Timeout(item)
+                    }
+                    Err(Error::Closed) => PutError::Closed(item),
+                    Err(e) => PutError::Other(item, e),
+                };
+                return Err(failed);
+            }
+        }
         let (mut record, item) = self.record(item)?;
         loop {
             let failed = match self.ring.try_put_record(&mut record).await {
@@ -503,8 +526,8 @@ impl<T: DeserializeOwned> Queue<T> {
 
     async fn get_until(&self, deadline: Option<Instant>) -> Result<T> {
         loop {
-            if let Some(bytes) = self.ring.try_get(self.compare).await? {
-                return Self::decode(&bytes);
+            if let Some(item) = self.ring.try_get_with(self.compare, Self::decode).await? {
+                return item;
             }
             if !self.ring.wait_items(deadline).await {
                 return Err(Error::Timeout);

@@ -154,6 +154,19 @@ impl Batch {
         self.count == 0
     }
 
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.count = 0;
+        self.later_ends.clear();
+    }
+
+    /// Gives back a large buffer so a reused batch does not keep one huge item's memory.
+    fn shrink(&mut self) {
+        if self.bytes.capacity() > 64 << 10 {
+            self.bytes = Vec::new();
+        }
+    }
+
     fn ranges(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
         let ends = std::iter::once(self.first_end)
             .chain(self.later_ends.iter().copied())
@@ -993,6 +1006,38 @@ impl Ring {
     /// One locked get attempt; wakes putters on success.
     pub(crate) async fn try_get(&self, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
         self.try_get_many(1, compare).await.map(Batch::into_single)
+    }
+
+    /// One locked get attempt that hands the item's bytes to `f` (after the lock is released)
+    /// from a buffer this thread reuses, so a typed get allocates only what `f` builds.
+    pub(crate) async fn try_get_with<R>(
+        &self,
+        compare: Option<Compare>,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Batch> = std::cell::RefCell::default();
+        }
+        let guard = self.get_locked().await?;
+        SCRATCH.with(|scratch| {
+            // A decoder that gets from a queue itself finds the buffer taken: use a fresh one.
+            let mut fresh = Batch::default();
+            let mut borrowed = scratch.try_borrow_mut();
+            let batch = borrowed.as_deref_mut().unwrap_or(&mut fresh);
+            batch.clear();
+            let result = self.take_records(1, compare, batch);
+            drop(guard);
+            if !batch.is_empty() {
+                self.not_full.notify();
+            }
+            // Items taken before an error are still handed out; the error comes back next time.
+            let taken = match result {
+                Err(e) if batch.is_empty() => Err(e),
+                _ => Ok(batch.iter().next().map(f)),
+            };
+            batch.shrink();
+            taken
+        })
     }
 
     pub(crate) fn try_get_blocking(&self, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
