@@ -145,6 +145,32 @@ pub(crate) fn encode_to_slice<T: Serialize + ?Sized>(value: &T, buf: &mut [u8]) 
     len.ok().filter(|_| sink.fds.is_empty())
 }
 
+/// Appends the serialisation of `value` to `buf`; `Ok(false)` (with `buf` as it was) when
+/// `value` holds a handle, which only sockets can carry.
+pub(crate) fn encode_append<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<bool> {
+    struct Append<'a>(&'a mut Vec<u8>);
+    impl Extend<u8> for Append<'_> {
+        fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+            self.0.extend(bytes);
+        }
+    }
+    let start = buf.len();
+    let previous = SINK.with(|s| s.replace(Some(FdSink::default())));
+    let result = postcard::to_extend(value, Append(buf));
+    let sink = SINK.with(|s| s.replace(previous)).unwrap_or_default();
+    if let Err(e) = result {
+        buf.truncate(start);
+        return Err(Error::InvalidArgument(format!(
+            "cannot serialise value: {e}"
+        )));
+    }
+    if !sink.fds.is_empty() {
+        buf.truncate(start);
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 /// Serialises `value` (which may contain handles) into bytes plus the fds they need.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
     let previous = SINK.with(|s| s.replace(Some(FdSink::default())));

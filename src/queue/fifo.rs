@@ -320,19 +320,23 @@ impl<T: Serialize> Queue<T> {
         items: impl IntoIterator<Item = T>,
     ) -> std::result::Result<(), PutError<Vec<T>>> {
         let mut items: Vec<T> = items.into_iter().collect();
-        let mut encoded = Vec::with_capacity(items.len());
+        // Every item serialised back to back into one buffer.
+        let mut buf = Vec::new();
+        let mut ends = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            let bytes = match handle::encode(item) {
-                Ok((bytes, fds)) if fds.is_empty() => bytes,
-                Ok(_) => {
+            let start = buf.len();
+            match handle::encode_append(item, &mut buf) {
+                Ok(true) => {}
+                Ok(false) => {
                     let e = Error::InvalidArgument(
                         "handles cannot travel through a queue; use a Pipe".into(),
                     );
                     return Err(PutError::Other(items, e));
                 }
                 Err(e) => return Err(PutError::Other(items, e)),
-            };
-            if self.ring.check_size(bytes.len()).is_err() {
+            }
+            let len = buf.len() - start;
+            if self.ring.check_size(len).is_err() {
                 // Queue the good prefix first, then hand back the rest.
                 let rest = items.split_off(i);
                 let prefix: Vec<T> = items;
@@ -341,7 +345,7 @@ impl<T: Serialize> Queue<T> {
                     Err(e) => Err(e),
                 };
             }
-            if !self.ring.fits_inline(bytes.len()) {
+            if !self.ring.fits_inline(len) {
                 // Items too large for the ring are spilled, one by one.
                 let mut items = items.into_iter();
                 while let Some(item) = items.next() {
@@ -353,8 +357,10 @@ impl<T: Serialize> Queue<T> {
                 }
                 return Ok(());
             }
-            encoded.push(bytes);
+            ends.push(buf.len());
         }
+        let starts = std::iter::once(0).chain(ends.iter().copied());
+        let encoded: Vec<&[u8]> = starts.zip(ends.iter()).map(|(a, &b)| &buf[a..b]).collect();
         let mut done = 0;
         while done < encoded.len() {
             match self.ring.try_put_many(&encoded[done..]).await {
