@@ -411,3 +411,32 @@ async fn text_slots_are_never_torn() -> mp::Result<()> {
     eprintln!("{writes} writes raced 20000 reads");
     Ok(())
 }
+
+async fn count_up((shm, n): (SharedMemory, u64)) {
+    let (small, big) = (shm.atomic_u32(0).unwrap(), shm.atomic_u64(8).unwrap());
+    for _ in 0..n {
+        small.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        big.fetch_add(3, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+#[tokio::test]
+async fn atomics_in_a_segment_are_shared_by_processes() -> mp::Result<()> {
+    use std::sync::atomic::Ordering;
+    mp::init().await?;
+    let shm = SharedMemory::create(16)?;
+    let n = 50_000;
+    let children = [
+        mp::Process::spawn(count_up, (shm.clone(), n))?,
+        mp::Process::spawn(count_up, (shm.clone(), n))?,
+    ];
+    count_up((shm.clone(), n)).await;
+    for mut child in children {
+        child.join().await?;
+    }
+    assert_eq!(shm.atomic_u32(0)?.load(Ordering::Acquire), 3 * n as u32);
+    assert_eq!(shm.atomic_u64(8)?.load(Ordering::Acquire), 9 * n);
+    assert!(matches!(shm.atomic_u64(4), Err(Error::InvalidArgument(_))));
+    assert!(matches!(shm.atomic_u64(16), Err(Error::IndexOutOfRange { .. })));
+    Ok(())
+}

@@ -279,15 +279,47 @@ impl SharedMemory {
         }
     }
 
-    /// The `AtomicU32` at data offset `offset` (4-aligned, in range).
-    pub(crate) fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32> {
+    /// The 32-bit word at data offset `offset`, as an atomic shared with every process that maps
+    /// the segment: counters, flags and sequence numbers without a lock.
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    /// let shm = tokio_multiprocessing::SharedMemory::create(64)?;
+    /// shm.atomic_u32(8)?.fetch_add(1, Ordering::AcqRel);
+    /// assert_eq!(shm.atomic_u32(8)?.load(Ordering::Acquire), 1);
+    /// assert!(matches!(shm.atomic_u32(6), Err(tokio_multiprocessing::Error::InvalidArgument(_))));
+    /// assert!(shm.atomic_u32(64).is_err()); // past the end
+    /// # Ok::<(), tokio_multiprocessing::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IndexOutOfRange`] past the end; [`Error::InvalidArgument`] when `offset` is not a
+    /// multiple of 4.
+    pub fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32> {
         self.check_range(offset, 4)?;
+        if !offset.is_multiple_of(4) {
+            return Err(Error::InvalidArgument(format!(
+                "offset {offset} of a 32-bit atomic is not a multiple of 4"
+            )));
+        }
         Ok(self.inner.map.atomic_u32(HEADER_SIZE + offset)?)
     }
 
-    /// The `AtomicU64` at data offset `offset` (8-aligned, in range).
-    pub(crate) fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
+    /// The 64-bit word at data offset `offset`, as an atomic shared with every process that maps
+    /// the segment (see [`atomic_u32`](Self::atomic_u32)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IndexOutOfRange`] past the end; [`Error::InvalidArgument`] when `offset` is not a
+    /// multiple of 8.
+    pub fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
         self.check_range(offset, 8)?;
+        if !offset.is_multiple_of(8) {
+            return Err(Error::InvalidArgument(format!(
+                "offset {offset} of a 64-bit atomic is not a multiple of 8"
+            )));
+        }
         Ok(self.inner.map.atomic_u64(HEADER_SIZE + offset)?)
     }
 
