@@ -69,8 +69,8 @@ def main():
             print(count / elapsed)
         else:
             print(count * size / elapsed / 1e9)
-    elif workload in ("w1q", "w3q", "w1s"):
-        q = mp.SimpleQueue() if workload == "w1s" else mp.Queue()
+    elif workload in ("w1q", "w3q", "w1s", "w3s"):
+        q = mp.SimpleQueue() if workload.endswith("s") else mp.Queue()
         go = mp.Event()
         p = mp.Process(target=queue_sender, args=(q, count, size, go))
         p.start()
@@ -81,9 +81,10 @@ def main():
             q.get()
         elapsed = time.perf_counter() - start
         p.join()
-        print(count / elapsed if workload != "w3q" else count * size / elapsed / 1e9)
-    elif workload == "w2q":
-        requests, replies = mp.Queue(), mp.Queue()
+        print(count / elapsed if workload.startswith("w1") else count * size / elapsed / 1e9)
+    elif workload in ("w2q", "w2s"):
+        make = mp.SimpleQueue if workload == "w2s" else mp.Queue
+        requests, replies = make(), make()
         p = mp.Process(target=queue_echo, args=(requests, replies, count))
         p.start()
         samples = []

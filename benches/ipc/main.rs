@@ -30,6 +30,8 @@ use tokio_multiprocessing::handle::{self, FdIndex, FdSink, FdSource, Handle};
 use tokio_multiprocessing::{self as mp, Connection, Pipe};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+mod limits;
+
 // ----- a raw socket handle, so the tokio-codec peer runs across processes too -----
 
 struct RawSocket(OwnedFd);
@@ -197,14 +199,20 @@ async fn event_waiter(
         .await
         .unwrap()
     } else {
-        let mut samples = Vec::with_capacity(rounds);
-        for _ in 0..rounds {
-            ping.wait().await;
-            samples.push(sample(now_ns(), &stamp));
-            ping.clear();
-            pong.set();
-        }
-        samples
+        // On a worker thread, the one that runs the reactor: a task awaited by `block_on` on
+        // the main thread would need a second thread hand-off per wake-up.
+        tokio::spawn(async move {
+            let mut samples = Vec::with_capacity(rounds);
+            for _ in 0..rounds {
+                ping.wait().await;
+                samples.push(sample(now_ns(), &stamp));
+                ping.clear();
+                pong.set();
+            }
+            samples
+        })
+        .await
+        .unwrap()
     }
 }
 
@@ -293,10 +301,23 @@ async fn queue_sender(
     }
 }
 
-async fn queue_echo((requests, replies, count): (mp::Queue<Vec<u8>>, mp::Queue<Vec<u8>>, usize)) {
-    for _ in 0..count {
-        let m = requests.get_bytes().await.unwrap();
-        replies.put_bytes(&m).await.unwrap();
+type EchoQueues = (mp::Queue<Vec<u8>>, mp::Queue<Vec<u8>>, usize, bool);
+
+async fn queue_echo((requests, replies, count, blocking): EchoQueues) {
+    if blocking {
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..count {
+                let m = requests.get_bytes_blocking().unwrap();
+                replies.put_bytes_blocking(&m).unwrap();
+            }
+        })
+        .await
+        .unwrap();
+    } else {
+        for _ in 0..count {
+            let m = requests.get_bytes().await.unwrap();
+            replies.put_bytes(&m).await.unwrap();
+        }
     }
 }
 
@@ -309,7 +330,19 @@ async fn one_way_queue(count: usize, size: usize, mode: Mode) -> mp::Result<f64>
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let start = Instant::now();
     go.set();
-    let mut got = 0;
+    if mode == Mode::Blocking {
+        // Both sides on threads with the blocking twins.
+        let q = q.clone();
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..count {
+                q.get_bytes_blocking()?;
+            }
+            Ok::<_, mp::Error>(())
+        })
+        .await
+        .expect("receiving thread")?;
+    }
+    let mut got = if mode == Mode::Blocking { count } else { 0 };
     while got < count {
         if mode == Mode::Batched {
             got += q.get_many(1024).await?.len();
@@ -328,16 +361,35 @@ async fn one_way_queue(count: usize, size: usize, mode: Mode) -> mp::Result<f64>
     Ok(secs)
 }
 
-async fn ping_pong_queue(count: usize) -> mp::Result<Vec<f64>> {
+async fn ping_pong_queue(count: usize, blocking: bool) -> mp::Result<Vec<f64>> {
     let (requests, replies) = (mp::Queue::<Vec<u8>>::new(0)?, mp::Queue::<Vec<u8>>::new(0)?);
-    let mut child = mp::Process::spawn(queue_echo, (requests.clone(), replies.clone(), count))?;
-    let mut samples = Vec::with_capacity(count);
-    for _ in 0..count {
-        let t = Instant::now();
-        requests.put_bytes(b"12345678").await?;
-        replies.get_bytes().await?;
-        samples.push(t.elapsed().as_secs_f64() * 1e6);
-    }
+    let mut child = mp::Process::spawn(
+        queue_echo,
+        (requests.clone(), replies.clone(), count, blocking),
+    )?;
+    let samples = if blocking {
+        tokio::task::spawn_blocking(move || {
+            let mut samples = Vec::with_capacity(count);
+            for _ in 0..count {
+                let t = Instant::now();
+                requests.put_bytes_blocking(b"12345678")?;
+                replies.get_bytes_blocking()?;
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            Ok::<_, mp::Error>(samples)
+        })
+        .await
+        .expect("timing thread")?
+    } else {
+        let mut samples = Vec::with_capacity(count);
+        for _ in 0..count {
+            let t = Instant::now();
+            requests.put_bytes(b"12345678").await?;
+            replies.get_bytes().await?;
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        samples
+    };
     child.join().await?;
     Ok(samples)
 }
@@ -350,8 +402,20 @@ async fn one_way_pipe(count: usize, size: usize, mode: Mode) -> mp::Result<f64> 
     let mut child = mp::Process::spawn(pipe_sender, (theirs, count, size, mode))?;
     let start = Instant::now();
     ours.send_bytes(b"go").await?;
-    for _ in 0..count {
-        ours.recv_bytes().await?;
+    if mode == Mode::Blocking {
+        // Both sides on threads with the blocking twins.
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..count {
+                ours.recv_bytes_blocking()?;
+            }
+            Ok::<_, mp::Error>(())
+        })
+        .await
+        .expect("receiving thread")?;
+    } else {
+        for _ in 0..count {
+            ours.recv_bytes().await?;
+        }
     }
     let secs = start.elapsed().as_secs_f64();
     child.join().await?;
@@ -647,6 +711,17 @@ async fn main() -> mp::Result<()> {
             true,
             python_version.is_some(),
         ));
+        let mut row = Row::new(
+            "W1",
+            "busy-polling shm ring, no lock, spinning (limit)",
+            false,
+            "msg/s",
+            true,
+        );
+        for _ in 0..3 {
+            row.runs.push(w1 as f64 / limits::busy_ring(w1, 64).await?);
+        }
+        rows.push(row);
     }
     // W2
     if wanted("W2") {
@@ -672,13 +747,38 @@ async fn main() -> mp::Result<()> {
             row.p99s.push(percentile(&mut s, 0.99));
         }
         rows.push(row);
-        let mut row = Row::new("W2", "Queue (async)", true, "µs p50", false);
+        for (system, blocking) in [("Queue (async)", false), ("Queue blocking (threads)", true)] {
+            let mut row = Row::new("W2", system, true, "µs p50", false);
+            for _ in 0..3 {
+                let mut s = ping_pong_queue(w2, blocking).await?;
+                row.runs.push(percentile(&mut s, 0.5));
+                row.p99s.push(percentile(&mut s, 0.99));
+            }
+            rows.push(row);
+        }
+        let mut row = Row::new(
+            "W2",
+            "raw futex ping-pong, both sides park (limit)",
+            false,
+            "µs p50",
+            false,
+        );
         for _ in 0..3 {
-            let mut s = ping_pong_queue(w2).await?;
+            let mut s = limits::futex_ping_pong(w2).await?;
             row.runs.push(percentile(&mut s, 0.5));
             row.p99s.push(percentile(&mut s, 0.99));
         }
         rows.push(row);
+        rows.push(python_row(
+            "W2",
+            "Python multiprocessing.SimpleQueue",
+            "w2s",
+            w2 / 4,
+            8,
+            "µs p50",
+            false,
+            python_version.is_some(),
+        ));
         rows.push(python_row(
             "W2",
             "Python multiprocessing.Queue",
@@ -703,12 +803,16 @@ async fn main() -> mp::Result<()> {
     // W3
     if wanted("W3") {
         let gb = |secs: f64| (w3 * w3_size) as f64 / secs / 1e9;
-        let mut row = Row::new("W3", "Pipe send_bytes 1 MiB", true, "GB/s", true);
-        for _ in 0..3 {
-            row.runs
-                .push(gb(one_way_pipe(w3, w3_size, Mode::Send).await?));
+        for (system, mode) in [
+            ("Pipe send_bytes 1 MiB (async)", Mode::Send),
+            ("Pipe blocking twins 1 MiB (threads)", Mode::Blocking),
+        ] {
+            let mut row = Row::new("W3", system, true, "GB/s", true);
+            for _ in 0..3 {
+                row.runs.push(gb(one_way_pipe(w3, w3_size, mode).await?));
+            }
+            rows.push(row);
         }
-        rows.push(row);
         let mut row = Row::new(
             "W3",
             "tokio UnixStream + LengthDelimitedCodec",
@@ -720,16 +824,30 @@ async fn main() -> mp::Result<()> {
             row.runs.push(gb(one_way_codec(w3, w3_size, false).await?));
         }
         rows.push(row);
-        let mut row = Row::new("W3", "Queue put_bytes 1 MiB", true, "GB/s", true);
-        for _ in 0..3 {
-            row.runs
-                .push(gb(one_way_queue(w3, w3_size, Mode::Send).await?));
+        for (system, mode) in [
+            ("Queue put_bytes 1 MiB (async)", Mode::Send),
+            ("Queue blocking twins 1 MiB (threads)", Mode::Blocking),
+        ] {
+            let mut row = Row::new("W3", system, true, "GB/s", true);
+            for _ in 0..3 {
+                row.runs.push(gb(one_way_queue(w3, w3_size, mode).await?));
+            }
+            rows.push(row);
         }
-        rows.push(row);
         rows.push(python_row(
             "W3",
             "Python multiprocessing.Queue",
             "w3q",
+            w3 / 4,
+            w3_size,
+            "GB/s",
+            true,
+            python_version.is_some(),
+        ));
+        rows.push(python_row(
+            "W3",
+            "Python multiprocessing.SimpleQueue",
+            "w3s",
             w3 / 4,
             w3_size,
             "GB/s",
@@ -746,6 +864,17 @@ async fn main() -> mp::Result<()> {
             true,
             python_version.is_some(),
         ));
+        let mut row = Row::new(
+            "W3",
+            "busy-polling shm ring, no lock, spinning (limit)",
+            false,
+            "GB/s",
+            true,
+        );
+        for _ in 0..3 {
+            row.runs.push(gb(limits::busy_ring(w3, w3_size).await?));
+        }
+        rows.push(row);
     }
     // W4
     if wanted("W4") {
@@ -770,6 +899,17 @@ async fn main() -> mp::Result<()> {
             true,
             python_version.is_some(),
         ));
+        let mut row = Row::new(
+            "W4",
+            "bare CAS spinlock + shared counter (limit)",
+            false,
+            "ops/s",
+            true,
+        );
+        for _ in 0..3 {
+            row.runs.push(limits::spinlock(w4).await?);
+        }
+        rows.push(row);
     }
     // W5
     if wanted("W5") {
@@ -796,6 +936,13 @@ async fn main() -> mp::Result<()> {
             false,
             python_version.is_some(),
         ));
+        let mut row = Row::new("W5", "raw futex wake (limit)", false, "µs p50", false);
+        for _ in 0..3 {
+            let mut s = limits::futex_wake(w5).await?;
+            row.runs.push(percentile(&mut s, 0.5));
+            row.p99s.push(percentile(&mut s, 0.99));
+        }
+        rows.push(row);
     }
     print(&rows);
     Ok(())
