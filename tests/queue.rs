@@ -420,6 +420,65 @@ async fn put_many_and_get_many_move_batches() -> mp::Result<()> {
     Ok(())
 }
 
+/// Puts 2,000 numbered byte items in batches of 50 (one item of each tenth batch larger than
+/// the ring, so it is spilled).
+async fn put_byte_batches(q: Queue<Vec<u8>>) {
+    for batch in 0..40u32 {
+        let items: Vec<Vec<u8>> = (0..50u32)
+            .map(|i| {
+                let n = batch * 50 + i;
+                let len = if batch % 10 == 3 && i == 7 {
+                    100_000
+                } else {
+                    16
+                };
+                let mut item = vec![(n % 251) as u8; len];
+                item[..4].copy_from_slice(&n.to_le_bytes());
+                item
+            })
+            .collect();
+        q.put_many_bytes(&items).await.expect("put_many_bytes");
+    }
+}
+
+#[tokio::test]
+async fn byte_batches_cross_processes_in_order_through_a_small_ring() -> mp::Result<()> {
+    mp::init().await?;
+    // 4 KiB of ring: batches wait for room, and the large items are spilled.
+    let q = Queue::<Vec<u8>>::builder().capacity(4096).build()?;
+    let mut child = mp::Process::spawn(put_byte_batches, q.clone())?;
+    let mut next = 0u32;
+    while next < 2000 {
+        let batch = tokio::time::timeout(LIVENESS, q.get_many_bytes(64))
+            .await
+            .expect("items keep coming")?;
+        assert!(!batch.is_empty() && batch.len() <= 64);
+        for item in batch {
+            assert_eq!(u32::from_le_bytes(item[..4].try_into().unwrap()), next);
+            assert!(item[4..].iter().all(|&b| b == (next % 251) as u8));
+            next += 1;
+        }
+    }
+    child.join().await?;
+    assert!(q.is_empty());
+    assert!(spill_entries(&q).is_empty(), "spilled items are removed");
+
+    let small = Queue::<Vec<u8>>::builder().max_message(100).build()?;
+    let err = small
+        .put_many_bytes(&[vec![1u8; 10], vec![2u8; 101]])
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::TooLarge {
+            size: 101,
+            max: 100
+        }
+    ));
+    assert!(small.is_empty(), "a refused batch queues nothing");
+    Ok(())
+}
+
 // ----- items larger than the ring -----
 
 fn spill_entries<T>(q: &Queue<T>) -> Vec<String> {

@@ -437,6 +437,9 @@ async fn atomics_in_a_segment_are_shared_by_processes() -> mp::Result<()> {
     assert_eq!(shm.atomic_u32(0)?.load(Ordering::Acquire), 3 * n as u32);
     assert_eq!(shm.atomic_u64(8)?.load(Ordering::Acquire), 9 * n);
     assert!(matches!(shm.atomic_u64(4), Err(Error::InvalidArgument(_))));
-    assert!(matches!(shm.atomic_u64(16), Err(Error::IndexOutOfRange { .. })));
+    assert!(matches!(
+        shm.atomic_u64(16),
+        Err(Error::IndexOutOfRange { .. })
+    ));
     Ok(())
 }
