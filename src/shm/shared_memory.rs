@@ -109,6 +109,7 @@ impl SharedMemory {
     }
 
     /// The usable size in bytes (what was asked for at creation).
+    #[inline]
     pub fn size(&self) -> usize {
         self.inner.size
     }
@@ -118,6 +119,7 @@ impl SharedMemory {
     /// # Errors
     ///
     /// [`Error::IndexOutOfRange`] if the range does not fit in the segment.
+    #[inline]
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
         Ok(self.inner.map.read(HEADER_SIZE + offset, buf)?)
@@ -128,12 +130,14 @@ impl SharedMemory {
     /// # Errors
     ///
     /// [`Error::IndexOutOfRange`] if the range does not fit in the segment.
+    #[inline]
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check_range(offset, data.len())?;
         Ok(self.inner.map.write(HEADER_SIZE + offset, data)?)
     }
 
     /// Appends `len` bytes starting at `offset` to `out` (no zero-filling first).
+    #[inline]
     pub(crate) fn read_append(&self, offset: usize, len: usize, out: &mut Vec<u8>) -> Result<()> {
         self.check_range(offset, len)?;
         Ok(self.inner.map.read_append(HEADER_SIZE + offset, len, out)?)
@@ -269,6 +273,7 @@ impl SharedMemory {
         })
     }
 
+    #[inline]
     fn check_range(&self, offset: usize, len: usize) -> Result<()> {
         match offset.checked_add(len) {
             Some(end) if end <= self.size() => Ok(()),
@@ -296,6 +301,7 @@ impl SharedMemory {
     ///
     /// [`Error::IndexOutOfRange`] past the end; [`Error::InvalidArgument`] when `offset` is not a
     /// multiple of 4.
+    #[inline]
     pub fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32> {
         self.check_range(offset, 4)?;
         if !offset.is_multiple_of(4) {
@@ -313,6 +319,7 @@ impl SharedMemory {
     ///
     /// [`Error::IndexOutOfRange`] past the end; [`Error::InvalidArgument`] when `offset` is not a
     /// multiple of 8.
+    #[inline]
     pub fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
         self.check_range(offset, 8)?;
         if !offset.is_multiple_of(8) {

@@ -35,6 +35,7 @@ impl Segment {
     }
 
     /// The `AtomicU32` at state offset `offset` (fixed by the primitive, in range by construction).
+    #[inline]
     pub(crate) fn u32(&self, offset: usize) -> &AtomicU32 {
         self.shm
             .atomic_u32(CHANNEL_SIZE + offset)
@@ -42,6 +43,7 @@ impl Segment {
     }
 
     /// The `AtomicU64` at state offset `offset`.
+    #[inline]
     pub(crate) fn u64(&self, offset: usize) -> &AtomicU64 {
         self.shm
             .atomic_u64(CHANNEL_SIZE + offset)
@@ -82,21 +84,25 @@ impl Segment {
     }
 
     /// The segment itself (for a second wait channel in it).
+    #[inline]
     pub(crate) fn shm(&self) -> &SharedMemory {
         &self.shm
     }
 
     /// Copies bytes out of the state area at `offset`.
+    #[inline]
     pub(crate) fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.shm.read_at(CHANNEL_SIZE + offset, buf)
     }
 
     /// Appends `len` bytes of the state area at `offset` to `out`.
+    #[inline]
     pub(crate) fn read_append(&self, offset: usize, len: usize, out: &mut Vec<u8>) -> Result<()> {
         self.shm.read_append(CHANNEL_SIZE + offset, len, out)
     }
 
     /// Copies bytes into the state area at `offset`.
+    #[inline]
     pub(crate) fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.shm.write_at(CHANNEL_SIZE + offset, data)
     }

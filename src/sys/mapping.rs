@@ -33,10 +33,12 @@ impl Mapping {
     }
 
     /// The first byte of the mapping. Dereferencing it is the caller's business.
+    #[inline]
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.map.as_mut_ptr()
     }
 
+    #[inline]
     fn check(&self, offset: usize, len: usize) -> io::Result<()> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len() => Ok(()),
@@ -52,6 +54,7 @@ impl Mapping {
     }
 
     /// Copies `buf.len()` bytes at `offset` out of the mapping into private memory.
+    #[inline]
     pub(crate) fn read(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
         self.check(offset, buf.len())?;
         // SAFETY: `offset + buf.len() <= self.len()` was checked, so the source range lies inside
@@ -70,6 +73,7 @@ impl Mapping {
     }
 
     /// Appends `len` bytes at `offset` to `out`, without zero-filling them first.
+    #[inline]
     pub(crate) fn read_append(
         &self,
         offset: usize,
@@ -96,6 +100,7 @@ impl Mapping {
     }
 
     /// Copies `data` into the mapping at `offset`.
+    #[inline]
     pub(crate) fn write(&self, offset: usize, data: &[u8]) -> io::Result<()> {
         self.check(offset, data.len())?;
         // SAFETY: the destination range was bounds-checked against the live mapping as in `read`,
@@ -112,6 +117,7 @@ impl Mapping {
     }
 
     /// The `AtomicU32` at `offset`, which must be 4-byte aligned and inside the mapping.
+    #[inline]
     pub(crate) fn atomic_u32(&self, offset: usize) -> io::Result<&AtomicU32> {
         self.check(offset, 4)?;
         let ptr = self.as_ptr().wrapping_add(offset);
@@ -129,6 +135,7 @@ impl Mapping {
     }
 
     /// The `AtomicU64` at `offset`, which must be 8-byte aligned and inside the mapping.
+    #[inline]
     pub(crate) fn atomic_u64(&self, offset: usize) -> io::Result<&AtomicU64> {
         self.check(offset, 8)?;
         let ptr = self.as_ptr().wrapping_add(offset);
