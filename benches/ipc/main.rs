@@ -1,25 +1,24 @@
-//! Side-by-side IPC benchmarks: `cargo bench` (full) or `cargo bench -- --quick` (scaled down
-//! about 20x, for CI).
+//! Side-by-side IPC benchmarks: `cargo bench` (full), `cargo bench -- --quick` (scaled down
+//! about 20x, for CI), `cargo bench -- --only W1,W3` (some workloads).
 //!
 //! Workloads of DESIGN.md §6 between two real processes; process start-up is outside every timed
 //! region (the sender waits for a "go" from the timer's side). Each row is the median of 3 runs
-//! with min–max; latency rows give p50 and p99. Ratios compare this crate with each peer.
+//! with min–max; latency rows give p50 and p99. Ratios compare this crate with every other row
+//! of the workload.
 //!
 //! - W1: 64-byte messages one-way (msgs/s)
 //! - W2: 8-byte ping-pong (µs per round trip)
 //! - W3: 1 MiB messages one-way (GB/s)
-//!
-//! Peers: Python `multiprocessing.Pipe` (`send_bytes` / `recv_bytes`, via `benches/peers.py`,
-//! skipped with a note when `python3` is missing) and a hand-rolled tokio `UnixStream` +
-//! `LengthDelimitedCodec`, sending one message per `send` and batched with `feed` + `flush`.
 //! - W4: two processes each doing lock / increment a shared counter / unlock (ops/s, counter
 //!   checked exact)
 //! - W5: one process sets an Event, another that is parked notices (µs, timestamps through
 //!   shared memory)
 //!
-//! Queue rows: `Queue` with raw bytes, with `put_many` / `get_many`, and with the blocking twins;
-//! Python's `multiprocessing.Queue` and `SimpleQueue` (run for a quarter of the messages: they
-//! are slow).
+//! Systems: this crate's Pipe and Queue (W1–W3), Lock + Value (W4) and Event (W5), async and
+//! blocking; a hand-rolled tokio `UnixStream` + `LengthDelimitedCodec` (one message per `send`,
+//! and `feed` + `flush`); Python's `multiprocessing` via `benches/peers.py` (skipped with a note
+//! when `python3` is missing; its queues run a quarter of the messages, being slow); and the
+//! limits of the machine in `limits.rs`.
 
 use std::os::fd::OwnedFd;
 use std::time::Instant;
@@ -642,7 +641,8 @@ async fn main() -> mp::Result<()> {
         }
     );
     println!(
-        "waits: every receiver parks in the kernel (epoll for async, poll/futex for blocking); nobody spins"
+        "waits: pipes and the codec park in epoll/poll at once; this crate's queues spin a few µs \
+         before parking; the busy-polling limit only spins; the futex limits always park"
     );
 
     let w1 = 1_000_000 / scale;

@@ -6,6 +6,7 @@
 //! | `put(x)`, `get()` (block, timeout) | `put(x).await`, `get().await`, `put_timeout`, `get_timeout`, `*_blocking` |
 //! | `put_nowait`, `get_nowait` | `try_put` (`PutError::Full(x)`), `try_get` (`Error::Empty`) |
 //! | `qsize`, `empty`, `full`, `close` | `len` (exact), `is_empty`, `is_full`, `close` |
+//! | — | `put_bytes` / `get_bytes` (raw bytes), `put_many` / `get_many`, `put_many_bytes` / `get_many_bytes` (batches) |
 //!
 //! | `SimpleQueue`, `JoinableQueue` (`task_done`, `join`) | [`SimpleQueue`], [`JoinableQueue`] |
 //! | `queue.LifoQueue`, `queue.PriorityQueue` (threads only in Python) | [`LifoQueue`], [`PriorityQueue`] — across processes |
