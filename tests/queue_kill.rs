@@ -1,4 +1,5 @@
-//! The queue under fire: producers and consumers SIGKILLed at random points, 500+ times, with
+//! The queue under fire: producers and consumers SIGKILLed at random points, 500+ times (and
+//! 300 more on a LIFO queue), with
 //! exact accounting of every item (reliability-design.md §7, scenario 18).
 //!
 //! Every producer incarnation numbers its items and records, after each confirmed `put`, how
@@ -14,7 +15,7 @@ mod support;
 use std::time::Duration;
 
 use support::LIVENESS;
-use tokio_multiprocessing::{self as mp, Error, ProcessFailure, Queue, RawArray};
+use tokio_multiprocessing::{self as mp, Error, LifoQueue, ProcessFailure, Queue, RawArray};
 
 const INCARNATIONS: usize = 700;
 const PER_INCARNATION: usize = 4_000;
@@ -54,27 +55,46 @@ fn checksum(incarnation: u32, seq: u32, body: &[u8]) -> u64 {
         })
 }
 
+/// The queue kinds under test: the FIFO engine (two locks, one commit per side) and the LIFO
+/// one (one lock, records flagged as taken in the middle of the ring).
+trait KillQueue: Clone + serde::Serialize + serde::de::DeserializeOwned + 'static {
+    fn q(&self) -> &Queue<Item>;
+}
+
+impl KillQueue for Queue<Item> {
+    fn q(&self) -> &Queue<Item> {
+        self
+    }
+}
+
+impl KillQueue for LifoQueue<Item> {
+    fn q(&self) -> &Queue<Item> {
+        self
+    }
+}
+
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
-struct Books {
-    queue: Queue<Item>,
+#[serde(bound = "Q: KillQueue")]
+struct Books<Q> {
+    queue: Q,
     /// Confirmed puts per producer incarnation.
     acked: RawArray<u32>,
     /// Times each (incarnation, seq) was received.
     received: RawArray<u32>,
 }
 
-async fn producer((books, incarnation): (Books, u32)) {
+async fn producer<Q: KillQueue>((books, incarnation): (Books<Q>, u32)) {
     let batched = incarnation % 2 == 1;
     let step = if batched { BATCH as u32 } else { 1 };
     for first in (0..PER_INCARNATION as u32).step_by(step as usize) {
         let items = (first..first + step).map(|seq| Item::new(incarnation, seq));
         let put = async {
             if batched {
-                books.queue.put_many(items).await.map_err(Error::from)
+                books.queue.q().put_many(items).await.map_err(Error::from)
             } else {
                 let mut items = items;
                 let item = items.next().expect("one item");
-                books.queue.put(item).await.map_err(Error::from)
+                books.queue.q().put(item).await.map_err(Error::from)
             }
         };
         match tokio::time::timeout(LIVENESS, put).await {
@@ -87,20 +107,20 @@ async fn producer((books, incarnation): (Books, u32)) {
     tokio::time::sleep(Duration::from_secs(3600)).await;
 }
 
-fn count_received(books: &Books, item: &Item) {
+fn count_received<Q>(books: &Books<Q>, item: &Item) {
     assert!(item.valid(), "torn item {}:{}", item.incarnation, item.seq);
     let i = item.incarnation as usize * PER_INCARNATION + item.seq as usize;
     let n = books.received.get(i).unwrap();
     books.received.set(i, n + 1).unwrap();
 }
 
-async fn consumer((books, batched): (Books, bool)) {
+async fn consumer<Q: KillQueue>((books, batched): (Books<Q>, bool)) {
     loop {
         let got = if batched {
-            tokio::time::timeout(Duration::from_millis(100), books.queue.get_many(BATCH)).await
+            tokio::time::timeout(Duration::from_millis(100), books.queue.q().get_many(BATCH)).await
         } else {
             tokio::time::timeout(Duration::from_millis(100), async {
-                books.queue.get().await.map(|item| vec![item])
+                books.queue.q().get().await.map(|item| vec![item])
             })
             .await
         };
@@ -122,8 +142,22 @@ fn check_killed<R>(result: mp::Result<R>) {
 #[tokio::test]
 async fn five_hundred_kills_lose_duplicate_and_tear_nothing() -> mp::Result<()> {
     mp::init().await?;
+    let queue = Queue::builder().maxsize(64).capacity(64 * 1024).build()?;
+    kill_harness(queue, 500).await
+}
+
+#[tokio::test]
+async fn a_lifo_queue_survives_three_hundred_kills() -> mp::Result<()> {
+    mp::init().await?;
+    let queue = LifoQueue::with(Queue::builder().maxsize(64).capacity(64 * 1024))?;
+    kill_harness(queue, 300).await
+}
+
+/// Runs producers and consumers of `queue`, SIGKILLs one of them at random `kills` times, then
+/// checks the books.
+async fn kill_harness<Q: KillQueue>(queue: Q, kills: usize) -> mp::Result<()> {
     let books = Books {
-        queue: Queue::builder().maxsize(64).capacity(64 * 1024).build()?,
+        queue,
         acked: RawArray::new(&vec![0u32; INCARNATIONS])?,
         received: RawArray::new(&vec![0u32; INCARNATIONS * PER_INCARNATION])?,
     };
@@ -133,11 +167,11 @@ async fn five_hundred_kills_lose_duplicate_and_tear_nothing() -> mp::Result<()> 
     for _ in 0..2 {
         producers.push((
             next_incarnation,
-            mp::Process::spawn(producer, (books.clone(), next_incarnation))?,
+            mp::Process::spawn(producer::<Q>, (books.clone(), next_incarnation))?,
         ));
         next_incarnation += 1;
         consumers.push(mp::Process::spawn(
-            consumer,
+            consumer::<Q>,
             (books.clone(), next_incarnation.is_multiple_of(2)),
         )?);
     }
@@ -151,7 +185,7 @@ async fn five_hundred_kills_lose_duplicate_and_tear_nothing() -> mp::Result<()> 
         seed ^= seed << 17;
         seed
     };
-    while producer_kills + consumer_kills < 500 {
+    while producer_kills + consumer_kills < kills {
         tokio::time::sleep(Duration::from_micros(random() % 4000)).await;
         if random() % 2 == 0 && (next_incarnation as usize) < INCARNATIONS {
             let slot = (random() % producers.len() as u64) as usize;
@@ -162,7 +196,7 @@ async fn five_hundred_kills_lose_duplicate_and_tear_nothing() -> mp::Result<()> 
             producer_kills += 1;
             producers.push((
                 next_incarnation,
-                mp::Process::spawn(producer, (books.clone(), next_incarnation))?,
+                mp::Process::spawn(producer::<Q>, (books.clone(), next_incarnation))?,
             ));
             next_incarnation += 1;
         } else {
@@ -172,7 +206,7 @@ async fn five_hundred_kills_lose_duplicate_and_tear_nothing() -> mp::Result<()> 
             check_killed(victim.join().await);
             consumer_kills += 1;
             consumers.push(mp::Process::spawn(
-                consumer,
+                consumer::<Q>,
                 (books.clone(), consumer_kills.is_multiple_of(2)),
             )?);
         }
@@ -189,7 +223,7 @@ async fn five_hundred_kills_lose_duplicate_and_tear_nothing() -> mp::Result<()> 
         consumer_kills += 1;
     }
     // Whatever is still queued counts as delivered to us.
-    while let Ok(item) = books.queue.try_get() {
+    while let Ok(item) = books.queue.q().try_get() {
         count_received(&books, &item);
     }
 
