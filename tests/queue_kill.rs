@@ -1,6 +1,6 @@
 //! The queue under fire: producers and consumers SIGKILLed at random points, 500+ times (and
-//! 300 more on a LIFO queue), with
-//! exact accounting of every item (reliability-design.md §7, scenario 18).
+//! 300 more on a LIFO queue), with exact accounting of every item (reliability-design.md §7,
+//! scenario 18).
 //!
 //! Every producer incarnation numbers its items and records, after each confirmed `put`, how
 //! many it confirmed. Every consumer checks each item's checksum and counts it in a shared
