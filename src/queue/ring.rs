@@ -35,7 +35,7 @@ use crate::handle::{FdIndex, FdSink, FdSource};
 use crate::notify::{CHANNEL_SIZE, SAFETY_RECHECK, WaitChannel};
 use crate::shm::header::Kind;
 use crate::sync::segment::{Segment, SegmentWire};
-use crate::sync::{Lock, LockError, LockGuard};
+use crate::sync::{Held, HoldError, Lock, LockError, LockGuard};
 use crate::sys::eventfd;
 use crate::{Error, Result};
 
@@ -529,13 +529,17 @@ impl Ring {
             Err(LockError::OwnerDied(mut guard)) => {
                 self.recover()?;
                 guard.mark_consistent();
-                // Waiters may have missed the dead owner's notification.
-                self.seg.channel.notify();
-                self.not_full.notify();
+                self.after_recovery();
                 Ok(guard)
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Waiters may have missed a dead owner's notification.
+    fn after_recovery(&self) {
+        self.seg.channel.notify();
+        self.not_full.notify();
     }
 
     fn get_lock(&self) -> &Lock {
@@ -546,35 +550,48 @@ impl Ring {
         }
     }
 
-    /// The lock if it is free right now: the common case, taken without building the
-    /// waiting future.
-    fn lock_now(&self, lock: &Lock) -> Option<Result<LockGuard>> {
-        match lock.try_lock() {
-            Err(LockError::WouldBlock) => None,
-            result => Some(self.take_lock(result)),
-        }
+    /// `lock` if it is free right now: the common case, taken without building the waiting
+    /// future or cloning the lock's handle.
+    fn lock_now<'a>(&self, lock: &'a Lock) -> Option<Result<Held<'a>>> {
+        Some(match lock.try_hold()? {
+            Ok(held) => Ok(held),
+            Err(HoldError::OwnerDied(mut held)) => self.recover().map(|()| {
+                held.mark_consistent();
+                self.after_recovery();
+                held
+            }),
+            Err(HoldError::NotRecoverable) => Err(LockError::NotRecoverable.into()),
+        })
     }
 
-    async fn put_locked(&self) -> Result<LockGuard> {
-        if let Some(result) = self.lock_now(&self.put_lock) {
+    async fn locked<'a>(&self, lock: &'a Lock) -> Result<Held<'a>> {
+        if let Some(result) = self.lock_now(lock) {
             return result;
         }
-        self.take_lock(self.put_lock.lock().await)
+        Ok(self.take_lock(lock.lock().await)?.into_held(lock))
     }
 
-    fn put_locked_blocking(&self) -> Result<LockGuard> {
-        self.take_lock(self.put_lock.lock_blocking())
-    }
-
-    async fn get_locked(&self) -> Result<LockGuard> {
-        if let Some(result) = self.lock_now(self.get_lock()) {
+    fn locked_blocking<'a>(&self, lock: &'a Lock) -> Result<Held<'a>> {
+        if let Some(result) = self.lock_now(lock) {
             return result;
         }
-        self.take_lock(self.get_lock().lock().await)
+        Ok(self.take_lock(lock.lock_blocking())?.into_held(lock))
     }
 
-    fn get_locked_blocking(&self) -> Result<LockGuard> {
-        self.take_lock(self.get_lock().lock_blocking())
+    async fn put_locked(&self) -> Result<Held<'_>> {
+        self.locked(&self.put_lock).await
+    }
+
+    fn put_locked_blocking(&self) -> Result<Held<'_>> {
+        self.locked_blocking(&self.put_lock)
+    }
+
+    async fn get_locked(&self) -> Result<Held<'_>> {
+        self.locked(self.get_lock()).await
+    }
+
+    fn get_locked_blocking(&self) -> Result<Held<'_>> {
+        self.locked_blocking(self.get_lock())
     }
 
     /// With the put lock held: appends a record if it fits.

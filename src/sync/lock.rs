@@ -1,8 +1,8 @@
 //! [`Lock`]: a mutual-exclusion lock owned by a process, robust against owner death.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::segment::{Segment, SegmentWire};
@@ -13,9 +13,7 @@ use crate::sys::{self, pidfd};
 use crate::{Error, Result};
 
 // State layout (after the wait channel).
-const OWNER: usize = 0; // u64: 0 = free, else pid << 32 | per-process nonce
-const OWNER_START: usize = 8; // u64: the owner process's start time
-const START_FOR: usize = 16; // u64: the owner token OWNER_START belongs to
+const OWNER: usize = 0; // u64: 0 = free, else the owner's token (see `my_token`)
 const CONSISTENCY: usize = 24; // u32: CONSISTENT, INCONSISTENT or NOT_RECOVERABLE
 const STATE: usize = 32;
 
@@ -26,30 +24,32 @@ const NOT_RECOVERABLE: u32 = 2;
 /// How often a waiter checks whether a lock's owner in another process is still alive.
 const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 
-static NONCE: AtomicU32 = AtomicU32::new(1);
-
 thread_local! {
-    /// Owners (pid, recorded start time) this thread saw alive, and when.
-    static RECENTLY_ALIVE: std::cell::RefCell<std::collections::HashMap<(u32, u64), Instant>> =
+    /// Owner tokens this thread saw alive, and when.
+    static RECENTLY_ALIVE: std::cell::RefCell<std::collections::HashMap<u64, Instant>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 /// Attempts a locker makes before it parks.
 const SPINS: usize = 200;
 
-fn new_token() -> u64 {
-    let nonce = loop {
-        let n = NONCE.fetch_add(1, Ordering::Relaxed);
-        if n != 0 {
-            break n;
-        }
-    };
-    (u64::from(sys::getpid()) << 32) | u64::from(nonce)
-}
-
-fn my_start_time() -> u64 {
-    static START: OnceLock<u64> = OnceLock::new();
-    *START.get_or_init(|| pidfd::start_time(sys::getpid()).map_or(0, |(t, _)| t))
+/// This process's owner token: `pid << 32 | start`, where `start` is the low 32 bits of the
+/// process's start time (0 if unknown). The start time tells a recycled pid from the owner that
+/// died, with nothing written besides the lock word itself. One token per process: only a guard
+/// releases, and a guard exists only while its process holds the lock.
+fn my_token() -> u64 {
+    // pid << 32 | start of the process that computed it; a forked child (another pid)
+    // recomputes.
+    static CACHED: AtomicU64 = AtomicU64::new(0);
+    let pid = sys::getpid();
+    let cached = CACHED.load(Ordering::Relaxed);
+    if (cached >> 32) as u32 == pid {
+        return cached;
+    }
+    let start = pidfd::start_time(pid).map_or(0, |(t, _)| t as u32);
+    let token = u64::from(pid) << 32 | u64::from(start);
+    CACHED.store(token, Ordering::Relaxed);
+    token
 }
 
 /// Why [`Lock::lock`] did not simply hand out the lock.
@@ -157,6 +157,47 @@ pub struct LockGuard {
     inconsistent: bool,
 }
 
+/// What one try at the lock word found.
+enum Claim {
+    Acquired(u64),
+    OwnerDied(u64),
+    NotRecoverable,
+    Busy { other_process: bool },
+}
+
+/// A hold on a [`Lock`] that borrows it instead of cloning the handle, for the crate's own short
+/// critical sections (a queue's put or get), where bumping the handle's reference count costs
+/// as much as the work. Dropping it unlocks, as dropping a [`LockGuard`] does.
+pub(crate) struct Held<'a> {
+    lock: &'a Lock,
+    token: u64,
+    inconsistent: bool,
+}
+
+/// Why [`Lock::try_hold`] gave no plain hold.
+pub(crate) enum HoldError<'a> {
+    /// As [`LockError::OwnerDied`].
+    OwnerDied(Held<'a>),
+    /// As [`LockError::NotRecoverable`].
+    NotRecoverable,
+}
+
+impl Held<'_> {
+    /// As [`LockGuard::mark_consistent`].
+    pub(crate) fn mark_consistent(&mut self) {
+        if self.inconsistent {
+            self.lock.set_consistent();
+            self.inconsistent = false;
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.lock.release(self.token, self.inconsistent);
+    }
+}
+
 enum Attempt {
     Acquired(LockGuard),
     Failed(LockError),
@@ -190,14 +231,15 @@ impl Lock {
         self.seg.u64(OWNER).load(Ordering::Acquire) != 0
     }
 
-    fn attempt(&self) -> Attempt {
+    /// One try at the lock word.
+    fn claim(&self) -> Claim {
         if self.seg.u32(CONSISTENCY).load(Ordering::Acquire) == NOT_RECOVERABLE {
-            return Attempt::Failed(LockError::NotRecoverable);
+            return Claim::NotRecoverable;
         }
         let owner = self.seg.u64(OWNER);
-        let token = new_token();
+        let token = my_token();
         match owner.compare_exchange(0, token, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => Attempt::Acquired(self.owned(token, false)),
+            Ok(_) => Claim::Acquired(token),
             Err(current) if self.is_dead(current) => {
                 // Exactly one of the waiters that noticed the death wins this exchange.
                 match owner.compare_exchange(current, token, Ordering::Acquire, Ordering::Relaxed) {
@@ -205,24 +247,47 @@ impl Lock {
                         self.seg
                             .u32(CONSISTENCY)
                             .store(INCONSISTENT, Ordering::Release);
-                        Attempt::Failed(LockError::OwnerDied(self.owned(token, true)))
+                        Claim::OwnerDied(token)
                     }
-                    Err(_) => Attempt::Busy {
+                    Err(_) => Claim::Busy {
                         other_process: true,
                     },
                 }
             }
-            Err(current) => Attempt::Busy {
+            Err(current) => Claim::Busy {
                 other_process: (current >> 32) as u32 != sys::getpid(),
             },
         }
     }
 
+    fn attempt(&self) -> Attempt {
+        match self.claim() {
+            Claim::Acquired(token) => Attempt::Acquired(self.owned(token, false)),
+            Claim::OwnerDied(token) => {
+                Attempt::Failed(LockError::OwnerDied(self.owned(token, true)))
+            }
+            Claim::NotRecoverable => Attempt::Failed(LockError::NotRecoverable),
+            Claim::Busy { other_process } => Attempt::Busy { other_process },
+        }
+    }
+
+    /// Takes the lock if it is free (or its owner died) right now, as a [`Held`] that borrows
+    /// it; `None` when it is busy.
+    pub(crate) fn try_hold(&self) -> Option<Result<Held<'_>, HoldError<'_>>> {
+        let held = |token, inconsistent| Held {
+            lock: self,
+            token,
+            inconsistent,
+        };
+        match self.claim() {
+            Claim::Acquired(token) => Some(Ok(held(token, false))),
+            Claim::OwnerDied(token) => Some(Err(HoldError::OwnerDied(held(token, true)))),
+            Claim::NotRecoverable => Some(Err(HoldError::NotRecoverable)),
+            Claim::Busy { .. } => None,
+        }
+    }
+
     fn owned(&self, token: u64, inconsistent: bool) -> LockGuard {
-        self.seg
-            .u64(OWNER_START)
-            .store(my_start_time(), Ordering::Relaxed);
-        self.seg.u64(START_FOR).store(token, Ordering::Release);
         LockGuard {
             lock: self.clone(),
             token,
@@ -231,34 +296,28 @@ impl Lock {
     }
 
     /// Whether the process behind `token` is gone (or a zombie, or its pid now belongs to a
-    /// newer process). Never true for a process that is merely slow or stopped.
+    /// process started at another time). Never true for a process that is merely slow or
+    /// stopped.
     fn is_dead(&self, token: u64) -> bool {
         let pid = (token >> 32) as u32;
         if pid == sys::getpid() {
             return false;
         }
-        let recorded = if self.seg.u64(START_FOR).load(Ordering::Acquire) == token {
-            Some(self.seg.u64(OWNER_START).load(Ordering::Relaxed))
-        } else {
-            None
-        };
         // Reading /proc costs a few system calls; under contention every failed attempt would
-        // pay them. A process seen alive (with this start time) is trusted for LIVENESS_CHECK,
-        // which bounds how late a death is noticed.
+        // pay them. A token seen alive is trusted for LIVENESS_CHECK, which bounds how late a
+        // death is noticed.
         let now = Instant::now();
-        let key = (pid, recorded.unwrap_or(0));
         let fresh = RECENTLY_ALIVE.with(|seen| {
             seen.borrow()
-                .get(&key)
+                .get(&token)
                 .is_some_and(|at| now.duration_since(*at) < LIVENESS_CHECK)
         });
         if fresh {
             return false;
         }
         let dead = match pidfd::start_time(pid) {
-            None => true,
-            Some((_, true)) => true,
-            Some((start, false)) => recorded.is_some_and(|r| r != 0 && r != start),
+            None | Some((_, true)) => true,
+            Some((start, false)) => token as u32 != 0 && start as u32 != token as u32,
         };
         RECENTLY_ALIVE.with(|seen| {
             let mut seen = seen.borrow_mut();
@@ -266,9 +325,9 @@ impl Lock {
                 seen.retain(|_, at| now.duration_since(*at) < LIVENESS_CHECK);
             }
             if dead {
-                seen.remove(&key);
+                seen.remove(&token);
             } else {
-                seen.insert(key, now);
+                seen.insert(token, now);
             }
         });
         dead
@@ -418,12 +477,22 @@ impl LockGuard {
     /// lock stays usable once this guard is dropped.
     pub fn mark_consistent(&mut self) {
         if self.inconsistent {
-            self.lock
-                .seg
-                .u32(CONSISTENCY)
-                .store(CONSISTENT, Ordering::Release);
+            self.lock.set_consistent();
             self.inconsistent = false;
         }
+    }
+
+    /// The same hold, borrowing `lock` (which must be the lock this guard holds) instead of
+    /// owning a handle.
+    pub(crate) fn into_held(mut self, lock: &Lock) -> Held<'_> {
+        debug_assert!(self.holds(lock));
+        let held = Held {
+            lock,
+            token: self.token,
+            inconsistent: self.inconsistent,
+        };
+        self.token = 0; // handed over: dropping this guard releases nothing
+        held
     }
 
     /// The lock this guard holds.
@@ -439,15 +508,32 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let seg = &self.lock.seg;
-        if self.inconsistent {
+        // Tokens are never 0 (the pid is in the high half); 0 marks a guard handed over.
+        if self.token != 0 {
+            self.lock.release(self.token, self.inconsistent);
+        }
+    }
+}
+
+impl Lock {
+    /// Unlocks (as the holder of `token`), poisoning the lock first if the state was left
+    /// inconsistent, and wakes a waiter.
+    fn release(&self, token: u64, inconsistent: bool) {
+        let seg = &self.seg;
+        if inconsistent {
             seg.u32(CONSISTENCY)
                 .store(NOT_RECOVERABLE, Ordering::Release);
         }
-        let _ =
-            seg.u64(OWNER)
-                .compare_exchange(self.token, 0, Ordering::Release, Ordering::Relaxed);
+        let _ = seg
+            .u64(OWNER)
+            .compare_exchange(token, 0, Ordering::Release, Ordering::Relaxed);
         seg.channel.notify();
+    }
+
+    fn set_consistent(&self) {
+        self.seg
+            .u32(CONSISTENCY)
+            .store(CONSISTENT, Ordering::Release);
     }
 }
 

@@ -30,6 +30,7 @@ mod value;
 pub use barrier::{Barrier, MAX_PARTIES};
 pub use condition::{Condition, MAX_WAITERS};
 pub use event::Event;
+pub(crate) use lock::{Held, HoldError};
 pub use lock::{Lock, LockError, LockGuard};
 pub use rlock::{RLock, RLockError, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphorePermit};
