@@ -248,9 +248,15 @@ impl<T: Serialize> Queue<T> {
         if let Some(len) = handle::encode_to_slice(&item, &mut stack)
             && self.ring.check_size(len).is_ok()
         {
-            // The common case: a small item, serialised on the stack and copied into the ring.
+            // The common case: a small item, serialised on the stack and copied into the ring,
+            // first without building any future (the lock is almost always free).
+            let mut now = self.ring.try_put_slice_now(&stack[..len], 0);
             loop {
-                let failed = match self.ring.try_put_slice(&stack[..len], 0).await {
+                let attempt = match now.take() {
+                    Some(result) => result,
+                    None => self.ring.try_put_slice(&stack[..len], 0).await,
+                };
+                let failed = match attempt {
                     Ok(Put::Done) => return Ok(()),
                     Ok(Put::Full) => {
                         if self.ring.wait_room(len, deadline).await {
@@ -456,11 +462,18 @@ impl<T> Queue<T> {
     pub async fn put_bytes(&self, bytes: &[u8]) -> Result<()> {
         self.ring.check_size(bytes.len())?;
         if self.ring.fits_inline(bytes.len()) {
-            // Straight from the caller's slice: no copy before the one into the ring.
-            while let Put::Full = self.ring.try_put_slice(bytes, 0).await? {
+            // Straight from the caller's slice, and first without building any future.
+            let mut now = self.ring.try_put_slice_now(bytes, 0);
+            loop {
+                let attempt = match now.take() {
+                    Some(result) => result,
+                    None => self.ring.try_put_slice(bytes, 0).await,
+                };
+                if let Put::Done = attempt? {
+                    return Ok(());
+                }
                 self.ring.wait_room(bytes.len(), None).await;
             }
-            return Ok(());
         }
         let mut record = self.ring.prepare(bytes.to_vec())?;
         loop {
@@ -486,8 +499,13 @@ impl<T> Queue<T> {
     ///
     /// Cancel-safe.
     pub async fn get_bytes(&self) -> Result<bytes::Bytes> {
+        let mut now = self.ring.try_get_now(self.compare);
         loop {
-            if let Some(bytes) = self.ring.try_get(self.compare).await? {
+            let attempt = match now.take() {
+                Some(result) => result,
+                None => self.ring.try_get(self.compare).await,
+            };
+            if let Some(bytes) = attempt? {
                 return Ok(bytes.into());
             }
             self.ring.wait_items(None).await;
@@ -542,8 +560,14 @@ impl<T: DeserializeOwned> Queue<T> {
     }
 
     async fn get_until(&self, deadline: Option<Instant>) -> Result<T> {
+        // First without building any future (the lock is almost always free).
+        let mut now = self.ring.try_get_with_now(self.compare, Self::decode);
         loop {
-            if let Some(item) = self.ring.try_get_with(self.compare, Self::decode).await? {
+            let attempt = match now.take() {
+                Some(result) => result,
+                None => self.ring.try_get_with(self.compare, Self::decode).await,
+            };
+            if let Some(item) = attempt? {
                 return item;
             }
             if !self.ring.wait_items(deadline).await {

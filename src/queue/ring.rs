@@ -832,11 +832,8 @@ impl Ring {
 
     /// One locked attempt to take up to `max` records; an empty batch when there are none.
     pub(crate) async fn try_get_many(&self, max: usize, compare: Option<Compare>) -> Result<Batch> {
-        let guard = self.get_locked().await?;
-        let mut batch = Batch::default();
-        let result = self.take_records(max, compare, &mut batch);
-        drop(guard);
-        self.after_take(result, batch)
+        let held = self.get_locked().await?;
+        self.take_batch(held, max, compare)
     }
 
     pub(crate) fn try_get_many_blocking(
@@ -844,10 +841,27 @@ impl Ring {
         max: usize,
         compare: Option<Compare>,
     ) -> Result<Batch> {
-        let guard = self.get_locked_blocking()?;
+        let held = self.get_locked_blocking()?;
+        self.take_batch(held, max, compare)
+    }
+
+    /// [`try_get_many`](Self::try_get_many) if the get lock is free right now (no future, no
+    /// wait); `None` when it is busy.
+    pub(crate) fn try_get_many_now(
+        &self,
+        max: usize,
+        compare: Option<Compare>,
+    ) -> Option<Result<Batch>> {
+        Some(
+            self.lock_now(self.get_lock())?
+                .and_then(|held| self.take_batch(held, max, compare)),
+        )
+    }
+
+    fn take_batch(&self, held: Held<'_>, max: usize, compare: Option<Compare>) -> Result<Batch> {
         let mut batch = Batch::default();
         let result = self.take_records(max, compare, &mut batch);
-        drop(guard);
+        drop(held);
         self.after_take(result, batch)
     }
 
@@ -1001,19 +1015,27 @@ impl Ring {
     /// One locked attempt to queue `payload` as it is (it must fit inline); wakes getters on
     /// success.
     pub(crate) async fn try_put_slice(&self, payload: &[u8], flags: u32) -> Result<Put> {
-        let guard = self.put_locked().await?;
-        let result = self.put_record(payload, flags);
-        drop(guard);
-        if let Ok(Put::Done) = result {
-            self.seg.channel.notify();
-        }
-        result
+        let held = self.put_locked().await?;
+        self.put_held(held, payload, flags)
     }
 
     pub(crate) fn try_put_slice_blocking(&self, payload: &[u8], flags: u32) -> Result<Put> {
-        let guard = self.put_locked_blocking()?;
+        let held = self.put_locked_blocking()?;
+        self.put_held(held, payload, flags)
+    }
+
+    /// [`try_put_slice`](Self::try_put_slice) if the put lock is free right now (no future, no
+    /// wait): the path almost every put takes. `None` when the lock is busy.
+    pub(crate) fn try_put_slice_now(&self, payload: &[u8], flags: u32) -> Option<Result<Put>> {
+        Some(
+            self.lock_now(&self.put_lock)?
+                .and_then(|held| self.put_held(held, payload, flags)),
+        )
+    }
+
+    fn put_held(&self, held: Held<'_>, payload: &[u8], flags: u32) -> Result<Put> {
         let result = self.put_record(payload, flags);
-        drop(guard);
+        drop(held);
         if let Ok(Put::Done) = result {
             self.seg.channel.notify();
         }
@@ -1025,6 +1047,11 @@ impl Ring {
         self.try_get_many(1, compare).await.map(Batch::into_single)
     }
 
+    /// [`try_get`](Self::try_get) if the get lock is free right now; `None` when it is busy.
+    pub(crate) fn try_get_now(&self, compare: Option<Compare>) -> Option<Result<Option<Vec<u8>>>> {
+        Some(self.try_get_many_now(1, compare)?.map(Batch::into_single))
+    }
+
     /// One locked get attempt that hands the item's bytes to `f` (after the lock is released)
     /// from a buffer this thread reuses, so a typed get allocates only what `f` builds.
     pub(crate) async fn try_get_with<R>(
@@ -1032,10 +1059,32 @@ impl Ring {
         compare: Option<Compare>,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<Option<R>> {
+        let held = self.get_locked().await?;
+        self.take_one_with(held, compare, f)
+    }
+
+    /// [`try_get_with`](Self::try_get_with) if the get lock is free right now; `None` when it
+    /// is busy.
+    pub(crate) fn try_get_with_now<R>(
+        &self,
+        compare: Option<Compare>,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Option<Result<Option<R>>> {
+        Some(
+            self.lock_now(self.get_lock())?
+                .and_then(|held| self.take_one_with(held, compare, f)),
+        )
+    }
+
+    fn take_one_with<R>(
+        &self,
+        held: Held<'_>,
+        compare: Option<Compare>,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>> {
         thread_local! {
             static SCRATCH: std::cell::RefCell<Batch> = std::cell::RefCell::default();
         }
-        let guard = self.get_locked().await?;
         SCRATCH.with(|scratch| {
             // A decoder that gets from a queue itself finds the buffer taken: use a fresh one.
             let mut fresh = Batch::default();
@@ -1043,7 +1092,7 @@ impl Ring {
             let batch = borrowed.as_deref_mut().unwrap_or(&mut fresh);
             batch.clear();
             let result = self.take_records(1, compare, batch);
-            drop(guard);
+            drop(held);
             if !batch.is_empty() {
                 self.not_full.notify();
             }
