@@ -57,6 +57,9 @@ const TAIL_SEEN: usize = 248; // u64: `tail` as the getters last read it (FIFO)
 const UNFINISHED: usize = 304; // u64: puts not yet matched by task_done (JoinableQueue)
 const RING: usize = 368; // 64-byte aligned in the mapping (the state starts 16 bytes in)
 
+/// Most bytes a FIFO batch copies out of the ring at once.
+const BULK: usize = 256 << 10;
+
 /// The largest ring: positions run modulo twice the capacity in 32 bits.
 const MAX_CAPACITY: usize = 1 << 30;
 
@@ -128,24 +131,25 @@ pub(crate) struct Batch {
     bytes: Vec<u8>,
     /// How many items `bytes` holds.
     count: usize,
-    /// Where the first item ends (kept apart so a batch of one allocates nothing more).
-    first_end: usize,
-    /// Where each later item ends.
-    later_ends: Vec<usize>,
+    /// Where the first item is (kept apart so a batch of one allocates nothing more).
+    first: std::ops::Range<usize>,
+    /// Where each later item is.
+    later: Vec<std::ops::Range<usize>>,
 }
 
 impl Batch {
     fn push(&mut self, item: &[u8]) {
+        let start = self.bytes.len();
         self.bytes.extend_from_slice(item);
-        self.end_item();
+        self.add(start..self.bytes.len());
     }
 
-    /// Marks the end of `bytes` as the end of an item.
-    fn end_item(&mut self) {
+    /// Records `range` of `bytes` as the next item.
+    fn add(&mut self, range: std::ops::Range<usize>) {
         if self.count == 0 {
-            self.first_end = self.bytes.len();
+            self.first = range;
         } else {
-            self.later_ends.push(self.bytes.len());
+            self.later.push(range);
         }
         self.count += 1;
     }
@@ -157,7 +161,7 @@ impl Batch {
     fn clear(&mut self) {
         self.bytes.clear();
         self.count = 0;
-        self.later_ends.clear();
+        self.later.clear();
     }
 
     /// Gives back a large buffer so a reused batch does not keep one huge item's memory.
@@ -168,11 +172,9 @@ impl Batch {
     }
 
     fn ranges(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
-        let ends = std::iter::once(self.first_end)
-            .chain(self.later_ends.iter().copied())
-            .take(self.count);
-        let starts = std::iter::once(0).chain(ends.clone());
-        starts.zip(ends).map(|(start, end)| start..end)
+        std::iter::once(self.first.clone())
+            .chain(self.later.iter().cloned())
+            .take(self.count)
     }
 
     /// The items, oldest first.
@@ -188,8 +190,13 @@ impl Batch {
     }
 
     /// The one item of a batch of at most one.
-    fn into_single(self) -> Option<Vec<u8>> {
-        (self.count == 1).then_some(self.bytes)
+    fn into_single(mut self) -> Option<Vec<u8>> {
+        if self.count != 1 {
+            return None;
+        }
+        self.bytes.truncate(self.first.end);
+        self.bytes.drain(..self.first.start);
+        Some(self.bytes)
     }
 }
 
@@ -707,14 +714,21 @@ impl Ring {
     /// getter killed in between leaves the record, and at worst a record whose segment is gone,
     /// which the next getter reports and skips.
     fn take_oldest(&self, max: usize, head: Mark, tail: Mark, batch: &mut Batch) -> Result<usize> {
+        if max > 1 {
+            let taken = self.take_oldest_in_bulk(max, head, tail, batch)?;
+            if taken > 0 {
+                return Ok(taken);
+            }
+        }
         let mut end = head;
         let mut failure = None;
         while end.items.wrapping_sub(head.items) < max as u32 && end.pos != tail.pos {
             let (len, rec) = self.record_at(end.pos, tail.pos)?;
             let payload = self.advance(end.pos, RECORD_HEADER);
             if self.flags(end.pos).load(Ordering::Acquire) & SPILLED == 0 {
+                let start = batch.bytes.len();
                 self.read_append(payload, len, &mut batch.bytes)?;
-                batch.end_item();
+                batch.add(start..batch.bytes.len());
             } else if end.pos != head.pos {
                 break; // a spilled item starts a batch of its own
             } else {
@@ -727,12 +741,71 @@ impl Ring {
                 items: end.items.wrapping_add(1),
                 pos: self.advance(end.pos, rec),
             };
+            if failure.is_some() {
+                break; // report the lost item on its own
+            }
         }
         self.commit(HEAD, end);
         match failure {
             Some(e) => Err(e),
             None => Ok(end.items.wrapping_sub(head.items) as usize),
         }
+    }
+
+    /// A FIFO batch in one piece: copy the committed bytes (up to [`BULK`], and about 256 per
+    /// wanted item) out with one or two copies, then find and check the records in the private copy. Stops before a spilled
+    /// record or one that was not copied whole; 0 when the first is such a record, and the
+    /// caller takes it on its own.
+    fn take_oldest_in_bulk(
+        &self,
+        max: usize,
+        head: Mark,
+        tail: Mark,
+        batch: &mut Batch,
+    ) -> Result<usize> {
+        // About 256 bytes per wanted item: a small batch does not copy the whole ring.
+        let window = (self.distance(head.pos, tail.pos) as usize)
+            .min(BULK)
+            .min(max.saturating_mul(256));
+        let base = batch.bytes.len();
+        self.read_append(head.pos, window, &mut batch.bytes)?;
+        let (mut end, mut off) = (head, 0);
+        while end.items.wrapping_sub(head.items) < max as u32 && end.pos != tail.pos {
+            let Some(header) = batch.bytes.get(base + off..base + off + RECORD_HEADER) else {
+                break;
+            };
+            let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4"));
+            let (len, flags) = (word(0) as usize, word(4));
+            let rec = record_size(len)
+                .filter(|&rec| {
+                    len <= self.limits.max_message && rec as u64 <= self.distance(end.pos, tail.pos)
+                })
+                .ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "queue record of {len} bytes at {} does not fit before {}",
+                        end.pos, tail.pos
+                    ))
+                })?;
+            if flags & SPILLED != 0 || off + rec > window {
+                break;
+            }
+            let payload = base + off + RECORD_HEADER;
+            batch.add(payload..payload + len);
+            off += rec;
+            end = Mark {
+                items: end.items.wrapping_add(1),
+                pos: self.advance(end.pos, rec),
+            };
+        }
+        let taken = end.items.wrapping_sub(head.items) as usize;
+        if taken == 0 {
+            batch.bytes.truncate(base);
+            return Ok(0);
+        }
+        // Keep the copy only up to the last item taken.
+        batch.bytes.truncate(base + off);
+        self.commit(HEAD, end);
+        Ok(taken)
     }
 
     /// The LIFO and priority get, under the single lock: pick a live record, flag it `TAKEN`
