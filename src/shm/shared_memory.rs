@@ -303,13 +303,12 @@ impl SharedMemory {
     /// multiple of 4.
     #[inline]
     pub fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32> {
-        self.check_range(offset, 4)?;
-        if !offset.is_multiple_of(4) {
-            return Err(Error::InvalidArgument(format!(
-                "offset {offset} of a 32-bit atomic is not a multiple of 4"
-            )));
+        if offset.is_multiple_of(4) && offset.checked_add(4).is_some_and(|e| e <= self.size()) {
+            if let Some(word) = self.inner.map.try_atomic_u32(HEADER_SIZE + offset) {
+                return Ok(word);
+            }
         }
-        Ok(self.inner.map.atomic_u32(HEADER_SIZE + offset)?)
+        Err(self.misplaced_atomic(offset, 4))
     }
 
     /// The 64-bit word at data offset `offset`, as an atomic shared with every process that maps
@@ -321,13 +320,29 @@ impl SharedMemory {
     /// multiple of 8.
     #[inline]
     pub fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
-        self.check_range(offset, 8)?;
-        if !offset.is_multiple_of(8) {
-            return Err(Error::InvalidArgument(format!(
-                "offset {offset} of a 64-bit atomic is not a multiple of 8"
-            )));
+        if offset.is_multiple_of(8) && offset.checked_add(8).is_some_and(|e| e <= self.size()) {
+            if let Some(word) = self.inner.map.try_atomic_u64(HEADER_SIZE + offset) {
+                return Ok(word);
+            }
         }
-        Ok(self.inner.map.atomic_u64(HEADER_SIZE + offset)?)
+        Err(self.misplaced_atomic(offset, 8))
+    }
+
+    /// Why there is no `size`-byte atomic at `offset`.
+    #[cold]
+    fn misplaced_atomic(&self, offset: usize, size: usize) -> Error {
+        if let Err(e) = self.check_range(offset, size) {
+            return e;
+        }
+        if !offset.is_multiple_of(size) {
+            return Error::InvalidArgument(format!(
+                "offset {offset} of a {}-bit atomic is not a multiple of {size}",
+                size * 8
+            ));
+        }
+        Error::Io(std::io::Error::other(
+            "the mapping does not hold the segment's data",
+        ))
     }
 
     /// Whether `other` refers to the same segment (the same file).

@@ -119,35 +119,47 @@ impl Mapping {
     /// The `AtomicU32` at `offset`, which must be 4-byte aligned and inside the mapping.
     #[inline]
     pub(crate) fn atomic_u32(&self, offset: usize) -> io::Result<&AtomicU32> {
-        self.check(offset, 4)?;
+        self.try_atomic_u32(offset)
+            .ok_or_else(|| misplaced_atomic(offset, 4, self.len()))
+    }
+
+    /// [`atomic_u32`](Self::atomic_u32) for hot paths: `None` instead of an error to build.
+    #[inline]
+    pub(crate) fn try_atomic_u32(&self, offset: usize) -> Option<&AtomicU32> {
+        if offset.checked_add(4)? > self.len() {
+            return None;
+        }
         let ptr = self.as_ptr().wrapping_add(offset);
         if !(ptr as usize).is_multiple_of(std::mem::align_of::<AtomicU32>()) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "misaligned atomic",
-            ));
+            return None;
         }
         // SAFETY: the 4 bytes at `ptr` are inside the mapping (checked), aligned for `AtomicU32`
         // (checked), and stay mapped while `self` is borrowed. `AtomicU32` has the size and
         // validity of `u32` (every bit pattern is valid) and is interior-mutable, so a shared
         // reference to it is sound while other processes write the same word atomically.
-        Ok(unsafe { AtomicU32::from_ptr(ptr.cast::<u32>()) })
+        Some(unsafe { AtomicU32::from_ptr(ptr.cast::<u32>()) })
     }
 
     /// The `AtomicU64` at `offset`, which must be 8-byte aligned and inside the mapping.
     #[inline]
     pub(crate) fn atomic_u64(&self, offset: usize) -> io::Result<&AtomicU64> {
-        self.check(offset, 8)?;
+        self.try_atomic_u64(offset)
+            .ok_or_else(|| misplaced_atomic(offset, 8, self.len()))
+    }
+
+    /// [`atomic_u64`](Self::atomic_u64) for hot paths: `None` instead of an error to build.
+    #[inline]
+    pub(crate) fn try_atomic_u64(&self, offset: usize) -> Option<&AtomicU64> {
+        if offset.checked_add(8)? > self.len() {
+            return None;
+        }
         let ptr = self.as_ptr().wrapping_add(offset);
         if !(ptr as usize).is_multiple_of(std::mem::align_of::<AtomicU64>()) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "misaligned atomic",
-            ));
+            return None;
         }
-        // SAFETY: as in `atomic_u32`: in bounds, aligned, mapped for the borrow, every bit pattern
-        // valid, interior-mutable.
-        Ok(unsafe { AtomicU64::from_ptr(ptr.cast::<u64>()) })
+        // SAFETY: as in `try_atomic_u32`: in bounds, aligned, mapped for the borrow, every bit
+        // pattern valid, interior-mutable.
+        Some(unsafe { AtomicU64::from_ptr(ptr.cast::<u64>()) })
     }
 }
 
@@ -172,4 +184,12 @@ mod tests {
         let other = Mapping::map(&fd, 64).unwrap();
         assert_eq!(other.atomic_u64(8).unwrap().load(Ordering::Relaxed), 7);
     }
+}
+
+#[cold]
+fn misplaced_atomic(offset: usize, size: usize, len: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("no aligned {size}-byte atomic at {offset} in a {len}-byte mapping"),
+    )
 }
