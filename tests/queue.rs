@@ -363,6 +363,41 @@ async fn joinable_queue_join_waits_for_task_done_in_other_processes() -> mp::Res
     Ok(())
 }
 
+/// Puts numbers into a joinable queue until it is killed.
+async fn put_until_killed(q: mp::JoinableQueue<u32>) {
+    for i in 0.. {
+        q.put(i).await.expect("put");
+    }
+}
+
+#[tokio::test]
+async fn join_returns_after_producers_are_killed_mid_put() -> mp::Result<()> {
+    mp::init().await?;
+    let q = mp::JoinableQueue::<u32>::new(64)?;
+    for _ in 0..20 {
+        let mut producer = mp::Process::spawn(put_until_killed, q.clone())?;
+        assert!(
+            support::eventually(|| q.unfinished() > 0),
+            "the producer puts"
+        );
+        // Take some while it runs, then kill it wherever it is.
+        while let Ok(item) = q.try_get() {
+            let _ = item;
+            q.task_done()?;
+        }
+        producer.kill()?;
+        let _ = producer.join().await;
+    }
+    // Whatever the killed producers committed is queued, and counted exactly once.
+    while let Ok(_item) = q.try_get() {
+        q.task_done()?;
+    }
+    assert_eq!(q.unfinished(), 0);
+    q.join_timeout(LIVENESS).await?;
+    assert!(matches!(q.task_done(), Err(Error::InvalidArgument(_))));
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_queue_of_another_kind_is_refused_on_receipt() -> mp::Result<()> {
     // Both ends of one socket, typed differently: a LIFO queue goes in, a FIFO one is expected.

@@ -105,8 +105,8 @@ impl<T> QueueBuilder<T> {
 /// a waiter spins for a few microseconds before it parks, and nothing makes a system call while
 /// nobody is parked. Between two processes on a 2-core VM (`cargo bench`, W1, 64-byte items):
 /// [`put_bytes`](Self::put_bytes) / [`get_bytes`](Self::get_bytes) (no serialisation) move
-/// about 7.5 million items a second, [`put_many_bytes`](Self::put_many_bytes) /
-/// [`get_many_bytes`](Self::get_many_bytes) about 20 million (one lock and one commit per
+/// 6 to 8 million items a second, [`put_many_bytes`](Self::put_many_bytes) /
+/// [`get_many_bytes`](Self::get_many_bytes) about 30 million (one lock and one commit per
 /// batch), and typed [`put`](Self::put) / [`get`](Self::get) of a `Vec<u8>` about 3.5 million:
 /// serde handles a `Vec<u8>` byte by byte, so carry byte payloads as [`bytes::Bytes`] (or
 /// `serde_bytes`) inside typed items. A ping-pong round trip takes about 1 µs.

@@ -54,7 +54,7 @@ const TAIL: usize = 176; // u64 commit word of the putters, its own line
 const HEAD_SEEN: usize = 184; // u64: `head` as the putters last read it (FIFO)
 const HEAD: usize = 240; // u64 commit word of the getters, its own line
 const TAIL_SEEN: usize = 248; // u64: `tail` as the getters last read it (FIFO)
-const UNFINISHED: usize = 304; // u64: puts not yet matched by task_done (JoinableQueue)
+const DONE: usize = 304; // u32: task_done calls (JoinableQueue), wrapping like the item counts
 const RING: usize = 368; // 64-byte aligned in the mapping (the state starts 16 bytes in)
 
 /// Most bytes a FIFO batch copies out of the ring at once.
@@ -651,12 +651,8 @@ impl Ring {
         }
         let n = end.items.wrapping_sub(tail.items);
         if n > 0 {
-            if self.limits.joinable {
-                self.seg
-                    .u64(UNFINISHED)
-                    .fetch_add(u64::from(n), Ordering::AcqRel);
-            }
-            // Commit: one store makes every record visible and counts them.
+            // Commit: one store makes every record visible and counts them (as queued, and as
+            // put for a JoinableQueue's `join`).
             self.commit(TAIL, end);
         }
         Ok(n as usize)
@@ -856,11 +852,16 @@ impl Ring {
         Ok(chosen.payload)
     }
 
-    /// Marks one put item processed (JoinableQueue's `task_done`).
+    /// Marks one put item processed (JoinableQueue's `task_done`). Puts are counted by the
+    /// `tail` commit itself and calls here in their own word, so the unfinished count is their
+    /// difference: a process killed anywhere in a put or a `task_done` leaves it exact.
     pub(crate) fn task_done(&self) -> Result<()> {
         self.seg
-            .u64(UNFINISHED)
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .u32(DONE)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |done| {
+                let put = self.mark(TAIL).items;
+                (put.wrapping_sub(done) > 0).then(|| done.wrapping_add(1))
+            })
             .map_err(|_| {
                 Error::InvalidArgument("task_done() called more times than items were put".into())
             })?;
@@ -870,7 +871,8 @@ impl Ring {
 
     /// Items put but not yet marked done.
     pub(crate) fn unfinished(&self) -> u64 {
-        self.seg.u64(UNFINISHED).load(Ordering::Acquire)
+        let done = self.seg.u32(DONE).load(Ordering::Acquire);
+        u64::from(self.mark(TAIL).items.wrapping_sub(done))
     }
 
     /// Waits until every put item was marked done. `false` on timeout.

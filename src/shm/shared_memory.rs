@@ -303,10 +303,11 @@ impl SharedMemory {
     /// multiple of 4.
     #[inline]
     pub fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32> {
-        if offset.is_multiple_of(4) && offset.checked_add(4).is_some_and(|e| e <= self.size()) {
-            if let Some(word) = self.inner.map.try_atomic_u32(HEADER_SIZE + offset) {
-                return Ok(word);
-            }
+        if offset.is_multiple_of(4)
+            && offset.checked_add(4).is_some_and(|e| e <= self.size())
+            && let Some(word) = self.inner.map.try_atomic_u32(HEADER_SIZE + offset)
+        {
+            return Ok(word);
         }
         Err(self.misplaced_atomic(offset, 4))
     }
@@ -320,10 +321,11 @@ impl SharedMemory {
     /// multiple of 8.
     #[inline]
     pub fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
-        if offset.is_multiple_of(8) && offset.checked_add(8).is_some_and(|e| e <= self.size()) {
-            if let Some(word) = self.inner.map.try_atomic_u64(HEADER_SIZE + offset) {
-                return Ok(word);
-            }
+        if offset.is_multiple_of(8)
+            && offset.checked_add(8).is_some_and(|e| e <= self.size())
+            && let Some(word) = self.inner.map.try_atomic_u64(HEADER_SIZE + offset)
+        {
+            return Ok(word);
         }
         Err(self.misplaced_atomic(offset, 8))
     }

@@ -163,6 +163,14 @@ impl Mapping {
     }
 }
 
+#[cold]
+fn misplaced_atomic(offset: usize, size: usize, len: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("no aligned {size}-byte atomic at {offset} in a {len}-byte mapping"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,12 +192,4 @@ mod tests {
         let other = Mapping::map(&fd, 64).unwrap();
         assert_eq!(other.atomic_u64(8).unwrap().load(Ordering::Relaxed), 7);
     }
-}
-
-#[cold]
-fn misplaced_atomic(offset: usize, size: usize, len: usize) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("no aligned {size}-byte atomic at {offset} in a {len}-byte mapping"),
-    )
 }
