@@ -410,7 +410,12 @@ impl Lock {
     /// Cancel-safe: a dropped `lock` future holds nothing and leaves no trace (it loses only its
     /// chance; there is no queue position to lose).
     pub async fn lock(&self) -> Result<LockGuard, LockError> {
-        self.lock_until(None).await
+        // A free lock is taken without building the waiting future, which is boxed so the
+        // future callers hold stays small.
+        if let (Some(result), _) = self.step() {
+            return result;
+        }
+        Box::pin(self.lock_until(None)).await
     }
 
     /// [`lock`](Self::lock) with a deadline.
