@@ -249,50 +249,28 @@ impl<T: Serialize> Queue<T> {
         if let Some(len) = handle::encode_to_slice(&item, &mut stack)
             && self.ring.check_size(len).is_ok()
         {
-            // The common case: a small item, serialised on the stack and copied into the ring
-            // without building any future (the lock is almost always free). The waiting paths
-            // are boxed so this future stays small.
-            match self.ring.try_put_slice_now(&stack[..len], 0) {
-                Some(Ok(Put::Done)) => return Ok(()),
-                Some(Err(Error::Closed)) => return Err(PutError::Closed(item)),
-                Some(Err(e)) => return Err(PutError::Other(item, e)),
-                Some(Ok(Put::Full)) | None => {}
-            }
-            return Box::pin(self.put_small_waiting(item, stack, len, deadline)).await;
-        }
-        Box::pin(self.put_large(item, deadline)).await
-    }
-
-    /// `put_until` for a small item that found the lock busy or the queue full.
-    async fn put_small_waiting(
-        &self,
-        item: T,
-        stack: [u8; STACK_ITEM],
-        len: usize,
-        deadline: Option<Instant>,
-    ) -> std::result::Result<(), PutError<T>> {
-        loop {
-            let failed = match self.ring.try_put_slice(&stack[..len], 0).await {
-                Ok(Put::Done) => return Ok(()),
-                Ok(Put::Full) => {
-                    if self.ring.wait_room(len, deadline).await {
-                        continue;
+            // The common case: a small item, serialised on the stack and copied into the ring,
+            // first without building any future (the lock is almost always free).
+            let mut now = self.ring.try_put_slice_now(&stack[..len], 0);
+            loop {
+                let attempt = match now.take() {
+                    Some(result) => result,
+                    None => self.ring.try_put_slice(&stack[..len], 0).await,
+                };
+                let failed = match attempt {
+                    Ok(Put::Done) => return Ok(()),
+                    Ok(Put::Full) => {
+                        if self.ring.wait_room(len, deadline).await {
+                            continue;
+                        }
+                        PutError::Timeout(item)
                     }
-                    PutError::Timeout(item)
-                }
-                Err(Error::Closed) => PutError::Closed(item),
-                Err(e) => PutError::Other(item, e),
-            };
-            return Err(failed);
+                    Err(Error::Closed) => PutError::Closed(item),
+                    Err(e) => PutError::Other(item, e),
+                };
+                return Err(failed);
+            }
         }
-    }
-
-    /// `put_until` for an item serialised to the heap (large, or spilled).
-    async fn put_large(
-        &self,
-        item: T,
-        deadline: Option<Instant>,
-    ) -> std::result::Result<(), PutError<T>> {
         let (mut record, item) = self.record(item)?;
         loop {
             let failed = match self.ring.try_put_record(&mut record).await {
@@ -485,29 +463,31 @@ impl<T> Queue<T> {
     pub async fn put_bytes(&self, bytes: &[u8]) -> Result<()> {
         self.ring.check_size(bytes.len())?;
         if self.ring.fits_inline(bytes.len()) {
-            // Straight from the caller's slice. The lock is almost always free: try without
-            // building any future, and box the waiting path so this future stays small.
-            if let Some(Put::Done) = self.ring.try_put_slice_now(bytes, 0).transpose()? {
-                return Ok(());
+            // Straight from the caller's slice, and first without building any future.
+            let mut now = self.ring.try_put_slice_now(bytes, 0);
+            loop {
+                let attempt = match now.take() {
+                    Some(result) => result,
+                    None => self.ring.try_put_slice(bytes, 0).await,
+                };
+                if let Put::Done = attempt? {
+                    return Ok(());
+                }
+                self.ring.wait_room(bytes.len(), None).await;
             }
-            return Box::pin(self.put_slice_waiting(bytes)).await;
         }
-        Box::pin(self.put_spilled(bytes)).await
-    }
-
-    async fn put_slice_waiting(&self, bytes: &[u8]) -> Result<()> {
-        while let Put::Full = self.ring.try_put_slice(bytes, 0).await? {
-            self.ring.wait_room(bytes.len(), None).await;
-        }
-        Ok(())
-    }
-
-    async fn put_spilled(&self, bytes: &[u8]) -> Result<()> {
         let mut record = self.ring.prepare(bytes.to_vec())?;
-        while let Put::Full = self.ring.try_put_record(&mut record).await? {
-            self.ring.wait_room(record.payload.len(), None).await;
+        loop {
+            match self.ring.try_put_record(&mut record).await {
+                Ok(Put::Done) => return Ok(()),
+                Ok(Put::Full) => {
+                    self.ring.wait_room(record.payload.len(), None).await;
+                }
+                Err(e) => {
+                    return Err(e);
+                }
+            }
         }
-        Ok(())
     }
 
     /// Takes one item's raw bytes (see [`put_bytes`](Self::put_bytes)).
@@ -520,16 +500,13 @@ impl<T> Queue<T> {
     ///
     /// Cancel-safe.
     pub async fn get_bytes(&self) -> Result<bytes::Bytes> {
-        // As in `put_bytes`: no future unless the item is not there yet.
-        if let Some(bytes) = self.ring.try_get_now(self.compare).transpose()?.flatten() {
-            return Ok(bytes.into());
-        }
-        Box::pin(self.get_bytes_waiting()).await
-    }
-
-    async fn get_bytes_waiting(&self) -> Result<bytes::Bytes> {
+        let mut now = self.ring.try_get_now(self.compare);
         loop {
-            if let Some(bytes) = self.ring.try_get(self.compare).await? {
+            let attempt = match now.take() {
+                Some(result) => result,
+                None => self.ring.try_get(self.compare).await,
+            };
+            if let Some(bytes) = attempt? {
                 return Ok(bytes.into());
             }
             self.ring.wait_items(None).await;
@@ -584,22 +561,14 @@ impl<T: DeserializeOwned> Queue<T> {
     }
 
     async fn get_until(&self, deadline: Option<Instant>) -> Result<T> {
-        // First without building any future (the lock is almost always free); the waiting
-        // path is boxed so this future stays small.
-        if let Some(item) = self
-            .ring
-            .try_get_with_now(self.compare, Self::decode)
-            .transpose()?
-            .flatten()
-        {
-            return item;
-        }
-        Box::pin(self.get_waiting(deadline)).await
-    }
-
-    async fn get_waiting(&self, deadline: Option<Instant>) -> Result<T> {
+        // First without building any future (the lock is almost always free).
+        let mut now = self.ring.try_get_with_now(self.compare, Self::decode);
         loop {
-            if let Some(item) = self.ring.try_get_with(self.compare, Self::decode).await? {
+            let attempt = match now.take() {
+                Some(result) => result,
+                None => self.ring.try_get_with(self.compare, Self::decode).await,
+            };
+            if let Some(item) = attempt? {
                 return item;
             }
             if !self.ring.wait_items(deadline).await {
