@@ -381,15 +381,14 @@ async fn join_returns_after_producers_are_killed_mid_put() -> mp::Result<()> {
             "the producer puts"
         );
         // Take some while it runs, then kill it wherever it is.
-        while let Ok(item) = q.try_get() {
-            let _ = item;
+        while q.try_get().is_ok() {
             q.task_done()?;
         }
         producer.kill()?;
         let _ = producer.join().await;
     }
     // Whatever the killed producers committed is queued, and counted exactly once.
-    while let Ok(_item) = q.try_get() {
+    while q.try_get().is_ok() {
         q.task_done()?;
     }
     assert_eq!(q.unfinished(), 0);
