@@ -25,8 +25,10 @@ use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use crate::shm::SharedMemory;
+use crate::shm::header::HEADER_SIZE;
 use crate::sys::eventfd::{self, AsyncDoorbell};
 use crate::sys::futex;
+use crate::sys::mapping::Mapping;
 
 /// Bytes a wait channel occupies in its segment.
 pub(crate) const CHANNEL_SIZE: usize = 16;
@@ -34,10 +36,11 @@ pub(crate) const CHANNEL_SIZE: usize = 16;
 /// Longest a waiter sleeps without re-checking the state.
 pub(crate) const SAFETY_RECHECK: Duration = Duration::from_secs(1);
 
-/// A wait channel: three words at `base` in `shm`, and the doorbell.
+/// A wait channel: three words at `base` in a segment's mapping, and the doorbell.
 #[derive(Debug)]
 pub(crate) struct WaitChannel {
-    shm: SharedMemory,
+    map: Mapping,
+    /// Where the words start in `map` (past the segment header).
     base: usize,
     doorbell: OwnedFd,
     registered: OnceLock<Option<AsyncDoorbell>>,
@@ -116,8 +119,8 @@ impl WaitChannel {
     pub(crate) fn new(shm: SharedMemory, base: usize, doorbell: OwnedFd) -> crate::Result<Self> {
         shm.atomic_u32(base + 8)?;
         Ok(WaitChannel {
-            shm,
-            base,
+            map: shm.mapping().clone(),
+            base: HEADER_SIZE + base,
             doorbell,
             registered: OnceLock::new(),
         })
@@ -128,9 +131,10 @@ impl WaitChannel {
         self.doorbell.as_fd()
     }
 
+    #[inline]
     fn word(&self, index: usize) -> &AtomicU32 {
-        self.shm
-            .atomic_u32(self.base + 4 * index)
+        self.map
+            .try_atomic_u32(self.base + 4 * index)
             .expect("checked when the channel was made")
     }
 
@@ -147,9 +151,11 @@ impl WaitChannel {
     }
 
     /// Wakes every waiter, in every process, after a state change.
+    #[inline]
     pub(crate) fn notify(&self) {
-        handshake::after_change(self.seq(), self.word(1), full_fence, || {
-            futex::wake(self.seq(), u32::MAX);
+        let seq = self.seq();
+        handshake::after_change(seq, self.word(1), full_fence, || {
+            futex::wake(seq, u32::MAX);
         });
         // `seq` moved once above; the async side only needs its own count checked.
         if handshake::Counter::get(self.word(2)) > 0 {

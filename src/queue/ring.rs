@@ -310,17 +310,25 @@ impl Ring {
         2 * self.limits.capacity as u32
     }
 
+    /// `pos` moved on by `by` bytes. Positions and steps are below the wrap in every valid ring,
+    /// so one subtraction replaces the division (a division on every put and get costs more
+    /// than the rest of the arithmetic together); anything larger still wraps correctly.
+    #[inline]
     fn advance(&self, pos: u32, by: usize) -> u32 {
-        ((u64::from(pos) + by as u64) % u64::from(self.wrap())) as u32
+        reduce(u64::from(pos) + by as u64, u64::from(self.wrap())) as u32
     }
 
     /// Bytes from `from` to `to` going forward.
+    #[inline]
     fn distance(&self, from: u32, to: u32) -> u64 {
-        (u64::from(to) + u64::from(self.wrap()) - u64::from(from)) % u64::from(self.wrap())
+        let wrap = u64::from(self.wrap());
+        reduce((u64::from(to) + wrap).wrapping_sub(u64::from(from)), wrap)
     }
 
+    /// Where position `pos` is in the ring's bytes.
+    #[inline]
     fn offset(&self, pos: u32) -> usize {
-        pos as usize % self.limits.capacity
+        reduce(u64::from(pos), self.limits.capacity as u64) as usize
     }
 
     /// Whether the single lock guards everything (LIFO and priority queues).
@@ -1342,6 +1350,18 @@ fn spin(ready: impl Fn() -> Option<()>) -> bool {
         gap = (gap * 2).min(32);
     }
     ready().is_some()
+}
+
+/// `n` modulo `m`, cheaply for the common case `n < 2m`.
+#[inline]
+fn reduce(n: u64, m: u64) -> u64 {
+    if n < m {
+        n
+    } else if n - m < m {
+        n - m
+    } else {
+        n % m
+    }
 }
 
 /// A deadline `timeout` from now.

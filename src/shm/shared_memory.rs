@@ -167,6 +167,12 @@ impl SharedMemory {
         self.inner.map.as_ptr().wrapping_add(HEADER_SIZE)
     }
 
+    /// The whole mapping (header included), for the crate's hot paths that keep a clone and
+    /// reach their words without going through this handle.
+    pub(crate) fn mapping(&self) -> &Mapping {
+        &self.inner.map
+    }
+
     /// Removes the name, so nobody new can [`open`](Self::open) it; existing handles keep working
     /// (Python's `unlink`). Any process may call it.
     ///

@@ -10,14 +10,21 @@ use crate::handle::{FdIndex, FdSink, FdSource};
 use crate::notify::{CHANNEL_SIZE, WaitChannel};
 use crate::shm::SharedMemory;
 use crate::shm::SharedMemoryWire;
+use crate::shm::header::HEADER_SIZE;
 use crate::shm::header::Kind;
 use crate::sys::eventfd;
+use crate::sys::mapping::Mapping;
+
+/// Where the state words start in the mapping.
+const STATE_START: usize = HEADER_SIZE + CHANNEL_SIZE;
 use crate::{Error, Result};
 
 /// A primitive's segment: `[wait channel][state words]`.
 #[derive(Debug)]
 pub(crate) struct Segment {
     shm: SharedMemory,
+    /// `shm`'s mapping, kept here so a state word is one bounds check away.
+    map: Mapping,
     pub(crate) channel: WaitChannel,
 }
 
@@ -31,22 +38,26 @@ impl Segment {
     ) -> Result<Self> {
         let shm = SharedMemory::create_kind(kind, CHANNEL_SIZE + state, None, init)?;
         let channel = WaitChannel::new(shm.clone(), 0, eventfd::create()?)?;
-        Ok(Segment { shm, channel })
+        Ok(Segment {
+            map: shm.mapping().clone(),
+            shm,
+            channel,
+        })
     }
 
     /// The `AtomicU32` at state offset `offset` (fixed by the primitive, in range by construction).
     #[inline]
     pub(crate) fn u32(&self, offset: usize) -> &AtomicU32 {
-        self.shm
-            .atomic_u32(CHANNEL_SIZE + offset)
+        self.map
+            .try_atomic_u32(STATE_START + offset)
             .expect("state offsets are validated when the segment is made or received")
     }
 
     /// The `AtomicU64` at state offset `offset`.
     #[inline]
     pub(crate) fn u64(&self, offset: usize) -> &AtomicU64 {
-        self.shm
-            .atomic_u64(CHANNEL_SIZE + offset)
+        self.map
+            .try_atomic_u64(STATE_START + offset)
             .expect("state offsets are validated when the segment is made or received")
     }
 
@@ -80,7 +91,11 @@ impl Segment {
             ));
         }
         let channel = WaitChannel::new(shm.clone(), 0, doorbell)?;
-        Ok(Segment { shm, channel })
+        Ok(Segment {
+            map: shm.mapping().clone(),
+            shm,
+            channel,
+        })
     }
 
     /// The segment itself (for a second wait channel in it).

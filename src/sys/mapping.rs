@@ -7,15 +7,31 @@
 
 use std::io;
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use memmap2::{MmapOptions, MmapRaw};
 
-/// A read-write `MAP_SHARED` mapping of a whole segment file.
-#[derive(Debug)]
+/// A read-write `MAP_SHARED` mapping of a whole segment file. Clones share the mapping, which
+/// is unmapped when the last one is dropped; each clone carries the mapping's address and length
+/// itself, so a hot path that keeps a clone reaches a word with one bounds check and no pointer
+/// chasing.
+#[derive(Debug, Clone)]
 pub(crate) struct Mapping {
-    map: MmapRaw,
+    /// Keeps the mapping alive; every access goes through `ptr`.
+    _map: Arc<MmapRaw>,
+    /// The mapping's first byte (8-aligned, checked in [`map`](Self::map)) and its length.
+    ptr: *mut u8,
+    len: usize,
 }
+
+// SAFETY: `ptr` points into the mapping that `_map` keeps alive, which is `MAP_SHARED` memory that
+// every process and thread may touch at once; this type only ever accesses it through
+// bounds-checked copies and atomics, which are sound from any thread. `MmapRaw` itself is `Send`
+// and `Sync`.
+unsafe impl Send for Mapping {}
+// SAFETY: as for `Send`: no access through a `Mapping` needs exclusive use of it.
+unsafe impl Sync for Mapping {}
 
 impl Mapping {
     /// Maps the first `len` bytes of `fd` shared and read-write.
@@ -24,18 +40,27 @@ impl Mapping {
     pub(crate) fn map(fd: impl AsFd, len: usize) -> io::Result<Self> {
         let file = std::fs::File::from(super::dup(fd)?);
         let map = MmapOptions::new().len(len).map_raw(&file)?;
-        Ok(Mapping { map })
+        let (ptr, len) = (map.as_mut_ptr(), map.len());
+        if !(ptr as usize).is_multiple_of(8) {
+            return Err(io::Error::other("mmap returned an unaligned address"));
+        }
+        Ok(Mapping {
+            _map: Arc::new(map),
+            ptr,
+            len,
+        })
     }
 
     /// The mapped length in bytes.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     /// The first byte of the mapping. Dereferencing it is the caller's business.
     #[inline]
     pub(crate) fn as_ptr(&self) -> *mut u8 {
-        self.map.as_mut_ptr()
+        self.ptr
     }
 
     #[inline]
@@ -126,15 +151,13 @@ impl Mapping {
     /// [`atomic_u32`](Self::atomic_u32) for hot paths: `None` instead of an error to build.
     #[inline]
     pub(crate) fn try_atomic_u32(&self, offset: usize) -> Option<&AtomicU32> {
-        if offset.checked_add(4)? > self.len() {
+        if offset >= self.len || self.len - offset < 4 || !offset.is_multiple_of(4) {
             return None;
         }
         let ptr = self.as_ptr().wrapping_add(offset);
-        if !(ptr as usize).is_multiple_of(std::mem::align_of::<AtomicU32>()) {
-            return None;
-        }
         // SAFETY: the 4 bytes at `ptr` are inside the mapping (checked), aligned for `AtomicU32`
-        // (checked), and stay mapped while `self` is borrowed. `AtomicU32` has the size and
+        // (the mapping starts 8-aligned and `offset` is a multiple of 4, both checked), and
+        // stay mapped while `self` is borrowed. `AtomicU32` has the size and
         // validity of `u32` (every bit pattern is valid) and is interior-mutable, so a shared
         // reference to it is sound while other processes write the same word atomically.
         Some(unsafe { AtomicU32::from_ptr(ptr.cast::<u32>()) })
@@ -150,15 +173,12 @@ impl Mapping {
     /// [`atomic_u64`](Self::atomic_u64) for hot paths: `None` instead of an error to build.
     #[inline]
     pub(crate) fn try_atomic_u64(&self, offset: usize) -> Option<&AtomicU64> {
-        if offset.checked_add(8)? > self.len() {
+        if offset >= self.len || self.len - offset < 8 || !offset.is_multiple_of(8) {
             return None;
         }
         let ptr = self.as_ptr().wrapping_add(offset);
-        if !(ptr as usize).is_multiple_of(std::mem::align_of::<AtomicU64>()) {
-            return None;
-        }
-        // SAFETY: as in `try_atomic_u32`: in bounds, aligned, mapped for the borrow, every bit
-        // pattern valid, interior-mutable.
+        // SAFETY: as in `try_atomic_u32`: in bounds, aligned (8-aligned start, offset a
+        // multiple of 8), mapped for the borrow, every bit pattern valid, interior-mutable.
         Some(unsafe { AtomicU64::from_ptr(ptr.cast::<u64>()) })
     }
 }
