@@ -158,19 +158,6 @@ impl Batch {
         self.count == 0
     }
 
-    fn clear(&mut self) {
-        self.bytes.clear();
-        self.count = 0;
-        self.later.clear();
-    }
-
-    /// Gives back a large buffer so a reused batch does not keep one huge item's memory.
-    fn shrink(&mut self) {
-        if self.bytes.capacity() > 64 << 10 {
-            self.bytes = Vec::new();
-        }
-    }
-
     fn ranges(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
         std::iter::once(self.first.clone())
             .chain(self.later.iter().cloned())
@@ -187,16 +174,6 @@ impl Batch {
         let ranges: Vec<_> = self.ranges().collect();
         let all = bytes::Bytes::from(self.bytes);
         ranges.into_iter().map(|r| all.slice(r)).collect()
-    }
-
-    /// The one item of a batch of at most one.
-    fn into_single(mut self) -> Option<Vec<u8>> {
-        if self.count != 1 {
-            return None;
-        }
-        self.bytes.truncate(self.first.end);
-        self.bytes.drain(..self.first.start);
-        Some(self.bytes)
     }
 }
 
@@ -395,17 +372,6 @@ impl Ring {
         Ok(())
     }
 
-    fn read_wrapped(&self, pos: u32, buf: &mut [u8]) -> Result<()> {
-        let cap = self.limits.capacity;
-        let off = self.offset(pos);
-        let first = buf.len().min(cap - off);
-        self.seg.read(RING + off, &mut buf[..first])?;
-        if first < buf.len() {
-            self.seg.read(RING, &mut buf[first..])?;
-        }
-        Ok(())
-    }
-
     /// A private copy of `len` bytes at ring position `pos`.
     fn read_vec(&self, pos: u32, len: usize) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(len);
@@ -430,19 +396,28 @@ impl Ring {
         self.seg.u32(RING + self.offset(pos) + 4)
     }
 
-    /// Reads and validates the record header at `pos`, given the committed `tail`.
-    fn record_at(&self, pos: u32, tail: u32) -> Result<(usize, usize)> {
-        let mut header = [0u8; RECORD_HEADER];
-        self.read_wrapped(pos, &mut header)?;
-        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-        let rec =
-            record_size(len).ok_or_else(|| Error::Corrupt("record length overflows".into()))?;
-        if len > self.limits.max_message || (rec as u64) > self.distance(pos, tail) {
-            return Err(Error::Corrupt(format!(
+    /// The header word of the record at `pos`, a position checked to be 8-aligned and inside
+    /// the ring (so the header is never split by the wrap): `len | flags << 32`, the byte layout
+    /// of `len u32 | flags u32` on this little-endian platform.
+    fn header(&self, pos: u32) -> &std::sync::atomic::AtomicU64 {
+        self.seg.u64(RING + self.offset(pos))
+    }
+
+    /// Reads and validates the record header at `pos`, given the committed `tail`: the payload
+    /// length, the record's size and its flags.
+    fn record_at(&self, pos: u32, tail: u32) -> Result<(usize, usize, u32)> {
+        let header = self.header(pos).load(Ordering::Relaxed);
+        let (len, flags) = (header as u32 as usize, (header >> 32) as u32);
+        match record_size(len) {
+            Some(rec)
+                if len <= self.limits.max_message && rec as u64 <= self.distance(pos, tail) =>
+            {
+                Ok((len, rec, flags))
+            }
+            _ => Err(Error::Corrupt(format!(
                 "queue record of {len} bytes at {pos} does not fit before {tail}"
-            )));
+            ))),
         }
-        Ok((len, rec))
     }
 
     /// `head` and `tail`, checked, for a holder of the lock(s) that keep them still.
@@ -522,7 +497,7 @@ impl Ring {
         let mut pos = head.pos;
         let mut live = 0u32;
         while pos != tail.pos {
-            let (_, rec) = self.record_at(pos, tail.pos)?;
+            let (_, rec, _) = self.record_at(pos, tail.pos)?;
             if self.flags(pos).load(Ordering::Acquire) & TAKEN == 0 {
                 live += 1;
             }
@@ -609,12 +584,33 @@ impl Ring {
         self.locked_blocking(self.get_lock())
     }
 
-    /// With the put lock held: appends a record if it fits.
+    /// Writes a record (header and payload) at `pos`, which must be a checked position.
+    fn write_record(&self, pos: u32, payload: &[u8], flags: u32) -> Result<()> {
+        let header = u64::from(payload.len() as u32) | u64::from(flags) << 32;
+        self.header(pos).store(header, Ordering::Relaxed);
+        self.write_wrapped(self.advance(pos, RECORD_HEADER), payload)
+    }
+
+    /// With the put lock held: appends a record if it fits (the one-item case of
+    /// [`put_records`](Self::put_records), kept apart because it is most of the traffic).
     fn put_record(&self, payload: &[u8], flags: u32) -> Result<Put> {
-        match self.put_records(std::iter::once(payload), flags)? {
-            0 => Ok(Put::Full),
-            _ => Ok(Put::Done),
+        if self.is_closed() {
+            return Err(Error::Closed);
         }
+        let rec = record_size(payload.len()).expect("checked by check_size");
+        let (head, tail) = self.put_view(rec as u64)?;
+        if !self.room_for(head, tail, rec as u64) {
+            return Ok(Put::Full);
+        }
+        self.write_record(tail.pos, payload, flags)?;
+        self.commit(
+            TAIL,
+            Mark {
+                items: tail.items.wrapping_add(1),
+                pos: self.advance(tail.pos, rec),
+            },
+        );
+        Ok(Put::Done)
     }
 
     /// With the put lock held: appends as many of `payloads` as fit, in order, and commits them
@@ -647,11 +643,7 @@ impl Ring {
                     break;
                 }
             }
-            let mut header = [0u8; RECORD_HEADER];
-            header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-            header[4..].copy_from_slice(&flags.to_le_bytes());
-            self.write_wrapped(end.pos, &header)?;
-            self.write_wrapped(self.advance(end.pos, RECORD_HEADER), payload)?;
+            self.write_record(end.pos, payload, flags)?;
             end = Mark {
                 items: end.items.wrapping_add(1),
                 pos: self.advance(end.pos, rec),
@@ -671,7 +663,7 @@ impl Ring {
         let mut found = Vec::new();
         let mut pos = head.pos;
         while pos != tail.pos {
-            let (len, rec) = self.record_at(pos, tail.pos)?;
+            let (len, rec, _) = self.record_at(pos, tail.pos)?;
             if self.flags(pos).load(Ordering::Acquire) & TAKEN == 0 {
                 let payload = self.read_vec(self.advance(pos, RECORD_HEADER), len)?;
                 found.push(Found { pos, rec, payload });
@@ -727,9 +719,9 @@ impl Ring {
         let mut end = head;
         let mut failure = None;
         while end.items.wrapping_sub(head.items) < max as u32 && end.pos != tail.pos {
-            let (len, rec) = self.record_at(end.pos, tail.pos)?;
+            let (len, rec, flags) = self.record_at(end.pos, tail.pos)?;
             let payload = self.advance(end.pos, RECORD_HEADER);
-            if self.flags(end.pos).load(Ordering::Acquire) & SPILLED == 0 {
+            if flags & SPILLED == 0 {
                 let start = batch.bytes.len();
                 self.read_append(payload, len, &mut batch.bytes)?;
                 batch.add(start..batch.bytes.len());
@@ -754,6 +746,52 @@ impl Ring {
             Some(e) => Err(e),
             None => Ok(end.items.wrapping_sub(head.items) as usize),
         }
+    }
+
+    /// With the get lock of a FIFO queue held: appends the oldest item's bytes to `out`.
+    /// `false` when the queue is empty; `Closed` when it is also closed. The one-item case of
+    /// [`take_oldest`](Self::take_oldest), with the same handling of spilled items.
+    fn take_first(&self, out: &mut Vec<u8>) -> Result<bool> {
+        let (head, tail) = self.take_view()?;
+        if head.pos == tail.pos {
+            return if self.is_closed() {
+                Err(Error::Closed)
+            } else {
+                Ok(false)
+            };
+        }
+        let (len, rec, flags) = self.record_at(head.pos, tail.pos)?;
+        let payload = self.advance(head.pos, RECORD_HEADER);
+        let result = if flags & SPILLED == 0 {
+            self.read_append(payload, len, out)
+        } else {
+            let name = self.read_vec(payload, len)?;
+            self.unspill(&name).map(|item| out.extend_from_slice(&item))
+        };
+        // A spilled item whose segment is gone is reported once and skipped.
+        if result.is_ok() || flags & SPILLED != 0 {
+            self.commit(
+                HEAD,
+                Mark {
+                    items: head.items.wrapping_add(1),
+                    pos: self.advance(head.pos, rec),
+                },
+            );
+        }
+        result.map(|()| true)
+    }
+
+    /// With the get lock held: the next item (by the queue's order) appended to `out`.
+    fn take_next(&self, compare: Option<Compare>, out: &mut Vec<u8>) -> Result<bool> {
+        if self.limits.order == Order::Fifo {
+            return self.take_first(out);
+        }
+        let mut batch = Batch::default();
+        let taken = self.take_records(1, compare, &mut batch)?;
+        if let Some(item) = batch.iter().next() {
+            out.extend_from_slice(item);
+        }
+        Ok(taken > 0)
     }
 
     /// A FIFO batch in one piece: copy the committed bytes (up to [`BULK`], and about 256 per
@@ -917,28 +955,6 @@ impl Ring {
     pub(crate) async fn try_get_many(&self, max: usize, compare: Option<Compare>) -> Result<Batch> {
         let held = self.get_locked().await?;
         self.take_batch(held, max, compare)
-    }
-
-    pub(crate) fn try_get_many_blocking(
-        &self,
-        max: usize,
-        compare: Option<Compare>,
-    ) -> Result<Batch> {
-        let held = self.get_locked_blocking()?;
-        self.take_batch(held, max, compare)
-    }
-
-    /// [`try_get_many`](Self::try_get_many) if the get lock is free right now (no future, no
-    /// wait); `None` when it is busy.
-    pub(crate) fn try_get_many_now(
-        &self,
-        max: usize,
-        compare: Option<Compare>,
-    ) -> Option<Result<Batch>> {
-        Some(
-            self.lock_now(self.get_lock())?
-                .and_then(|held| self.take_batch(held, max, compare)),
-        )
     }
 
     fn take_batch(&self, held: Held<'_>, max: usize, compare: Option<Compare>) -> Result<Batch> {
@@ -1127,12 +1143,36 @@ impl Ring {
 
     /// One locked get attempt; wakes putters on success.
     pub(crate) async fn try_get(&self, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
-        self.try_get_many(1, compare).await.map(Batch::into_single)
+        let held = self.get_locked().await?;
+        self.take_one(held, compare)
     }
 
     /// [`try_get`](Self::try_get) if the get lock is free right now; `None` when it is busy.
     pub(crate) fn try_get_now(&self, compare: Option<Compare>) -> Option<Result<Option<Vec<u8>>>> {
-        Some(self.try_get_many_now(1, compare)?.map(Batch::into_single))
+        Some(
+            self.lock_now(self.get_lock())?
+                .and_then(|held| self.take_one(held, compare)),
+        )
+    }
+
+    pub(crate) fn try_get_blocking(&self, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
+        let held = self.get_locked_blocking()?;
+        self.take_one(held, compare)
+    }
+
+    /// Takes one item into a buffer of its own size, releases the lock and wakes putters.
+    fn take_one(&self, held: Held<'_>, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
+        let mut item = Vec::new();
+        let taken = self.take_next(compare, &mut item);
+        drop(held);
+        match taken {
+            Ok(true) => {
+                self.not_full.notify();
+                Ok(Some(item))
+            }
+            Ok(false) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// One locked get attempt that hands the item's bytes to `f` (after the lock is released)
@@ -1166,32 +1206,30 @@ impl Ring {
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<Option<R>> {
         thread_local! {
-            static SCRATCH: std::cell::RefCell<Batch> = std::cell::RefCell::default();
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         SCRATCH.with(|scratch| {
             // A decoder that gets from a queue itself finds the buffer taken: use a fresh one.
-            let mut fresh = Batch::default();
+            let mut fresh = Vec::new();
             let mut borrowed = scratch.try_borrow_mut();
-            let batch = borrowed.as_deref_mut().unwrap_or(&mut fresh);
-            batch.clear();
-            let result = self.take_records(1, compare, batch);
+            let buf = borrowed.as_deref_mut().unwrap_or(&mut fresh);
+            buf.clear();
+            let taken = self.take_next(compare, buf);
             drop(held);
-            if !batch.is_empty() {
-                self.not_full.notify();
-            }
-            // Items taken before an error are still handed out; the error comes back next time.
-            let taken = match result {
-                Err(e) if batch.is_empty() => Err(e),
-                _ => Ok(batch.iter().next().map(f)),
+            let result = match taken {
+                Ok(true) => {
+                    self.not_full.notify();
+                    Ok(Some(f(buf)))
+                }
+                Ok(false) => Ok(None),
+                Err(e) => Err(e),
             };
-            batch.shrink();
-            taken
+            // Do not keep one huge item's memory for the rest of the thread's life.
+            if buf.capacity() > 64 << 10 {
+                *buf = Vec::new();
+            }
+            result
         })
-    }
-
-    pub(crate) fn try_get_blocking(&self, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
-        self.try_get_many_blocking(1, compare)
-            .map(Batch::into_single)
     }
 
     /// How much room a putter that found the ring full waits for while it spins: a few records'

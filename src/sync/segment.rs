@@ -104,12 +104,6 @@ impl Segment {
         &self.shm
     }
 
-    /// Copies bytes out of the state area at `offset`.
-    #[inline]
-    pub(crate) fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
-        self.shm.read_at(CHANNEL_SIZE + offset, buf)
-    }
-
     /// Appends `len` bytes of the state area at `offset` to `out`.
     #[inline]
     pub(crate) fn read_append(&self, offset: usize, len: usize, out: &mut Vec<u8>) -> Result<()> {
