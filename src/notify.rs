@@ -28,7 +28,7 @@ use crate::shm::SharedMemory;
 use crate::shm::header::HEADER_SIZE;
 use crate::sys::eventfd::{self, AsyncDoorbell};
 use crate::sys::futex;
-use crate::sys::mapping::Mapping;
+use crate::sys::mapping::Words32;
 
 /// Bytes a wait channel occupies in its segment.
 pub(crate) const CHANNEL_SIZE: usize = 16;
@@ -39,9 +39,8 @@ pub(crate) const SAFETY_RECHECK: Duration = Duration::from_secs(1);
 /// A wait channel: three words at `base` in a segment's mapping, and the doorbell.
 #[derive(Debug)]
 pub(crate) struct WaitChannel {
-    map: Mapping,
-    /// Where the words start in `map` (past the segment header).
-    base: usize,
+    /// `seq`, `sync_waiters`, `async_waiters`.
+    words: Words32<3>,
     doorbell: OwnedFd,
     registered: OnceLock<Option<AsyncDoorbell>>,
 }
@@ -119,8 +118,7 @@ impl WaitChannel {
     pub(crate) fn new(shm: SharedMemory, base: usize, doorbell: OwnedFd) -> crate::Result<Self> {
         shm.atomic_u32(base + 8)?;
         Ok(WaitChannel {
-            map: shm.mapping().clone(),
-            base: HEADER_SIZE + base,
+            words: Words32::new(shm.mapping(), HEADER_SIZE + base)?,
             doorbell,
             registered: OnceLock::new(),
         })
@@ -133,9 +131,7 @@ impl WaitChannel {
 
     #[inline]
     fn word(&self, index: usize) -> &AtomicU32 {
-        self.map
-            .try_atomic_u32(self.base + 4 * index)
-            .expect("checked when the channel was made")
+        self.words.get(index)
     }
 
     fn seq(&self) -> &AtomicU32 {
@@ -153,9 +149,8 @@ impl WaitChannel {
     /// Wakes every waiter, in every process, after a state change.
     #[inline]
     pub(crate) fn notify(&self) {
-        let seq = self.seq();
-        handshake::after_change(seq, self.word(1), full_fence, || {
-            futex::wake(seq, u32::MAX);
+        handshake::after_change(self.seq(), self.word(1), full_fence, || {
+            futex::wake(self.seq(), u32::MAX);
         });
         // `seq` moved once above; the async side only needs its own count checked.
         if handshake::Counter::get(self.word(2)) > 0 {

@@ -763,6 +763,10 @@ impl Ring {
         let (len, rec, flags) = self.record_at(head.pos, tail.pos)?;
         let payload = self.advance(head.pos, RECORD_HEADER);
         let result = if flags & SPILLED == 0 {
+            if out.capacity() == 0 {
+                // Straight to the allocator: an item handed out as `Bytes` keeps this buffer.
+                *out = Vec::with_capacity(len);
+            }
             self.read_append(payload, len, out)
         } else {
             let name = self.read_vec(payload, len)?;

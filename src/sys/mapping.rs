@@ -183,6 +183,40 @@ impl Mapping {
     }
 }
 
+/// `N` consecutive 32-bit words of a mapping, checked once when made, so a hot path reaches
+/// each of them with no check at all (a wait channel's three words, touched on every notify).
+#[derive(Debug, Clone)]
+pub(crate) struct Words32<const N: usize> {
+    map: Mapping,
+    offset: usize,
+}
+
+impl<const N: usize> Words32<N> {
+    /// The words at `offset`..`offset + 4 * N` of `map`, which must be inside it and 4-aligned.
+    pub(crate) fn new(map: &Mapping, offset: usize) -> io::Result<Self> {
+        let end = offset.checked_add(4 * N).filter(|&end| end <= map.len());
+        if N == 0 || end.is_none() || !offset.is_multiple_of(4) {
+            return Err(misplaced_atomic(offset, 4 * N, map.len()));
+        }
+        Ok(Words32 {
+            map: map.clone(),
+            offset,
+        })
+    }
+
+    /// Word `index` (below `N`).
+    #[inline]
+    pub(crate) fn get(&self, index: usize) -> &AtomicU32 {
+        assert!(index < N, "word {index} of {N}");
+        let ptr = self.map.as_ptr().wrapping_add(self.offset + 4 * index);
+        // SAFETY: `new` checked that the `N` words at `offset` lie inside the mapping and that
+        // `offset` is 4-aligned (the mapping itself starts 8-aligned), and `index < N`, so `ptr`
+        // is an aligned word inside the mapping, which `self.map` keeps alive for the borrow.
+        // `AtomicU32` accepts every bit pattern and is interior-mutable, as in `try_atomic_u32`.
+        unsafe { AtomicU32::from_ptr(ptr.cast::<u32>()) }
+    }
+}
+
 #[cold]
 fn misplaced_atomic(offset: usize, size: usize, len: usize) -> io::Error {
     io::Error::new(
