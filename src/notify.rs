@@ -149,7 +149,20 @@ impl WaitChannel {
     /// Wakes every waiter, in every process, after a state change.
     #[inline]
     pub(crate) fn notify(&self) {
-        handshake::after_change(self.seq(), self.word(1), full_fence, || {
+        self.notify_with(full_fence);
+    }
+
+    /// [`notify`](Self::notify) for a caller that has executed a `SeqCst` fence since its state
+    /// change (releasing a lock ends with one): the handshake needs *a* full fence between the
+    /// change and the reading of the waiter counts, and a second one would only cost time.
+    #[inline]
+    pub(crate) fn notify_after_fence(&self) {
+        self.notify_with(|| {});
+    }
+
+    #[inline]
+    fn notify_with(&self, fence: impl Fn()) {
+        handshake::after_change(self.seq(), self.word(1), fence, || {
             futex::wake(self.seq(), u32::MAX);
         });
         // `seq` moved once above; the async side only needs its own count checked.

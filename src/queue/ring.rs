@@ -1138,9 +1138,9 @@ impl Ring {
 
     fn put_held(&self, held: Held<'_>, payload: &[u8], flags: u32) -> Result<Put> {
         let result = self.put_record(payload, flags);
-        drop(held);
+        held.release_fenced();
         if let Ok(Put::Done) = result {
-            self.seg.channel.notify();
+            self.seg.channel.notify_after_fence();
         }
         result
     }
@@ -1168,10 +1168,10 @@ impl Ring {
     fn take_one(&self, held: Held<'_>, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
         let mut item = Vec::new();
         let taken = self.take_next(compare, &mut item);
-        drop(held);
+        held.release_fenced();
         match taken {
             Ok(true) => {
-                self.not_full.notify();
+                self.not_full.notify_after_fence();
                 Ok(Some(item))
             }
             Ok(false) => Ok(None),
@@ -1219,10 +1219,10 @@ impl Ring {
             let buf = borrowed.as_deref_mut().unwrap_or(&mut fresh);
             buf.clear();
             let taken = self.take_next(compare, buf);
-            drop(held);
+            held.release_fenced();
             let result = match taken {
                 Ok(true) => {
-                    self.not_full.notify();
+                    self.not_full.notify_after_fence();
                     Ok(Some(f(buf)))
                 }
                 Ok(false) => Ok(None),

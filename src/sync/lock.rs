@@ -183,6 +183,15 @@ pub(crate) enum HoldError<'a> {
 }
 
 impl Held<'_> {
+    /// Releases the lock. Returns after a `SeqCst` fence that follows everything this process
+    /// wrote before, so a caller may then use [`WaitChannel::notify_after_fence`] for the
+    /// state it changed under the lock.
+    ///
+    /// [`WaitChannel::notify_after_fence`]: crate::notify::WaitChannel::notify_after_fence
+    pub(crate) fn release_fenced(self) {
+        drop(self); // `Lock::release` ends with its channel's `notify`, which fences first
+    }
+
     /// As [`LockGuard::mark_consistent`].
     pub(crate) fn mark_consistent(&mut self) {
         if self.inconsistent {
@@ -522,7 +531,8 @@ impl Drop for LockGuard {
 
 impl Lock {
     /// Unlocks (as the holder of `token`), poisoning the lock first if the state was left
-    /// inconsistent, and wakes a waiter.
+    /// inconsistent, and wakes a waiter. Always ends with a full fence (the notify's), which
+    /// [`Held::release_fenced`] promises its callers.
     fn release(&self, token: u64, inconsistent: bool) {
         let seg = &self.seg;
         if inconsistent {
