@@ -500,14 +500,14 @@ impl<T> Queue<T> {
     ///
     /// Cancel-safe.
     pub async fn get_bytes(&self) -> Result<bytes::Bytes> {
-        let mut now = self.ring.try_get_now(self.compare);
+        let mut now = self.ring.try_get_bytes_now(self.compare);
         loop {
             let attempt = match now.take() {
                 Some(result) => result,
-                None => self.ring.try_get(self.compare).await,
+                None => self.ring.try_get_bytes(self.compare).await,
             };
             if let Some(bytes) = attempt? {
-                return Ok(bytes.into());
+                return Ok(bytes);
             }
             self.ring.wait_items(None).await;
         }
@@ -547,8 +547,8 @@ impl<T> Queue<T> {
     /// As [`get`](Self::get).
     pub fn get_bytes_blocking(&self) -> Result<bytes::Bytes> {
         loop {
-            if let Some(bytes) = self.ring.try_get_blocking(self.compare)? {
-                return Ok(bytes.into());
+            if let Some(bytes) = self.ring.try_get_bytes_blocking(self.compare)? {
+                return Ok(bytes);
             }
             self.ring.wait_items_blocking(None);
         }

@@ -37,6 +37,7 @@ use crate::shm::header::Kind;
 use crate::sync::segment::{Segment, SegmentWire};
 use crate::sync::{Held, HoldError, Lock, LockError, LockGuard};
 use crate::sys::eventfd;
+use crate::sys::mapping::Appendable;
 use crate::{Error, Result};
 
 // State layout (offsets after the "not empty" channel, which fills the first 16 bytes). Words
@@ -56,6 +57,9 @@ const HEAD: usize = 240; // u64 commit word of the getters, its own line
 const TAIL_SEEN: usize = 248; // u64: `tail` as the getters last read it (FIFO)
 const DONE: usize = 304; // u32: task_done calls (JoinableQueue), wrapping like the item counts
 const RING: usize = 368; // 64-byte aligned in the mapping (the state starts 16 bytes in)
+
+/// The buffer a thread cuts the items it gets as `Bytes` from.
+const BYTES_CHUNK: usize = 64 << 10;
 
 /// Most bytes a FIFO batch copies out of the ring at once.
 const BULK: usize = 256 << 10;
@@ -380,7 +384,7 @@ impl Ring {
     }
 
     /// Appends `len` bytes at ring position `pos` to `out`.
-    fn read_append(&self, pos: u32, len: usize, out: &mut Vec<u8>) -> Result<()> {
+    fn read_append(&self, pos: u32, len: usize, out: &mut impl Appendable) -> Result<()> {
         let cap = self.limits.capacity;
         let off = self.offset(pos);
         let first = len.min(cap - off);
@@ -751,7 +755,7 @@ impl Ring {
     /// With the get lock of a FIFO queue held: appends the oldest item's bytes to `out`.
     /// `false` when the queue is empty; `Closed` when it is also closed. The one-item case of
     /// [`take_oldest`](Self::take_oldest), with the same handling of spilled items.
-    fn take_first(&self, out: &mut Vec<u8>) -> Result<bool> {
+    fn take_first(&self, out: &mut impl Appendable) -> Result<bool> {
         let (head, tail) = self.take_view()?;
         if head.pos == tail.pos {
             return if self.is_closed() {
@@ -763,14 +767,10 @@ impl Ring {
         let (len, rec, flags) = self.record_at(head.pos, tail.pos)?;
         let payload = self.advance(head.pos, RECORD_HEADER);
         let result = if flags & SPILLED == 0 {
-            if out.capacity() == 0 {
-                // Straight to the allocator: an item handed out as `Bytes` keeps this buffer.
-                *out = Vec::with_capacity(len);
-            }
             self.read_append(payload, len, out)
         } else {
             let name = self.read_vec(payload, len)?;
-            self.unspill(&name).map(|item| out.extend_from_slice(&item))
+            self.unspill(&name).map(|item| out.append(&item))
         };
         // A spilled item whose segment is gone is reported once and skipped.
         if result.is_ok() || flags & SPILLED != 0 {
@@ -786,14 +786,14 @@ impl Ring {
     }
 
     /// With the get lock held: the next item (by the queue's order) appended to `out`.
-    fn take_next(&self, compare: Option<Compare>, out: &mut Vec<u8>) -> Result<bool> {
+    fn take_next(&self, compare: Option<Compare>, out: &mut impl Appendable) -> Result<bool> {
         if self.limits.order == Order::Fifo {
             return self.take_first(out);
         }
         let mut batch = Batch::default();
         let taken = self.take_records(1, compare, &mut batch)?;
         if let Some(item) = batch.iter().next() {
-            out.extend_from_slice(item);
+            out.append(item);
         }
         Ok(taken > 0)
     }
@@ -1145,20 +1145,7 @@ impl Ring {
         result
     }
 
-    /// One locked get attempt; wakes putters on success.
-    pub(crate) async fn try_get(&self, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
-        let held = self.get_locked().await?;
-        self.take_one(held, compare)
-    }
-
-    /// [`try_get`](Self::try_get) if the get lock is free right now; `None` when it is busy.
-    pub(crate) fn try_get_now(&self, compare: Option<Compare>) -> Option<Result<Option<Vec<u8>>>> {
-        Some(
-            self.lock_now(self.get_lock())?
-                .and_then(|held| self.take_one(held, compare)),
-        )
-    }
-
+    /// One locked get attempt, the item in a buffer of its own; wakes putters on success.
     pub(crate) fn try_get_blocking(&self, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
         let held = self.get_locked_blocking()?;
         self.take_one(held, compare)
@@ -1168,15 +1155,72 @@ impl Ring {
     fn take_one(&self, held: Held<'_>, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
         let mut item = Vec::new();
         let taken = self.take_next(compare, &mut item);
+        self.after_take_one(held, taken)
+            .map(|taken| taken.then_some(item))
+    }
+
+    /// Releases the get lock after a one-item get, and wakes putters if an item was taken.
+    fn after_take_one(&self, held: Held<'_>, taken: Result<bool>) -> Result<bool> {
         held.release_fenced();
-        match taken {
-            Ok(true) => {
-                self.not_full.notify_after_fence();
-                Ok(Some(item))
-            }
-            Ok(false) => Ok(None),
-            Err(e) => Err(e),
+        if let Ok(true) = taken {
+            self.not_full.notify_after_fence();
         }
+        taken
+    }
+
+    /// One locked get attempt, the item as [`Bytes`](bytes::Bytes); wakes putters on success.
+    pub(crate) async fn try_get_bytes(
+        &self,
+        compare: Option<Compare>,
+    ) -> Result<Option<bytes::Bytes>> {
+        let held = self.get_locked().await?;
+        self.take_one_bytes(held, compare)
+    }
+
+    /// [`try_get_bytes`](Self::try_get_bytes) if the get lock is free right now; `None` when
+    /// it is busy.
+    pub(crate) fn try_get_bytes_now(
+        &self,
+        compare: Option<Compare>,
+    ) -> Option<Result<Option<bytes::Bytes>>> {
+        Some(
+            self.lock_now(self.get_lock())?
+                .and_then(|held| self.take_one_bytes(held, compare)),
+        )
+    }
+
+    pub(crate) fn try_get_bytes_blocking(
+        &self,
+        compare: Option<Compare>,
+    ) -> Result<Option<bytes::Bytes>> {
+        let held = self.get_locked_blocking()?;
+        self.take_one_bytes(held, compare)
+    }
+
+    /// Takes one item as `Bytes` cut from a buffer this thread keeps for the purpose, the way a
+    /// tokio codec cuts frames from its read buffer: while items are dropped about as fast as
+    /// they come, the buffer is reused and a get allocates nothing. A kept item keeps its
+    /// buffer ([`BYTES_CHUNK`]) alive.
+    fn take_one_bytes(
+        &self,
+        held: Held<'_>,
+        compare: Option<Compare>,
+    ) -> Result<Option<bytes::Bytes>> {
+        thread_local! {
+            static CHUNK: std::cell::RefCell<bytes::BytesMut> =
+                std::cell::RefCell::new(bytes::BytesMut::new());
+        }
+        CHUNK.with(|chunk| {
+            // Nothing re-enters here while the buffer is borrowed (no user code runs inside).
+            let mut chunk = chunk.borrow_mut();
+            if chunk.capacity() == chunk.len() {
+                chunk.reserve(BYTES_CHUNK);
+            }
+            let taken = self.take_next(compare, &mut *chunk);
+            let item = chunk.split().freeze();
+            self.after_take_one(held, taken)
+                .map(|taken| taken.then_some(item))
+        })
     }
 
     /// One locked get attempt that hands the item's bytes to `f` (after the lock is released)

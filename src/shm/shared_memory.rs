@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use super::header::{self, HEADER_SIZE, Kind};
 use crate::handle::{FdIndex, FdSink, FdSource, Handle, serde_via_handle};
 use crate::sys;
-use crate::sys::mapping::Mapping;
+use crate::sys::mapping::{Appendable, Mapping};
 use crate::{Error, Result};
 
 /// The largest segment we create (1 TiB): beyond any machine this runs on, small enough that
@@ -138,7 +138,12 @@ impl SharedMemory {
 
     /// Appends `len` bytes starting at `offset` to `out` (no zero-filling first).
     #[inline]
-    pub(crate) fn read_append(&self, offset: usize, len: usize, out: &mut Vec<u8>) -> Result<()> {
+    pub(crate) fn read_append(
+        &self,
+        offset: usize,
+        len: usize,
+        out: &mut impl Appendable,
+    ) -> Result<()> {
         self.check_range(offset, len)?;
         Ok(self.inner.map.read_append(HEADER_SIZE + offset, len, out)?)
     }

@@ -13,7 +13,7 @@ use crate::shm::SharedMemoryWire;
 use crate::shm::header::HEADER_SIZE;
 use crate::shm::header::Kind;
 use crate::sys::eventfd;
-use crate::sys::mapping::Mapping;
+use crate::sys::mapping::{Appendable, Mapping};
 
 /// Where the state words start in the mapping.
 const STATE_START: usize = HEADER_SIZE + CHANNEL_SIZE;
@@ -106,7 +106,12 @@ impl Segment {
 
     /// Appends `len` bytes of the state area at `offset` to `out`.
     #[inline]
-    pub(crate) fn read_append(&self, offset: usize, len: usize, out: &mut Vec<u8>) -> Result<()> {
+    pub(crate) fn read_append(
+        &self,
+        offset: usize,
+        len: usize,
+        out: &mut impl Appendable,
+    ) -> Result<()> {
         self.shm.read_append(CHANNEL_SIZE + offset, len, out)
     }
 

@@ -103,24 +103,23 @@ impl Mapping {
         &self,
         offset: usize,
         len: usize,
-        out: &mut Vec<u8>,
+        out: &mut impl Appendable,
     ) -> io::Result<()> {
         self.check(offset, len)?;
-        out.reserve(len);
-        let old = out.len();
-        // SAFETY: the source range was bounds-checked against the live mapping; `reserve` made
-        // room for `len` more bytes after `old` in `out`'s private allocation, so the ranges never
-        // overlap. Only raw pointers to the shared range are used.
+        let dest = out.spare(len);
+        // SAFETY: the source range was bounds-checked against the live mapping; `spare` returned
+        // room for `len` more bytes in `out`'s private allocation, so the ranges never overlap.
+        // Only raw pointers to the shared range are used.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 self.as_ptr().wrapping_add(offset).cast_const(),
-                out.as_mut_ptr().wrapping_add(old),
+                dest,
                 len,
             )
         };
-        // SAFETY: the `len` bytes after `old` were just initialised by the copy above and lie
-        // within the capacity reserved for them.
-        unsafe { out.set_len(old + len) };
+        // SAFETY: the `len` bytes at `dest`, right after `out`'s initialised bytes, were just
+        // initialised by the copy above.
+        unsafe { out.grow(len) };
         Ok(())
     }
 
@@ -180,6 +179,55 @@ impl Mapping {
         // SAFETY: as in `try_atomic_u32`: in bounds, aligned (8-aligned start, offset a
         // multiple of 8), mapped for the borrow, every bit pattern valid, interior-mutable.
         Some(unsafe { AtomicU64::from_ptr(ptr.cast::<u64>()) })
+    }
+}
+
+/// A private growable byte buffer that a mapping appends to without zero-filling first.
+pub(crate) trait Appendable {
+    /// Room for `n` more bytes after the initialised ones: where they go.
+    fn spare(&mut self, n: usize) -> *mut u8;
+
+    /// Counts `n` more bytes as initialised.
+    ///
+    /// # Safety
+    ///
+    /// The `n` bytes at the pointer the last [`spare`](Self::spare)`(n)` returned must have been
+    /// written since.
+    unsafe fn grow(&mut self, n: usize);
+
+    /// Appends private bytes.
+    fn append(&mut self, bytes: &[u8]);
+}
+
+impl Appendable for Vec<u8> {
+    fn spare(&mut self, n: usize) -> *mut u8 {
+        self.reserve(n);
+        self.as_mut_ptr().wrapping_add(self.len())
+    }
+
+    unsafe fn grow(&mut self, n: usize) {
+        // SAFETY: `spare(n)` reserved the room and the caller initialised it.
+        unsafe { self.set_len(self.len() + n) }
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Appendable for bytes::BytesMut {
+    fn spare(&mut self, n: usize) -> *mut u8 {
+        self.reserve(n);
+        self.as_mut_ptr().wrapping_add(self.len())
+    }
+
+    unsafe fn grow(&mut self, n: usize) {
+        // SAFETY: as for `Vec<u8>`.
+        unsafe { self.set_len(self.len() + n) }
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
     }
 }
 
