@@ -653,3 +653,119 @@ async fn a_queue_passes_to_a_command_child_and_inside_a_message() -> mp::Result<
     assert_eq!(q.get().await?, "through the pipe");
     Ok(())
 }
+
+// ----- getters racing without a lock -----
+
+/// An item that says who made it and checks its own bytes: producer, sequence number, then a
+/// fill derived from both. Every 400th item is larger than the ring (spilled).
+fn racing_item(producer: u32, seq: u32) -> Vec<u8> {
+    let len = if seq % 400 == 399 {
+        3000
+    } else {
+        8 + (seq as usize * 7 + producer as usize * 13) % 113
+    };
+    let mut item: Vec<u8> = (0..len)
+        .map(|i| (i as u32 ^ seq ^ (producer << 4)) as u8)
+        .collect();
+    item[..4].copy_from_slice(&producer.to_le_bytes());
+    item[4..8].copy_from_slice(&seq.to_le_bytes());
+    item
+}
+
+fn check_racing_item(item: &[u8]) -> (u32, u32) {
+    let producer = u32::from_le_bytes(item[..4].try_into().unwrap());
+    let seq = u32::from_le_bytes(item[4..8].try_into().unwrap());
+    assert_eq!(
+        item,
+        racing_item(producer, seq),
+        "torn item {producer}/{seq}"
+    );
+    (producer, seq)
+}
+
+async fn put_racing_items((q, producer, n): (Queue<Vec<u8>>, u32, u32)) {
+    for seq in 0..n {
+        q.put_bytes(&racing_item(producer, seq))
+            .await
+            .expect("put_bytes");
+    }
+}
+
+async fn get_racing_items(
+    (q, batches, done): (Queue<Vec<u8>>, bool, mp::Event),
+) -> Vec<(u32, u32)> {
+    let mut seen = Vec::new();
+    loop {
+        let wait = Duration::from_millis(20);
+        let items = if batches {
+            match tokio::time::timeout(wait, q.get_many_bytes(8)).await {
+                Ok(items) => items.expect("get_many_bytes"),
+                Err(_) => Vec::new(),
+            }
+        } else {
+            match tokio::time::timeout(wait, q.get_bytes()).await {
+                Ok(item) => vec![item.expect("get_bytes")],
+                Err(_) => Vec::new(),
+            }
+        };
+        seen.extend(items.iter().map(|item| check_racing_item(item)));
+        if items.is_empty() && done.is_set() && q.is_empty() {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test]
+async fn getters_racing_through_a_tiny_ring_see_no_torn_or_repeated_item() -> mp::Result<()> {
+    mp::init().await?;
+    const PER_PRODUCER: u32 = 4_000;
+    // 512 bytes hold a handful of items: getters keep copying records that putters overwrite as
+    // soon as another getter commits, and the spilled items take the locked path among them.
+    let q = Queue::<Vec<u8>>::builder().capacity(512).build()?;
+    let done = mp::Event::new()?;
+    let mut producers = Vec::new();
+    for id in 0..2 {
+        producers.push(mp::Process::spawn(
+            put_racing_items,
+            (q.clone(), id, PER_PRODUCER),
+        )?);
+    }
+    let mut consumers = Vec::new();
+    for batches in [false, true, false, true] {
+        consumers.push(mp::Process::spawn(
+            get_racing_items,
+            (q.clone(), batches, done.clone()),
+        )?);
+    }
+    for p in &mut producers {
+        tokio::time::timeout(LIVENESS, p.join())
+            .await
+            .expect("producers finish")?;
+    }
+    done.set();
+    let mut all = Vec::new();
+    for c in &mut consumers {
+        let seen = tokio::time::timeout(LIVENESS, c.join())
+            .await
+            .expect("consumers finish")?;
+        for id in 0..2 {
+            let seqs: Vec<u32> = seen
+                .iter()
+                .filter(|(p, _)| *p == id)
+                .map(|(_, s)| *s)
+                .collect();
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "producer {id} out of order"
+            );
+        }
+        all.extend(seen);
+    }
+    all.sort();
+    let expected: Vec<(u32, u32)> = (0..2)
+        .flat_map(|p| (0..PER_PRODUCER).map(move |s| (p, s)))
+        .collect();
+    assert_eq!(all, expected, "lost or duplicated items");
+    assert!(spill_entries(&q).is_empty(), "spilled items are removed");
+    Ok(())
+}

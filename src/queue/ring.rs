@@ -8,18 +8,20 @@
 //! ```
 //!
 //! A put writes the whole record first and then commits it with one store of `tail`; a get copies
-//! the record out and then commits with one store of `head`. Each commit word carries its side's
-//! item count next to its position, so one store moves both and the length (`tail.items -
+//! the record out and then commits by moving `head`. Each commit word carries its side's item
+//! count next to its position, so one atomic write moves both and the length (`tail.items -
 //! head.items`) is exact at every instant. A process killed in the middle leaves either the whole
 //! record or none of it.
 //!
-//! A FIFO queue has two locks, one for putters and one for getters, as in Michael and Scott's
-//! two-lock queue: a putter only writes bytes past `tail` and a getter only reads bytes before
-//! it, so they never wait for each other, and each side's lock word and commit word sit on their
-//! own cache lines. With one producer and one consumer neither lock ever leaves its process's
-//! cache. LIFO and priority queues take items from anywhere, so every operation there takes the
-//! one lock; a record taken from the middle is flagged `TAKEN` (one aligned store), and the next
-//! locker after a death re-walks the ring and recomputes the count.
+//! In a FIFO queue putters take a put lock and write only past `tail`. Getters take no lock at
+//! all: a getter copies the oldest record(s) out and commits with a compare-and-swap of `head`;
+//! if another getter moved `head` first, the bytes copied may have been overwritten since, so
+//! it drops its copy and tries again (only a spilled item, whose segment must be removed exactly
+//! once, is taken under a get lock). Putters and getters never wait for each other, and the
+//! words each side writes sit on their own cache lines. LIFO and priority queues take items
+//! from anywhere, so every operation there takes the one lock; a record taken from the middle
+//! is flagged `TAKEN` (one aligned store), and the next locker after a death re-walks the ring
+//! and recomputes the count.
 //!
 //! Everything read from the ring is validated against process-local limits; a ring that fails
 //! validation yields [`Error::Corrupt`], never a panic or an out-of-bounds read.
@@ -162,6 +164,18 @@ impl Batch {
         self.count == 0
     }
 
+    /// Where the batch stands, to [`reset`](Self::reset) to.
+    fn mark(&self) -> (usize, usize) {
+        (self.bytes.len(), self.count)
+    }
+
+    /// Forgets what was added since `mark`.
+    fn reset(&mut self, (len, count): (usize, usize)) {
+        self.bytes.truncate(len);
+        self.count = count;
+        self.later.truncate(count.saturating_sub(1));
+    }
+
     fn ranges(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
         std::iter::once(self.first.clone())
             .chain(self.later.iter().cloned())
@@ -179,6 +193,60 @@ impl Batch {
         let all = bytes::Bytes::from(self.bytes);
         ranges.into_iter().map(|r| all.slice(r)).collect()
     }
+}
+
+/// What a get attempt found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// Took this many items.
+    Taken(usize),
+    /// Nothing is queued.
+    Empty,
+    /// The oldest item is spilled, and is taken under the get lock.
+    Spilled,
+}
+
+impl Take {
+    fn count(self) -> usize {
+        match self {
+            Take::Taken(n) => n,
+            _ => 0,
+        }
+    }
+}
+
+/// The outcome of a get: whether it took anything.
+trait Taken {
+    fn any(&self) -> bool;
+}
+
+impl Taken for bool {
+    fn any(&self) -> bool {
+        *self
+    }
+}
+
+impl Taken for usize {
+    fn any(&self) -> bool {
+        *self > 0
+    }
+}
+
+/// Runs `f` on the buffer this thread cuts the items it gets as `Bytes` from (see
+/// [`Ring::try_get_bytes_now`]), with room in it.
+fn with_chunk<R>(f: impl FnOnce(&mut bytes::BytesMut) -> R) -> R {
+    thread_local! {
+        static CHUNK: std::cell::RefCell<bytes::BytesMut> =
+            std::cell::RefCell::new(bytes::BytesMut::new());
+    }
+    CHUNK.with(|chunk| {
+        // Nothing re-enters here while the buffer is borrowed (no user code runs inside).
+        let mut chunk = chunk.borrow_mut();
+        if chunk.capacity() == chunk.len() {
+            chunk.reserve(BYTES_CHUNK);
+        }
+        f(&mut chunk)
+    })
 }
 
 /// A live record found by a walk.
@@ -424,11 +492,18 @@ impl Ring {
         }
     }
 
-    /// `head` and `tail`, checked, for a holder of the lock(s) that keep them still.
+    /// `head` and `tail` as they were at one instant, checked. (In a FIFO queue getters move
+    /// `head` without a lock: positions that disagree only count as corrupt if `head` held
+    /// still while they were read.)
     fn check_positions(&self) -> Result<(Mark, Mark)> {
-        let (head, tail) = (self.mark(HEAD), self.mark(TAIL));
-        self.validate(head, tail)?;
-        Ok((head, tail))
+        loop {
+            let (head, tail) = (self.mark(HEAD), self.mark(TAIL));
+            match self.validate(head, tail) {
+                Ok(()) => return Ok((head, tail)),
+                Err(e) if !self.head_moved(head) => return Err(e),
+                Err(_) => {}
+            }
+        }
     }
 
     /// Checks two marks: both inside the position space, 8-aligned, no more than the capacity
@@ -470,23 +545,32 @@ impl Ring {
         Ok((head, tail))
     }
 
-    /// For a getter holding the get lock: `head`, and a `tail` no newer than the real one that
-    /// is past `head` if the real one is (an older `tail` only makes the ring look emptier).
+    /// For a getter: `head`, and a `tail` no newer than the real one that is past `head` if the
+    /// real one is (an older `tail` only makes the ring look emptier), read at one instant.
     fn take_view(&self) -> Result<(Mark, Mark)> {
         if self.single_lock() {
             return self.check_positions();
         }
-        let head = self.mark(HEAD);
-        let seen = self.mark(TAIL_SEEN);
-        if seen.pos != head.pos && self.validate(head, seen).is_ok() {
-            return Ok((head, seen));
+        loop {
+            let head = self.mark(HEAD);
+            let seen = self.mark(TAIL_SEEN);
+            if seen.pos != head.pos && self.validate(head, seen).is_ok() {
+                return Ok((head, seen));
+            }
+            let tail = self.mark(TAIL);
+            match self.validate(head, tail) {
+                Ok(()) => {
+                    self.seg
+                        .u64(TAIL_SEEN)
+                        .store(tail.pack(), Ordering::Relaxed);
+                    return Ok((head, tail));
+                }
+                // Positions that disagree only count as corrupt if they were read at one
+                // instant, i.e. `head` held still meanwhile (getters move it without a lock).
+                Err(e) if !self.head_moved(head) => return Err(e),
+                Err(_) => {}
+            }
         }
-        let tail = self.mark(TAIL);
-        self.validate(head, tail)?;
-        self.seg
-            .u64(TAIL_SEEN)
-            .store(tail.pack(), Ordering::Relaxed);
-        Ok((head, tail))
     }
 
     /// After an owner died inside a lock. In a FIFO queue every change is one commit store, so
@@ -677,25 +761,15 @@ impl Ring {
         Ok(found)
     }
 
-    /// With the get lock held: moves up to `max` records, chosen by the queue's order, into
-    /// `batch`. `Closed` when there are none and the queue is closed.
-    fn take_records(
+    /// With the single lock of a LIFO or priority queue held: moves up to `max` records,
+    /// chosen by the queue's order, into `batch`. `Closed` when there are none and the queue
+    /// is closed.
+    fn take_chosen_records(
         &self,
         max: usize,
         compare: Option<Compare>,
         batch: &mut Batch,
     ) -> Result<usize> {
-        let (head, tail) = self.take_view()?;
-        if head.pos == tail.pos {
-            return if self.is_closed() {
-                Err(Error::Closed)
-            } else {
-                Ok(0)
-            };
-        }
-        if self.limits.order == Order::Fifo {
-            return self.take_oldest(max, head, tail, batch);
-        }
         let mut n = 0;
         while n < max {
             let (head, tail) = self.check_positions()?;
@@ -706,109 +780,146 @@ impl Ring {
             batch.push(&payload);
             n += 1;
         }
+        if n == 0 && self.is_closed() {
+            return Err(Error::Closed);
+        }
         Ok(n)
     }
 
-    /// The FIFO get: copy up to `max` of the oldest records out, then commit `head` past them
-    /// with one store. A spilled item is read and its segment removed before the commit: a
-    /// getter killed in between leaves the record, and at worst a record whose segment is gone,
-    /// which the next getter reports and skips.
-    fn take_oldest(&self, max: usize, head: Mark, tail: Mark, batch: &mut Batch) -> Result<usize> {
-        if max > 1 {
-            let taken = self.take_oldest_in_bulk(max, head, tail, batch)?;
-            if taken > 0 {
-                return Ok(taken);
-            }
-        }
-        let mut end = head;
-        let mut failure = None;
-        while end.items.wrapping_sub(head.items) < max as u32 && end.pos != tail.pos {
-            let (len, rec, flags) = self.record_at(end.pos, tail.pos)?;
-            let payload = self.advance(end.pos, RECORD_HEADER);
-            if flags & SPILLED == 0 {
-                let start = batch.bytes.len();
-                self.read_append(payload, len, &mut batch.bytes)?;
-                batch.add(start..batch.bytes.len());
-            } else if end.pos != head.pos {
-                break; // a spilled item starts a batch of its own
-            } else {
-                match self.unspill(&self.read_vec(payload, len)?) {
-                    Ok(item) => batch.push(&item),
-                    Err(e) => failure = Some(e),
-                }
-            }
-            end = Mark {
-                items: end.items.wrapping_add(1),
-                pos: self.advance(end.pos, rec),
-            };
-            if failure.is_some() {
-                break; // report the lost item on its own
-            }
-        }
-        self.commit(HEAD, end);
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(end.items.wrapping_sub(head.items) as usize),
-        }
+    /// Whether `head` moved since it read `seen` (another getter committed meanwhile).
+    fn head_moved(&self, seen: Mark) -> bool {
+        self.mark(HEAD) != seen
     }
 
-    /// With the get lock of a FIFO queue held: appends the oldest item's bytes to `out`.
-    /// `false` when the queue is empty; `Closed` when it is also closed. The one-item case of
-    /// [`take_oldest`](Self::take_oldest), with the same handling of spilled items.
-    fn take_first(&self, out: &mut impl Appendable) -> Result<bool> {
-        let (head, tail) = self.take_view()?;
-        if head.pos == tail.pos {
-            return if self.is_closed() {
-                Err(Error::Closed)
-            } else {
-                Ok(false)
-            };
-        }
-        let (len, rec, flags) = self.record_at(head.pos, tail.pos)?;
-        let payload = self.advance(head.pos, RECORD_HEADER);
-        let result = if flags & SPILLED == 0 {
-            self.read_append(payload, len, out)
+    /// A FIFO getter's commit: moves `head` from `from` to `to` unless another getter moved it
+    /// first. Everything this getter copied before is then known to be what was committed there:
+    /// nobody can overwrite bytes before the real `head`.
+    fn commit_from(&self, from: Mark, to: Mark) -> bool {
+        self.seg
+            .u64(HEAD)
+            .compare_exchange(from.pack(), to.pack(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// What nothing is queued means for a get: `Closed` once the queue is closed.
+    fn nothing_queued<T>(&self, nothing: T) -> Result<T> {
+        if self.is_closed() {
+            Err(Error::Closed)
         } else {
-            let name = self.read_vec(payload, len)?;
-            self.unspill(&name).map(|item| out.append(&item))
-        };
-        // A spilled item whose segment is gone is reported once and skipped.
-        if result.is_ok() || flags & SPILLED != 0 {
-            self.commit(
-                HEAD,
-                Mark {
-                    items: head.items.wrapping_add(1),
-                    pos: self.advance(head.pos, rec),
-                },
-            );
+            Ok(nothing)
         }
-        result.map(|()| true)
     }
 
-    /// With the get lock held: the next item (by the queue's order) appended to `out`.
-    fn take_next(&self, compare: Option<Compare>, out: &mut impl Appendable) -> Result<bool> {
-        if self.limits.order == Order::Fifo {
-            return self.take_first(out);
+    /// The FIFO get of one item, without any lock: copy the oldest record out, then commit with
+    /// a compare-and-swap of `head`. A getter that loses the race drops its copy (the bytes may
+    /// have been overwritten since) and tries again; a getter killed anywhere has changed
+    /// nothing, or has taken its item whole. Something that looks corrupt only counts as such
+    /// if `head` held still while it was read.
+    ///
+    /// `Spilled` when the oldest item is spilled: those are taken under the get lock (see
+    /// [`take_spilled`](Self::take_spilled)), so the lock-free getters never take one.
+    fn take_first(&self, out: &mut impl Appendable) -> Result<Take> {
+        let base = out.filled();
+        loop {
+            let (head, tail) = self.take_view()?;
+            if head.pos == tail.pos {
+                return self.nothing_queued(Take::Empty);
+            }
+            let copied = self
+                .record_at(head.pos, tail.pos)
+                .and_then(|(len, rec, flags)| {
+                    if flags & SPILLED != 0 {
+                        return Ok(None);
+                    }
+                    self.read_append(self.advance(head.pos, RECORD_HEADER), len, out)?;
+                    Ok(Some(rec))
+                });
+            match copied {
+                Ok(None) => return Ok(Take::Spilled),
+                Ok(Some(rec)) => {
+                    let next = Mark {
+                        items: head.items.wrapping_add(1),
+                        pos: self.advance(head.pos, rec),
+                    };
+                    if self.commit_from(head, next) {
+                        return Ok(Take::Taken(1));
+                    }
+                }
+                Err(e) if !self.head_moved(head) => return Err(e),
+                Err(_) => {}
+            }
+            out.truncate_to(base);
         }
-        let mut batch = Batch::default();
-        let taken = self.take_records(1, compare, &mut batch)?;
-        if let Some(item) = batch.iter().next() {
-            out.append(item);
-        }
-        Ok(taken > 0)
     }
 
-    /// A FIFO batch in one piece: copy the committed bytes (up to [`BULK`], and about 256 per
-    /// wanted item) out with one or two copies, then find and check the records in the private copy. Stops before a spilled
-    /// record or one that was not copied whole; 0 when the first is such a record, and the
-    /// caller takes it on its own.
-    fn take_oldest_in_bulk(
-        &self,
-        max: usize,
-        head: Mark,
-        tail: Mark,
-        batch: &mut Batch,
-    ) -> Result<usize> {
+    /// With the get lock held: takes the oldest item of a FIFO queue when it is spilled. Its
+    /// segment is read and removed before the commit: a getter killed in between leaves the
+    /// record, and at worst a record whose segment is gone, which the next getter reports and
+    /// skips. No one else commits the record meanwhile (lock-free getters stop at it).
+    fn take_spilled(&self, out: &mut impl Appendable) -> Result<Take> {
+        loop {
+            match self.take_first(out)? {
+                Take::Spilled => {}
+                other => return Ok(other),
+            }
+            let (head, tail) = self.take_view()?;
+            if head.pos == tail.pos {
+                continue;
+            }
+            let (len, rec, flags) = self.record_at(head.pos, tail.pos)?;
+            if flags & SPILLED == 0 {
+                continue;
+            }
+            let name = self.read_vec(self.advance(head.pos, RECORD_HEADER), len)?;
+            let item = self.unspill(&name);
+            let next = Mark {
+                items: head.items.wrapping_add(1),
+                pos: self.advance(head.pos, rec),
+            };
+            if self.commit_from(head, next) {
+                out.append(&item?);
+                return Ok(Take::Taken(1));
+            }
+        }
+    }
+
+    /// The FIFO get of up to `max` items, without any lock, as [`take_first`](Self::take_first):
+    /// copy the committed bytes (up to [`BULK`], and about 256 per wanted item) out with one or
+    /// two copies, find and check the records in the private copy, and commit them all with
+    /// one compare-and-swap. A batch stops before a spilled record or one that was not copied
+    /// whole; when the oldest record is such a one, it is taken on its own.
+    fn take_oldest(&self, max: usize, batch: &mut Batch) -> Result<Take> {
+        let mark = batch.mark();
+        loop {
+            let (head, tail) = self.take_view()?;
+            if head.pos == tail.pos {
+                return self.nothing_queued(Take::Empty);
+            }
+            match self.copy_records(max, head, tail, batch) {
+                Ok(end) if end == head => {
+                    batch.reset(mark);
+                    let mut item = Vec::new();
+                    let took = self.take_first(&mut item)?;
+                    if let Take::Taken(_) = took {
+                        batch.push(&item);
+                    }
+                    return Ok(took);
+                }
+                Ok(end) => {
+                    if self.commit_from(head, end) {
+                        return Ok(Take::Taken(end.items.wrapping_sub(head.items) as usize));
+                    }
+                }
+                Err(e) if !self.head_moved(head) => return Err(e),
+                Err(_) => {}
+            }
+            batch.reset(mark);
+        }
+    }
+
+    /// Copies the records from `head` on (at most `max`) into `batch` and returns where they
+    /// end; `head` itself when the first one is spilled or larger than the copy window.
+    fn copy_records(&self, max: usize, head: Mark, tail: Mark, batch: &mut Batch) -> Result<Mark> {
         // About 256 bytes per wanted item: a small batch does not copy the whole ring.
         let window = (self.distance(head.pos, tail.pos) as usize)
             .min(BULK)
@@ -843,15 +954,9 @@ impl Ring {
                 pos: self.advance(end.pos, rec),
             };
         }
-        let taken = end.items.wrapping_sub(head.items) as usize;
-        if taken == 0 {
-            batch.bytes.truncate(base);
-            return Ok(0);
-        }
         // Keep the copy only up to the last item taken.
         batch.bytes.truncate(base + off);
-        self.commit(HEAD, end);
-        Ok(taken)
+        Ok(end)
     }
 
     /// The LIFO and priority get, under the single lock: pick a live record, flag it `TAKEN`
@@ -955,27 +1060,135 @@ impl Ring {
         result
     }
 
-    /// One locked attempt to take up to `max` records; an empty batch when there are none.
+    /// One attempt to take up to `max` items (waiting only for the lock, when one is needed);
+    /// an empty batch when there are none. Wakes putters if anything was taken.
     pub(crate) async fn try_get_many(&self, max: usize, compare: Option<Compare>) -> Result<Batch> {
-        let held = self.get_locked().await?;
-        self.take_batch(held, max, compare)
-    }
-
-    fn take_batch(&self, held: Held<'_>, max: usize, compare: Option<Compare>) -> Result<Batch> {
         let mut batch = Batch::default();
-        let result = self.take_records(max, compare, &mut batch);
-        drop(held);
-        self.after_take(result, batch)
+        let taken = match self.take_many_unlocked(max, &mut batch) {
+            Some(taken) => self.after_get(taken),
+            None => {
+                let held = self.get_locked().await?;
+                let taken = self.take_many_locked(max, compare, &mut batch);
+                self.after_get_locked(held, taken)
+            }
+        };
+        // Items taken before an error are still returned; the error comes back next time.
+        match taken {
+            Err(e) if batch.is_empty() => Err(e),
+            _ => Ok(batch),
+        }
     }
 
-    /// Wakes putters if anything was taken. Items taken before an error are still returned;
-    /// the error comes back on the next call.
-    fn after_take(&self, result: Result<usize>, batch: Batch) -> Result<Batch> {
-        if !batch.is_empty() {
-            self.not_full.notify();
-            return Ok(batch);
+    /// Up to `max` items without any lock (FIFO); `None` when the lock is needed.
+    fn take_many_unlocked(&self, max: usize, batch: &mut Batch) -> Option<Result<usize>> {
+        if self.single_lock() {
+            return None;
         }
-        result.map(|_| batch)
+        match self.take_oldest(max, batch) {
+            Ok(Take::Spilled) => None,
+            other => Some(other.map(Take::count)),
+        }
+    }
+
+    /// Up to `max` items with the get lock held.
+    fn take_many_locked(
+        &self,
+        max: usize,
+        compare: Option<Compare>,
+        batch: &mut Batch,
+    ) -> Result<usize> {
+        if self.single_lock() {
+            return self.take_chosen_records(max, compare, batch);
+        }
+        let mut item = Vec::new();
+        let took = self.take_spilled(&mut item)?;
+        if let Take::Taken(_) = took {
+            batch.push(&item);
+        }
+        Ok(took.count())
+    }
+
+    /// One item into `out` without any lock (FIFO); `None` when the lock is needed.
+    fn take_one_unlocked(&self, out: &mut impl Appendable) -> Option<Result<bool>> {
+        if self.single_lock() {
+            return None;
+        }
+        match self.take_first(out) {
+            Ok(Take::Spilled) => None,
+            other => Some(other.map(|took| took.count() > 0)),
+        }
+    }
+
+    /// One item into `out` with the get lock held.
+    fn take_one_locked(&self, compare: Option<Compare>, out: &mut impl Appendable) -> Result<bool> {
+        if !self.single_lock() {
+            return self.take_spilled(out).map(|took| took.count() > 0);
+        }
+        let mut batch = Batch::default();
+        self.take_chosen_records(1, compare, &mut batch)?;
+        match batch.iter().next() {
+            Some(item) => {
+                out.append(item);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Wakes putters after a get without the lock took something.
+    fn after_get<T: Taken>(&self, taken: Result<T>) -> Result<T> {
+        if taken.as_ref().is_ok_and(Taken::any) {
+            self.not_full.notify();
+        }
+        taken
+    }
+
+    /// Releases the get lock and wakes putters if something was taken.
+    fn after_get_locked<T: Taken>(&self, held: Held<'_>, taken: Result<T>) -> Result<T> {
+        held.release_fenced();
+        if taken.as_ref().is_ok_and(Taken::any) {
+            self.not_full.notify_after_fence();
+        }
+        taken
+    }
+
+    /// One get attempt into `out` that never waits: `None` when the lock is needed and busy.
+    fn get_one_now(
+        &self,
+        compare: Option<Compare>,
+        out: &mut impl Appendable,
+    ) -> Option<Result<bool>> {
+        if let Some(taken) = self.take_one_unlocked(out) {
+            return Some(self.after_get(taken));
+        }
+        Some(self.lock_now(self.get_lock())?.and_then(|held| {
+            let taken = self.take_one_locked(compare, out);
+            self.after_get_locked(held, taken)
+        }))
+    }
+
+    /// One get attempt into `out` that waits for the lock if one is needed.
+    async fn get_one(&self, compare: Option<Compare>, out: &mut impl Appendable) -> Result<bool> {
+        if let Some(taken) = self.take_one_unlocked(out) {
+            return self.after_get(taken);
+        }
+        let held = self.get_locked().await?;
+        let taken = self.take_one_locked(compare, out);
+        self.after_get_locked(held, taken)
+    }
+
+    /// [`get_one`](Self::get_one) for threads.
+    fn get_one_blocking(
+        &self,
+        compare: Option<Compare>,
+        out: &mut impl Appendable,
+    ) -> Result<bool> {
+        if let Some(taken) = self.take_one_unlocked(out) {
+            return self.after_get(taken);
+        }
+        let held = self.get_locked_blocking()?;
+        let taken = self.take_one_locked(compare, out);
+        self.after_get_locked(held, taken)
     }
 
     fn id(&self) -> u64 {
@@ -1087,11 +1300,15 @@ impl Ring {
         let Ok(guard) = self.get_locked_blocking() else {
             return;
         };
-        let referenced: Vec<Vec<u8>> = self
+        // FIFO getters take records without the lock, so the walk may see a record being
+        // overwritten; a failed walk removes nothing.
+        let referenced: Vec<Vec<u8>> = match self
             .check_positions()
             .and_then(|(head, tail)| self.live_records(head, tail))
-            .map(|records| records.into_iter().map(|f| f.payload).collect())
-            .unwrap_or_default();
+        {
+            Ok(records) => records.into_iter().map(|f| f.payload).collect(),
+            Err(_) => return,
+        };
         drop(guard);
         for name in orphans {
             if !referenced.iter().any(|r| r == name.as_bytes()) {
@@ -1145,114 +1362,72 @@ impl Ring {
         result
     }
 
-    /// One locked get attempt, the item in a buffer of its own; wakes putters on success.
+    /// One get attempt, the item in a buffer of its own; wakes putters on success.
     pub(crate) fn try_get_blocking(&self, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
-        let held = self.get_locked_blocking()?;
-        self.take_one(held, compare)
-    }
-
-    /// Takes one item into a buffer of its own size, releases the lock and wakes putters.
-    fn take_one(&self, held: Held<'_>, compare: Option<Compare>) -> Result<Option<Vec<u8>>> {
         let mut item = Vec::new();
-        let taken = self.take_next(compare, &mut item);
-        self.after_take_one(held, taken)
-            .map(|taken| taken.then_some(item))
+        Ok(self.get_one_blocking(compare, &mut item)?.then_some(item))
     }
 
-    /// Releases the get lock after a one-item get, and wakes putters if an item was taken.
-    fn after_take_one(&self, held: Held<'_>, taken: Result<bool>) -> Result<bool> {
-        held.release_fenced();
-        if let Ok(true) = taken {
-            self.not_full.notify_after_fence();
-        }
-        taken
-    }
-
-    /// One locked get attempt, the item as [`Bytes`](bytes::Bytes); wakes putters on success.
+    /// One get attempt, the item as [`Bytes`](bytes::Bytes); wakes putters on success. (The
+    /// path taken when [`try_get_bytes_now`](Self::try_get_bytes_now) found the lock busy.)
     pub(crate) async fn try_get_bytes(
         &self,
         compare: Option<Compare>,
     ) -> Result<Option<bytes::Bytes>> {
-        let held = self.get_locked().await?;
-        self.take_one_bytes(held, compare)
+        let mut item = Vec::new();
+        Ok(self
+            .get_one(compare, &mut item)
+            .await?
+            .then(|| bytes::Bytes::from(item)))
     }
 
-    /// [`try_get_bytes`](Self::try_get_bytes) if the get lock is free right now; `None` when
-    /// it is busy.
+    /// One get attempt that never waits, the item as `Bytes` cut from a buffer this thread
+    /// keeps for the purpose, the way a tokio codec cuts frames from its read buffer: while
+    /// items are dropped about as fast as they come, the buffer is reused and a get allocates
+    /// nothing. A kept item keeps its buffer ([`BYTES_CHUNK`]) alive. `None` when the lock is
+    /// needed and busy.
     pub(crate) fn try_get_bytes_now(
         &self,
         compare: Option<Compare>,
     ) -> Option<Result<Option<bytes::Bytes>>> {
-        Some(
-            self.lock_now(self.get_lock())?
-                .and_then(|held| self.take_one_bytes(held, compare)),
-        )
+        with_chunk(|chunk| {
+            let taken = self.get_one_now(compare, chunk)?;
+            let item = chunk.split().freeze();
+            Some(taken.map(|taken| taken.then_some(item)))
+        })
     }
 
     pub(crate) fn try_get_bytes_blocking(
         &self,
         compare: Option<Compare>,
     ) -> Result<Option<bytes::Bytes>> {
-        let held = self.get_locked_blocking()?;
-        self.take_one_bytes(held, compare)
-    }
-
-    /// Takes one item as `Bytes` cut from a buffer this thread keeps for the purpose, the way a
-    /// tokio codec cuts frames from its read buffer: while items are dropped about as fast as
-    /// they come, the buffer is reused and a get allocates nothing. A kept item keeps its
-    /// buffer ([`BYTES_CHUNK`]) alive.
-    fn take_one_bytes(
-        &self,
-        held: Held<'_>,
-        compare: Option<Compare>,
-    ) -> Result<Option<bytes::Bytes>> {
-        thread_local! {
-            static CHUNK: std::cell::RefCell<bytes::BytesMut> =
-                std::cell::RefCell::new(bytes::BytesMut::new());
-        }
-        CHUNK.with(|chunk| {
-            // Nothing re-enters here while the buffer is borrowed (no user code runs inside).
-            let mut chunk = chunk.borrow_mut();
-            if chunk.capacity() == chunk.len() {
-                chunk.reserve(BYTES_CHUNK);
-            }
-            let taken = self.take_next(compare, &mut *chunk);
+        with_chunk(|chunk| {
+            let taken = self.get_one_blocking(compare, chunk);
             let item = chunk.split().freeze();
-            self.after_take_one(held, taken)
-                .map(|taken| taken.then_some(item))
+            taken.map(|taken| taken.then_some(item))
         })
     }
 
-    /// One locked get attempt that hands the item's bytes to `f` (after the lock is released)
-    /// from a buffer this thread reuses, so a typed get allocates only what `f` builds.
+    /// One get attempt that hands the item's bytes to `f` (after any lock is released); waits
+    /// for the lock if one is needed. (The path taken when
+    /// [`try_get_with_now`](Self::try_get_with_now) found the lock busy.)
     pub(crate) async fn try_get_with<R>(
         &self,
         compare: Option<Compare>,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<Option<R>> {
-        let held = self.get_locked().await?;
-        self.take_one_with(held, compare, f)
+        let mut item = Vec::new();
+        Ok(self.get_one(compare, &mut item).await?.then(|| f(&item)))
     }
 
-    /// [`try_get_with`](Self::try_get_with) if the get lock is free right now; `None` when it
-    /// is busy.
+    /// One get attempt that never waits and hands the item's bytes to `f` from a buffer this
+    /// thread reuses, so a typed get allocates only what `f` builds. `None` when the lock is
+    /// needed and busy.
     pub(crate) fn try_get_with_now<R>(
         &self,
         compare: Option<Compare>,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Option<Result<Option<R>>> {
-        Some(
-            self.lock_now(self.get_lock())?
-                .and_then(|held| self.take_one_with(held, compare, f)),
-        )
-    }
-
-    fn take_one_with<R>(
-        &self,
-        held: Held<'_>,
-        compare: Option<Compare>,
-        f: impl FnOnce(&[u8]) -> R,
-    ) -> Result<Option<R>> {
         thread_local! {
             static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
@@ -1262,21 +1437,13 @@ impl Ring {
             let mut borrowed = scratch.try_borrow_mut();
             let buf = borrowed.as_deref_mut().unwrap_or(&mut fresh);
             buf.clear();
-            let taken = self.take_next(compare, buf);
-            held.release_fenced();
-            let result = match taken {
-                Ok(true) => {
-                    self.not_full.notify_after_fence();
-                    Ok(Some(f(buf)))
-                }
-                Ok(false) => Ok(None),
-                Err(e) => Err(e),
-            };
+            let taken = self.get_one_now(compare, buf)?;
+            let result = taken.map(|taken| taken.then(|| f(buf)));
             // Do not keep one huge item's memory for the rest of the thread's life.
             if buf.capacity() > 64 << 10 {
                 *buf = Vec::new();
             }
-            result
+            Some(result)
         })
     }
 

@@ -197,6 +197,12 @@ pub(crate) trait Appendable {
 
     /// Appends private bytes.
     fn append(&mut self, bytes: &[u8]);
+
+    /// How many bytes it holds.
+    fn filled(&self) -> usize;
+
+    /// Keeps only the first `len` bytes.
+    fn truncate_to(&mut self, len: usize);
 }
 
 impl Appendable for Vec<u8> {
@@ -213,6 +219,14 @@ impl Appendable for Vec<u8> {
     fn append(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);
     }
+
+    fn filled(&self) -> usize {
+        self.len()
+    }
+
+    fn truncate_to(&mut self, len: usize) {
+        self.truncate(len);
+    }
 }
 
 impl Appendable for bytes::BytesMut {
@@ -228,6 +242,14 @@ impl Appendable for bytes::BytesMut {
 
     fn append(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);
+    }
+
+    fn filled(&self) -> usize {
+        self.len()
+    }
+
+    fn truncate_to(&mut self, len: usize) {
+        self.truncate(len);
     }
 }
 
