@@ -90,7 +90,8 @@ impl<T> QueueBuilder<T> {
 /// `put` waits while the queue is full, `get` while it is empty; `len` is exact.
 ///
 /// A process killed in the middle of a `put` or `get` leaves the queue consistent: the item is
-/// either wholly in the queue or not at all, and nobody waits forever.
+/// either wholly in the queue or not at all, and nobody waits forever. (A getter killed before
+/// its claim leaves the item queued; one killed after it took the item with it.)
 ///
 /// Items up to the maximum message size (64 MiB by default) are accepted. One that does not fit
 /// in the ring (1 MiB by default; see [`builder().capacity(..)`](Self::builder)) is written to a
@@ -101,15 +102,18 @@ impl<T> QueueBuilder<T> {
 ///
 /// # Speed
 ///
-/// Putters and getters of a FIFO queue take separate locks, so they never wait for each other;
-/// a waiter spins for a few microseconds before it parks, and nothing makes a system call while
-/// nobody is parked. Between two processes on a 2-core VM (`cargo bench`, W1, 64-byte items):
-/// [`put_bytes`](Self::put_bytes) / [`get_bytes`](Self::get_bytes) (no serialisation) move
-/// 6 to 8 million items a second, [`put_many_bytes`](Self::put_many_bytes) /
-/// [`get_many_bytes`](Self::get_many_bytes) about 30 million (one lock and one commit per
-/// batch), and typed [`put`](Self::put) / [`get`](Self::get) of a `Vec<u8>` about 3.5 million:
-/// serde handles a `Vec<u8>` byte by byte, so carry byte payloads as [`bytes::Bytes`] (or
-/// `serde_bytes`) inside typed items. A ping-pong round trip takes about 1 µs.
+/// Putters take a put lock; getters take no lock at all (each copies the oldest item out and
+/// claims it with one compare-and-swap, trying again if another getter was first), so putters
+/// and getters never wait for each other. A waiter spins for a few microseconds before it
+/// parks, and nothing makes a system call while nobody is parked. Between two processes on a
+/// 2-core VM (`cargo bench`, W1, 64-byte items): [`put_bytes`](Self::put_bytes) /
+/// [`get_bytes`](Self::get_bytes) (no serialisation) move about 9 million items a second,
+/// [`put_many_bytes`](Self::put_many_bytes) / [`get_many_bytes`](Self::get_many_bytes) 20 to
+/// 30 million (one lock and one commit per batch), and typed [`put`](Self::put) /
+/// [`get`](Self::get) of a `Vec<u8>` about 3 million: serde handles a `Vec<u8>` byte by byte,
+/// so carry byte payloads as [`bytes::Bytes`] (or `serde_bytes`) inside typed items. A
+/// ping-pong round trip takes about 1 µs. (The VM is noisy: figures vary by ±30 % from run to
+/// run.)
 ///
 /// # Examples
 ///
@@ -491,6 +495,11 @@ impl<T> Queue<T> {
     }
 
     /// Takes one item's raw bytes (see [`put_bytes`](Self::put_bytes)).
+    ///
+    /// Small items are cut from a 64 KiB buffer the calling thread keeps for the purpose (as a
+    /// tokio codec cuts frames from its read buffer), so a get allocates nothing while items
+    /// are dropped about as fast as they come. An item you keep keeps its buffer alive: to
+    /// hold many small items for long, copy them out (`Bytes::copy_from_slice`, `to_vec`).
     ///
     /// # Errors
     ///
