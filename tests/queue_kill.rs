@@ -81,6 +81,16 @@ struct Books<Q> {
     acked: RawArray<u32>,
     /// Times each (incarnation, seq) was received.
     received: RawArray<u32>,
+    /// Failures children saw (a child that panics may be killed before it can report it, so
+    /// it counts here first).
+    failures: RawArray<u32>,
+}
+
+/// Counts a failure where the parent will see it, then panics.
+fn fail<Q>(books: &Books<Q>, what: String) -> ! {
+    let n = books.failures.get(0).unwrap();
+    books.failures.set(0, n + 1).unwrap();
+    panic!("{what}");
 }
 
 async fn producer<Q: KillQueue>((books, incarnation): (Books<Q>, u32)) {
@@ -99,8 +109,8 @@ async fn producer<Q: KillQueue>((books, incarnation): (Books<Q>, u32)) {
         };
         match tokio::time::timeout(LIVENESS, put).await {
             Ok(Ok(())) => books.acked.set(incarnation as usize, first + step).unwrap(),
-            Ok(Err(e)) => panic!("put failed: {e}"),
-            Err(_) => panic!("put hung"),
+            Ok(Err(e)) => fail(&books, format!("put failed: {e}")),
+            Err(_) => fail(&books, "put hung".into()),
         }
     }
     // Done: wait to be killed or stopped.
@@ -108,7 +118,12 @@ async fn producer<Q: KillQueue>((books, incarnation): (Books<Q>, u32)) {
 }
 
 fn count_received<Q>(books: &Books<Q>, item: &Item) {
-    assert!(item.valid(), "torn item {}:{}", item.incarnation, item.seq);
+    if !item.valid() {
+        fail(
+            books,
+            format!("torn item {}:{}", item.incarnation, item.seq),
+        );
+    }
     let i = item.incarnation as usize * PER_INCARNATION + item.seq as usize;
     let n = books.received.get(i).unwrap();
     books.received.set(i, n + 1).unwrap();
@@ -127,7 +142,7 @@ async fn consumer<Q: KillQueue>((books, batched): (Books<Q>, bool)) {
         match got {
             Ok(Ok(items)) => items.iter().for_each(|item| count_received(&books, item)),
             Err(_) => {}
-            Ok(Err(e)) => panic!("get failed: {e}"),
+            Ok(Err(e)) => fail(&books, format!("get failed: {e}")),
         }
     }
 }
@@ -160,6 +175,7 @@ async fn kill_harness<Q: KillQueue>(queue: Q, kills: usize) -> mp::Result<()> {
         queue,
         acked: RawArray::new(&vec![0u32; INCARNATIONS])?,
         received: RawArray::new(&vec![0u32; INCARNATIONS * PER_INCARNATION])?,
+        failures: RawArray::new(&[0u32])?,
     };
     let mut next_incarnation = 0u32;
     let mut producers: Vec<(u32, mp::Process<()>)> = Vec::new();
@@ -227,6 +243,11 @@ async fn kill_harness<Q: KillQueue>(queue: Q, kills: usize) -> mp::Result<()> {
         count_received(&books, &item);
     }
 
+    assert_eq!(
+        books.failures.get(0)?,
+        0,
+        "a child failed (see its message above)"
+    );
     let received = books.received.to_vec();
     let acked = books.acked.to_vec();
     let mut lost = 0usize;

@@ -598,6 +598,11 @@ impl Ring {
                 pos: head.pos,
             },
         );
+        if live == 0 {
+            // Only taken records are left (their taker died before trimming them): give their
+            // space back, as the take would have.
+            self.commit(TAIL, Mark { pos: head.pos, ..tail });
+        }
         Ok(())
     }
 
@@ -630,7 +635,16 @@ impl Ring {
 
     /// `lock` if it is free right now: the common case, taken without building the waiting
     /// future or cloning the lock's handle.
+    #[inline]
     fn lock_now<'a>(&self, lock: &'a Lock) -> Option<Result<Held<'a>>> {
+        if let Some(held) = lock.try_hold_free() {
+            return Some(Ok(held));
+        }
+        self.lock_now_contended(lock)
+    }
+
+    #[cold]
+    fn lock_now_contended<'a>(&self, lock: &'a Lock) -> Option<Result<Held<'a>>> {
         Some(match lock.try_hold()? {
             Ok(held) => Ok(held),
             Err(HoldError::OwnerDied(mut held)) => self.recover().map(|()| {
@@ -773,7 +787,9 @@ impl Ring {
         let mut n = 0;
         while n < max {
             let (head, tail) = self.check_positions()?;
-            if head.pos == tail.pos {
+            // By count, not position: a taker killed between its two commits leaves taken
+            // records between `head` and `tail` and nothing live.
+            if head.items == tail.items {
                 break;
             }
             let payload = self.take_chosen(head, tail, self.limits.order, compare)?;

@@ -280,6 +280,25 @@ impl Lock {
         }
     }
 
+    /// Takes the lock if it is free right now (one compare-and-swap, the uncontended case);
+    /// `None` when it is not, or not simply free (see [`try_hold`](Self::try_hold)).
+    #[inline]
+    pub(crate) fn try_hold_free(&self) -> Option<Held<'_>> {
+        if self.seg.u32(CONSISTENCY).load(Ordering::Acquire) == NOT_RECOVERABLE {
+            return None;
+        }
+        let token = my_token();
+        self.seg
+            .u64(OWNER)
+            .compare_exchange(0, token, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        Some(Held {
+            lock: self,
+            token,
+            inconsistent: false,
+        })
+    }
+
     /// Takes the lock if it is free (or its owner died) right now, as a [`Held`] that borrows
     /// it; `None` when it is busy.
     pub(crate) fn try_hold(&self) -> Option<Result<Held<'_>, HoldError<'_>>> {
