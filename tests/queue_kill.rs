@@ -1,6 +1,6 @@
 //! The queue under fire: producers and consumers SIGKILLed at random points, 500+ times (and
-//! 300 more on a LIFO queue), with exact accounting of every item (reliability-design.md §7,
-//! scenario 18).
+//! 300 more on a LIFO queue, 200 on a priority queue), with exact accounting of every item
+//! (reliability-design.md §7, scenario 18).
 //!
 //! Every producer incarnation numbers its items and records, after each confirmed `put`, how
 //! many it confirmed. Every consumer checks each item's checksum and counts it in a shared
@@ -15,7 +15,9 @@ mod support;
 use std::time::Duration;
 
 use support::LIVENESS;
-use tokio_multiprocessing::{self as mp, Error, LifoQueue, ProcessFailure, Queue, RawArray};
+use tokio_multiprocessing::{
+    self as mp, Error, LifoQueue, PriorityQueue, ProcessFailure, Queue, RawArray,
+};
 
 const INCARNATIONS: usize = 700;
 const PER_INCARNATION: usize = 4_000;
@@ -48,6 +50,29 @@ impl Item {
     }
 }
 
+/// A priority queue's order: a few priority classes, then producer and number, so gets pick
+/// from the middle of the ring.
+impl Ord for Item {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let key = |i: &Item| (i.seq % 5, i.incarnation, i.seq);
+        key(self).cmp(&key(other))
+    }
+}
+
+impl PartialOrd for Item {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Item {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Item {}
+
 fn checksum(incarnation: u32, seq: u32, body: &[u8]) -> u64 {
     body.iter()
         .fold(u64::from(incarnation) << 32 | u64::from(seq), |h, &b| {
@@ -55,8 +80,8 @@ fn checksum(incarnation: u32, seq: u32, body: &[u8]) -> u64 {
         })
 }
 
-/// The queue kinds under test: the FIFO engine (two locks, one commit per side) and the LIFO
-/// one (one lock, records flagged as taken in the middle of the ring).
+/// The queue kinds under test: the FIFO engine (a put lock, lock-free getters) and the LIFO and
+/// priority ones (one lock, records flagged as taken in the middle of the ring).
 trait KillQueue: Clone + serde::Serialize + serde::de::DeserializeOwned + 'static {
     fn q(&self) -> &Queue<Item>;
 }
@@ -68,6 +93,12 @@ impl KillQueue for Queue<Item> {
 }
 
 impl KillQueue for LifoQueue<Item> {
+    fn q(&self) -> &Queue<Item> {
+        self
+    }
+}
+
+impl KillQueue for PriorityQueue<Item> {
     fn q(&self) -> &Queue<Item> {
         self
     }
@@ -166,6 +197,13 @@ async fn a_lifo_queue_survives_three_hundred_kills() -> mp::Result<()> {
     mp::init().await?;
     let queue = LifoQueue::with(Queue::builder().maxsize(64).capacity(64 * 1024))?;
     kill_harness(queue, 300).await
+}
+
+#[tokio::test]
+async fn a_priority_queue_survives_two_hundred_kills() -> mp::Result<()> {
+    mp::init().await?;
+    let queue = PriorityQueue::with(Queue::builder().maxsize(64).capacity(64 * 1024))?;
+    kill_harness(queue, 200).await
 }
 
 /// Runs producers and consumers of `queue`, SIGKILLs one of them at random `kills` times, then
