@@ -255,9 +255,8 @@ impl<T: Serialize> Queue<T> {
         {
             // The common case: a small item, serialised on the stack and copied into the ring,
             // first without building any future (the lock is almost always free).
-            let mut now = self.ring.try_put_slice_now(&stack[..len], 0);
             loop {
-                let attempt = match now.take() {
+                let attempt = match self.ring.try_put_slice_now(&stack[..len], 0) {
                     Some(result) => result,
                     None => self.ring.try_put_slice(&stack[..len], 0).await,
                 };
@@ -468,9 +467,8 @@ impl<T> Queue<T> {
         self.ring.check_size(bytes.len())?;
         if self.ring.fits_inline(bytes.len()) {
             // Straight from the caller's slice, and first without building any future.
-            let mut now = self.ring.try_put_slice_now(bytes, 0);
             loop {
-                let attempt = match now.take() {
+                let attempt = match self.ring.try_put_slice_now(bytes, 0) {
                     Some(result) => result,
                     None => self.ring.try_put_slice(bytes, 0).await,
                 };
@@ -509,9 +507,10 @@ impl<T> Queue<T> {
     ///
     /// Cancel-safe.
     pub async fn get_bytes(&self) -> Result<bytes::Bytes> {
-        let mut now = self.ring.try_get_bytes_now(self.compare);
         loop {
-            let attempt = match now.take() {
+            // Without building any future first (the lock is almost always free or not
+            // needed), also after a wait.
+            let attempt = match self.ring.try_get_bytes_now(self.compare) {
                 Some(result) => result,
                 None => self.ring.try_get_bytes(self.compare).await,
             };
@@ -571,9 +570,8 @@ impl<T: DeserializeOwned> Queue<T> {
 
     async fn get_until(&self, deadline: Option<Instant>) -> Result<T> {
         // First without building any future (the lock is almost always free).
-        let mut now = self.ring.try_get_with_now(self.compare, Self::decode);
         loop {
-            let attempt = match now.take() {
+            let attempt = match self.ring.try_get_with_now(self.compare, Self::decode) {
                 Some(result) => result,
                 None => self.ring.try_get_with(self.compare, Self::decode).await,
             };

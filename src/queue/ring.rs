@@ -601,7 +601,13 @@ impl Ring {
         if live == 0 {
             // Only taken records are left (their taker died before trimming them): give their
             // space back, as the take would have.
-            self.commit(TAIL, Mark { pos: head.pos, ..tail });
+            self.commit(
+                TAIL,
+                Mark {
+                    pos: head.pos,
+                    ..tail
+                },
+            );
         }
         Ok(())
     }
