@@ -1322,14 +1322,17 @@ impl Ring {
         let Ok(guard) = self.get_locked_blocking() else {
             return;
         };
-        // FIFO getters take records without the lock, so the walk may see a record being
-        // overwritten; a failed walk removes nothing.
-        let referenced: Vec<Vec<u8>> = match self
-            .check_positions()
-            .and_then(|(head, tail)| self.live_records(head, tail))
-        {
-            Ok(records) => records.into_iter().map(|f| f.payload).collect(),
-            Err(_) => return,
+        // FIFO getters take records without the lock, so records at the front may be taken
+        // and overwritten while we walk: the walk only counts if `head` held still (nothing
+        // before the real head can change); otherwise, or if it fails, nothing is removed.
+        let Ok((head, tail)) = self.check_positions() else {
+            return;
+        };
+        let referenced: Vec<Vec<u8>> = match self.live_records(head, tail) {
+            Ok(records) if !self.head_moved(head) => {
+                records.into_iter().map(|f| f.payload).collect()
+            }
+            _ => return,
         };
         drop(guard);
         for name in orphans {
