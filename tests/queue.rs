@@ -202,30 +202,38 @@ async fn four_producers_and_four_consumers_lose_and_duplicate_nothing() -> mp::R
         p.join().await?;
     }
     done.set();
-    let mut all = Vec::new();
+    let mut seen_by_each = Vec::new();
     for c in &mut consumers {
-        let seen = c.join().await?;
-        // FIFO per producer: each consumer sees each producer's items in order.
-        for id in 0..4 {
-            let seqs: Vec<u32> = seen
-                .iter()
-                .filter(|(p, _)| *p == id)
-                .map(|(_, s)| *s)
-                .collect();
+        seen_by_each.push(c.join().await?);
+    }
+    check_every_item_once_in_order(seen_by_each, 4, PER_PRODUCER);
+    Ok(())
+}
+
+/// What consumers saw, as (producer, number) pairs: every item of `producers` × `per_producer`
+/// exactly once, and each consumer saw each producer's items in order (FIFO per producer).
+fn check_every_item_once_in_order(
+    seen_by_each: Vec<Vec<(u32, u32)>>,
+    producers: u32,
+    per_producer: u32,
+) {
+    let mut all = Vec::new();
+    for seen in seen_by_each {
+        for id in 0..producers {
+            let mut seqs = seen.iter().filter(|(p, _)| *p == id).map(|(_, s)| *s);
+            let mut last = None;
             assert!(
-                seqs.windows(2).all(|w| w[0] < w[1]),
+                seqs.all(|s| last.replace(s).is_none_or(|l| l < s)),
                 "producer {id} out of order"
             );
         }
         all.extend(seen);
     }
     all.sort();
-    let expected: Vec<(u32, u32)> = (0..4)
-        .flat_map(|p| (0..PER_PRODUCER).map(move |s| (p, s)))
+    let expected: Vec<(u32, u32)> = (0..producers)
+        .flat_map(|p| (0..per_producer).map(move |s| (p, s)))
         .collect();
-    assert_eq!(all.len(), expected.len(), "lost or duplicated items");
-    assert_eq!(all, expected);
-    Ok(())
+    assert_eq!(all, expected, "lost or duplicated items");
 }
 
 /// Puts and gets large checksummed items as fast as it can until killed.
@@ -743,29 +751,14 @@ async fn getters_racing_through_a_tiny_ring_see_no_torn_or_repeated_item() -> mp
             .expect("producers finish")?;
     }
     done.set();
-    let mut all = Vec::new();
+    let mut seen_by_each = Vec::new();
     for c in &mut consumers {
         let seen = tokio::time::timeout(LIVENESS, c.join())
             .await
             .expect("consumers finish")?;
-        for id in 0..2 {
-            let seqs: Vec<u32> = seen
-                .iter()
-                .filter(|(p, _)| *p == id)
-                .map(|(_, s)| *s)
-                .collect();
-            assert!(
-                seqs.windows(2).all(|w| w[0] < w[1]),
-                "producer {id} out of order"
-            );
-        }
-        all.extend(seen);
+        seen_by_each.push(seen);
     }
-    all.sort();
-    let expected: Vec<(u32, u32)> = (0..2)
-        .flat_map(|p| (0..PER_PRODUCER).map(move |s| (p, s)))
-        .collect();
-    assert_eq!(all, expected, "lost or duplicated items");
+    check_every_item_once_in_order(seen_by_each, 2, PER_PRODUCER);
     assert!(spill_entries(&q).is_empty(), "spilled items are removed");
     Ok(())
 }

@@ -205,53 +205,36 @@ pub(crate) trait Appendable {
     fn truncate_to(&mut self, len: usize);
 }
 
-impl Appendable for Vec<u8> {
-    fn spare(&mut self, n: usize) -> *mut u8 {
-        self.reserve(n);
-        self.as_mut_ptr().wrapping_add(self.len())
-    }
+/// `Vec<u8>` and `BytesMut` have the same inherent methods for this.
+macro_rules! appendable {
+    ($($buffer:ty),*) => {$(
+        impl Appendable for $buffer {
+            fn spare(&mut self, n: usize) -> *mut u8 {
+                self.reserve(n);
+                self.as_mut_ptr().wrapping_add(self.len())
+            }
 
-    unsafe fn grow(&mut self, n: usize) {
-        // SAFETY: `spare(n)` reserved the room and the caller initialised it.
-        unsafe { self.set_len(self.len() + n) }
-    }
+            unsafe fn grow(&mut self, n: usize) {
+                // SAFETY: `spare(n)` reserved the room and the caller initialised it.
+                unsafe { self.set_len(self.len() + n) }
+            }
 
-    fn append(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
+            fn append(&mut self, bytes: &[u8]) {
+                self.extend_from_slice(bytes);
+            }
 
-    fn filled(&self) -> usize {
-        self.len()
-    }
+            fn filled(&self) -> usize {
+                self.len()
+            }
 
-    fn truncate_to(&mut self, len: usize) {
-        self.truncate(len);
-    }
+            fn truncate_to(&mut self, len: usize) {
+                self.truncate(len);
+            }
+        }
+    )*};
 }
 
-impl Appendable for bytes::BytesMut {
-    fn spare(&mut self, n: usize) -> *mut u8 {
-        self.reserve(n);
-        self.as_mut_ptr().wrapping_add(self.len())
-    }
-
-    unsafe fn grow(&mut self, n: usize) {
-        // SAFETY: as for `Vec<u8>`.
-        unsafe { self.set_len(self.len() + n) }
-    }
-
-    fn append(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-
-    fn filled(&self) -> usize {
-        self.len()
-    }
-
-    fn truncate_to(&mut self, len: usize) {
-        self.truncate(len);
-    }
-}
+appendable!(Vec<u8>, bytes::BytesMut);
 
 /// `N` consecutive 32-bit words of a mapping, checked once when made, so a hot path reaches
 /// each of them with no check at all (a wait channel's three words, touched on every notify).
