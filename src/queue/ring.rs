@@ -1611,13 +1611,13 @@ pub struct RingWire {
 
 /// Checks `ready` for a bounded while before a waiter parks: a getter that finds the queue
 /// empty usually sees the next item within a microsecond or two, far sooner than a futex or
-/// eventfd round trip. The checks back off (1, 2, 4 … 32 pauses apart, about 2 µs in all) so a
-/// waiter does not keep pulling the other side's commit line away from it; then the waiter
-/// yields its CPU a few times between checks, so that on a machine with fewer free CPUs than
-/// busy processes the other side gets to run instead of watching us spin. Never a busy loop.
+/// eventfd round trip (and a parked waiter costs whoever wakes it a system call). The checks
+/// back off (1, 2, 4 … 32 pauses apart, about 2 µs in all) so a waiter does not keep pulling
+/// the other side's commit line away from it; then, for up to [`SPIN_FOR`] in all, the waiter
+/// yields its CPU between checks, so that on a machine with fewer free CPUs than busy
+/// processes the other side gets to run instead of watching us spin. Never a busy loop.
 fn spin(ready: impl Fn() -> Option<()>) -> bool {
     const PAUSES: u32 = 64;
-    const YIELDS: u32 = 8;
     let (mut spent, mut gap) = (0, 1);
     while spent < PAUSES {
         if ready().is_some() {
@@ -1629,7 +1629,8 @@ fn spin(ready: impl Fn() -> Option<()>) -> bool {
         spent += gap;
         gap = (gap * 2).min(32);
     }
-    for _ in 0..YIELDS {
+    let start = Instant::now();
+    while start.elapsed() < SPIN_FOR {
         if ready().is_some() {
             return true;
         }
@@ -1637,6 +1638,9 @@ fn spin(ready: impl Fn() -> Option<()>) -> bool {
     }
     ready().is_some()
 }
+
+/// How long a queue waiter keeps checking (pausing, then yielding) before it parks.
+const SPIN_FOR: Duration = Duration::from_micros(20);
 
 /// `n` modulo `m`, cheaply for the common case `n < 2m`.
 #[inline]
