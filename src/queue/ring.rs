@@ -815,7 +815,10 @@ impl Ring {
 
     /// A FIFO getter's commit: moves `head` from `from` to `to` unless another getter moved it
     /// first. Everything this getter copied before is then known to be what was committed there:
-    /// nobody can overwrite bytes before the real `head`.
+    /// nobody can overwrite bytes before the real `head`. (The one way to fool it: a getter
+    /// paused between its copy and this exchange for exactly a multiple of 2^32 items, which
+    /// brings the word back to the same count and position — minutes of traffic at full
+    /// speed, within one pause.)
     fn commit_from(&self, from: Mark, to: Mark) -> bool {
         self.seg
             .u64(HEAD)
