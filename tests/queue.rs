@@ -672,12 +672,26 @@ async fn getters_killed_while_taking_spilled_items_hang_nobody_and_leak_nothing(
     };
     let mut rest = Vec::new();
     let getters = async {
+        let total = || taken.to_vec().iter().sum::<u32>();
         for round in 0..40u64 {
+            if done.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            let before = total();
             let mut getter = mp::Process::spawn(
                 take_spilled_forever,
                 (q.clone(), taken.clone(), round % 2 == 1),
             )?;
-            tokio::time::sleep(Duration::from_micros(300 + round * 97 % 1500)).await;
+            // Kill it only once it is taking items (a child takes a while to start, longer on
+            // a loaded machine), at a varying point after that.
+            let started = Instant::now();
+            while total() == before
+                && !done.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < LIVENESS
+            {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            tokio::time::sleep(Duration::from_micros(100 + round * 97 % 900)).await;
             getter.kill()?;
             let _ = getter.join().await;
         }
