@@ -115,8 +115,7 @@ impl Drop for Counted<'_> {
 impl WaitChannel {
     /// A channel over the words at data offset `base` of `shm` (checked to be in range) and
     /// `doorbell`.
-    pub(crate) fn new(shm: SharedMemory, base: usize, doorbell: OwnedFd) -> crate::Result<Self> {
-        shm.atomic_u32(base + 8)?;
+    pub(crate) fn new(shm: &SharedMemory, base: usize, doorbell: OwnedFd) -> crate::Result<Self> {
         Ok(WaitChannel {
             words: Words32::new(shm.mapping(), HEADER_SIZE + base)?,
             doorbell,

@@ -321,11 +321,7 @@ impl Ring {
                 .store(u32::from(limits.joinable), Ordering::Relaxed);
             Ok(())
         })?;
-        let not_full = WaitChannel::new(
-            seg.shm().clone(),
-            CHANNEL_SIZE + NOT_FULL,
-            eventfd::create()?,
-        )?;
+        let not_full = WaitChannel::new(seg.shm(), CHANNEL_SIZE + NOT_FULL, eventfd::create()?)?;
         Ok(Ring {
             seg: Arc::new(seg),
             not_full,
@@ -870,7 +866,10 @@ impl Ring {
                         return Ok(Take::Taken(1));
                     }
                 }
-                Err(e) if !self.head_moved(head) => return Err(e),
+                Err(e) if !self.head_moved(head) => {
+                    out.truncate_to(base);
+                    return Err(e);
+                }
                 Err(_) => {}
             }
             out.truncate_to(base);
@@ -935,7 +934,10 @@ impl Ring {
                         return Ok(Take::Taken(end.items.wrapping_sub(head.items) as usize));
                     }
                 }
-                Err(e) if !self.head_moved(head) => return Err(e),
+                Err(e) if !self.head_moved(head) => {
+                    batch.reset(mark);
+                    return Err(e);
+                }
                 Err(_) => {}
             }
             batch.reset(mark);
@@ -1321,8 +1323,10 @@ impl Ring {
         if orphans.is_empty() {
             return;
         }
-        // Only names no queued record refers to: a dead producer may have queued its item.
-        let Ok(guard) = self.get_locked_blocking() else {
+        // Only names no queued record refers to: a dead producer may have queued its item. The
+        // sweep is best effort and may run on a tokio worker, so it never waits for the get
+        // lock (a getter may hold it while it reads a large item): busy means next time.
+        let Some(Ok(guard)) = self.lock_now(self.get_lock()) else {
             return;
         };
         // FIFO getters take records without the lock, so records at the front may be taken
@@ -1576,7 +1580,7 @@ impl Ring {
                 "a queue's doorbell must be an eventfd".into(),
             ));
         }
-        let not_full = WaitChannel::new(seg.shm().clone(), CHANNEL_SIZE + NOT_FULL, doorbell)?;
+        let not_full = WaitChannel::new(seg.shm(), CHANNEL_SIZE + NOT_FULL, doorbell)?;
         Ok(Ring {
             seg: Arc::new(seg),
             not_full,

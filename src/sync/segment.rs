@@ -14,10 +14,10 @@ use crate::shm::header::HEADER_SIZE;
 use crate::shm::header::Kind;
 use crate::sys::eventfd;
 use crate::sys::mapping::{Appendable, Mapping};
+use crate::{Error, Result};
 
 /// Where the state words start in the mapping.
 const STATE_START: usize = HEADER_SIZE + CHANNEL_SIZE;
-use crate::{Error, Result};
 
 /// A primitive's segment: `[wait channel][state words]`.
 #[derive(Debug)]
@@ -37,7 +37,7 @@ impl Segment {
         init: impl FnOnce(&SharedMemory) -> Result<()>,
     ) -> Result<Self> {
         let shm = SharedMemory::create_kind(kind, CHANNEL_SIZE + state, None, init)?;
-        let channel = WaitChannel::new(shm.clone(), 0, eventfd::create()?)?;
+        let channel = WaitChannel::new(&shm, 0, eventfd::create()?)?;
         Ok(Segment {
             map: shm.mapping().clone(),
             shm,
@@ -90,7 +90,7 @@ impl Segment {
                 "a primitive's doorbell must be an eventfd".into(),
             ));
         }
-        let channel = WaitChannel::new(shm.clone(), 0, doorbell)?;
+        let channel = WaitChannel::new(&shm, 0, doorbell)?;
         Ok(Segment {
             map: shm.mapping().clone(),
             shm,

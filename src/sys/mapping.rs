@@ -211,7 +211,8 @@ macro_rules! appendable {
         impl Appendable for $buffer {
             fn spare(&mut self, n: usize) -> *mut u8 {
                 self.reserve(n);
-                self.as_mut_ptr().wrapping_add(self.len())
+                // From the spare capacity itself, so the pointer may be written through.
+                self.spare_capacity_mut().as_mut_ptr().cast::<u8>()
             }
 
             unsafe fn grow(&mut self, n: usize) {
