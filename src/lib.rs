@@ -60,6 +60,8 @@ pub mod queue;
 pub mod shm;
 pub mod sync;
 mod sys;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 
 pub use connection::{Client, Connection, Listener, Pipe};
 pub use error::{Error, ProcessFailure, Result};

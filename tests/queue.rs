@@ -118,7 +118,8 @@ async fn close_wakes_parked_getters_and_putters_in_other_processes() -> mp::Resu
     full.put(1).await.map_err(Error::from)?;
     let mut putter = mp::Process::spawn(put_one, (full.clone(), 2))?;
     let deadline = Instant::now() + LIVENESS;
-    while (empty.__waiters().0 == (0, 0) || full.__waiters().1 == (0, 0))
+    while (mp::test_hooks::queue_waiters(&empty).0 == (0, 0)
+        || mp::test_hooks::queue_waiters(&full).1 == (0, 0))
         && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -524,7 +525,7 @@ async fn byte_batches_cross_processes_in_order_through_a_small_ring() -> mp::Res
 // ----- items larger than the ring -----
 
 fn spill_entries<T>(q: &Queue<T>) -> Vec<String> {
-    let prefix = q.__spill_prefix();
+    let prefix = mp::test_hooks::queue_spill_prefix(q);
     std::fs::read_dir("/dev/shm")
         .map(|d| {
             d.filter_map(|e| e.ok())

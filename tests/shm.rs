@@ -64,8 +64,9 @@ async fn anonymous_segment_travels_as_a_spawn_argument() -> mp::Result<()> {
 
 /// Plays a hostile peer: tries to shrink and grow the segment under the parent.
 async fn try_to_resize(shm: SharedMemory) -> (bool, bool) {
-    let shrink = rustix::fs::ftruncate(shm.__fd().as_fd(), 0).is_ok();
-    let grow = rustix::fs::ftruncate(shm.__fd().as_fd(), 1 << 20).is_ok();
+    let shrink = rustix::fs::ftruncate(mp::test_hooks::shared_memory_fd(&shm).as_fd(), 0).is_ok();
+    let grow =
+        rustix::fs::ftruncate(mp::test_hooks::shared_memory_fd(&shm).as_fd(), 1 << 20).is_ok();
     (shrink, grow)
 }
 

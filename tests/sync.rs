@@ -378,7 +378,7 @@ async fn cancelled_waits_leave_no_trace() -> mp::Result<()> {
     let guard = lock.lock().await.map_err(Error::from)?;
     // Poll once (pending: the lock is held), then drop the future.
     assert!(lock.lock().now_or_never().is_none());
-    assert_eq!(lock.__waiters(), (0, 0));
+    assert_eq!(mp::test_hooks::lock_waiters(&lock), (0, 0));
     drop(guard);
     assert!(lock.try_lock().is_ok(), "the dropped waiter took nothing");
 
@@ -387,9 +387,17 @@ async fn cancelled_waits_leave_no_trace() -> mp::Result<()> {
         let wait = event.wait();
         tokio::pin!(wait);
         assert!((&mut wait).now_or_never().is_none());
-        assert_eq!(event.__waiters(), (0, 1), "a parked waiter is counted");
+        assert_eq!(
+            mp::test_hooks::event_waiters(&event),
+            (0, 1),
+            "a parked waiter is counted"
+        );
     }
-    assert_eq!(event.__waiters(), (0, 0), "and uncounted when dropped");
+    assert_eq!(
+        mp::test_hooks::event_waiters(&event),
+        (0, 0),
+        "and uncounted when dropped"
+    );
 
     let sem = Semaphore::new(0)?;
     for _ in 0..100 {

@@ -733,8 +733,9 @@ impl<T> fmt::Debug for Connection<T> {
 // ----- crossing to other processes -----------------------------------------------------------
 
 /// The plain-data part of a connection end in a message.
+///
+/// Opaque: it only travels inside the crate\'s own messages (see [`Handle`](crate::handle::Handle)).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-#[doc(hidden)]
 pub struct ConnectionWire {
     fd: FdIndex,
     max_frame: u64,

@@ -204,15 +204,15 @@ impl<T> Queue<T> {
         self.ring.is_closed()
     }
 
-    /// The `/dev/shm` name prefix of this queue's spilled items, for tests.
-    #[doc(hidden)]
-    pub fn __spill_prefix(&self) -> String {
+    /// The `/dev/shm` name prefix of this queue's spilled items.
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    pub(crate) fn spill_prefix(&self) -> String {
         self.ring.spill_prefix()
     }
 
-    /// Waiters counted in on (not empty, not full), each (blocking, async), for tests.
-    #[doc(hidden)]
-    pub fn __waiters(&self) -> ((u32, u32), (u32, u32)) {
+    /// Waiters counted in on (not empty, not full), each (blocking, async).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    pub(crate) fn waiters(&self) -> ((u32, u32), (u32, u32)) {
         self.ring.waiters()
     }
 }

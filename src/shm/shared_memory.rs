@@ -363,9 +363,9 @@ impl SharedMemory {
         sys::same_file(&self.inner.fd, &other.inner.fd).unwrap_or(false)
     }
 
-    /// The segment's fd, for tests that play a hostile peer.
-    #[doc(hidden)]
-    pub fn __fd(&self) -> std::os::fd::BorrowedFd<'_> {
+    /// The segment's fd.
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.inner.fd.as_fd()
     }
 }
@@ -416,8 +416,9 @@ fn map_name_error(e: std::io::Error, name: &str) -> Error {
 }
 
 /// The plain-data part of a [`SharedMemory`] in a message.
+///
+/// Opaque: it only travels inside the crate\'s own messages (see [`Handle`](crate::handle::Handle)).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-#[doc(hidden)]
 pub struct SharedMemoryWire {
     fd: FdIndex,
     name: Option<String>,

@@ -134,9 +134,9 @@ impl Event {
             .is_some()
     }
 
-    /// Waiters counted in on this event's channel (blocking, async), for tests.
-    #[doc(hidden)]
-    pub fn __waiters(&self) -> (u32, u32) {
+    /// Waiters counted in on this event's channel (blocking, async).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    pub(crate) fn waiters(&self) -> (u32, u32) {
         self.seg.channel.waiters()
     }
 }

@@ -505,9 +505,9 @@ impl Lock {
         self.lock_blocking_until(Some(Instant::now() + timeout))
     }
 
-    /// Waiters counted in on this lock's channel (blocking, async), for tests.
-    #[doc(hidden)]
-    pub fn __waiters(&self) -> (u32, u32) {
+    /// Waiters counted in on this lock's channel (blocking, async).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    pub(crate) fn waiters(&self) -> (u32, u32) {
         self.seg.channel.waiters()
     }
 }

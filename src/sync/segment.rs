@@ -133,8 +133,9 @@ impl Segment {
 }
 
 /// The plain-data part of a synchronization primitive in a message.
+///
+/// Opaque: it only travels inside the crate\'s own messages (see [`Handle`](crate::handle::Handle)).
 #[derive(Debug, Serialize, Deserialize)]
-#[doc(hidden)]
 pub struct SegmentWire {
     shm: SharedMemoryWire,
     doorbell: FdIndex,

@@ -1,0 +1,99 @@
+//! Waiting for room or items: a bounded spin (pauses, then yields) before parking on a wait
+//! channel.
+
+use std::time::{Duration, Instant};
+
+use super::{HEAD, RECORD_HEADER, Ring, TAIL};
+use crate::notify::SAFETY_RECHECK;
+
+/// Checks `ready` for a bounded while before a waiter parks: a getter that finds the queue
+/// empty usually sees the next item within a microsecond or two, far sooner than a futex or
+/// eventfd round trip (and a parked waiter costs whoever wakes it a system call). The checks
+/// back off (1, 2, 4 … 32 pauses apart, about 2 µs in all) so a waiter does not keep pulling
+/// the other side's commit line away from it; then, for up to [`SPIN_FOR`] in all, the waiter
+/// yields its CPU between checks, so that on a machine with fewer free CPUs than busy
+/// processes the other side gets to run instead of watching us spin. Never a busy loop.
+fn spin(ready: impl Fn() -> Option<()>) -> bool {
+    const PAUSES: u32 = 64;
+    let (mut spent, mut gap) = (0, 1);
+    while spent < PAUSES {
+        if ready().is_some() {
+            return true;
+        }
+        for _ in 0..gap {
+            std::hint::spin_loop();
+        }
+        spent += gap;
+        gap = (gap * 2).min(32);
+    }
+    let start = Instant::now();
+    while start.elapsed() < SPIN_FOR {
+        if ready().is_some() {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    ready().is_some()
+}
+
+/// How long a queue waiter keeps checking (pausing, then yielding) before it parks.
+const SPIN_FOR: Duration = Duration::from_micros(20);
+
+impl Ring {
+    /// How much room a putter that found the ring full waits for while it spins: a few records'
+    /// worth more than it needs, so it and the getters take turns in bursts instead of pulling
+    /// the `head` line back and forth once per record. (Parking waits only for what it needs.)
+    fn roomy(&self, len: usize) -> usize {
+        len.max(self.limits.capacity / 64)
+            .min(self.limits.capacity - RECORD_HEADER)
+    }
+
+    /// Waits (without the lock) until a record of `len` bytes may fit, the queue closes, or the
+    /// deadline passes. `false` on timeout.
+    pub(crate) async fn wait_room(&self, len: usize, deadline: Option<Instant>) -> bool {
+        let ready = || (self.is_closed() || self.has_room(len)).then_some(());
+        if spin(|| (self.is_closed() || self.has_room(self.roomy(len))).then_some(())) {
+            return true;
+        }
+        self.not_full
+            .wait(ready, deadline, SAFETY_RECHECK)
+            .await
+            .is_some()
+    }
+
+    pub(crate) fn wait_room_blocking(&self, len: usize, deadline: Option<Instant>) -> bool {
+        let ready = || (self.is_closed() || self.has_room(len)).then_some(());
+        if spin(|| (self.is_closed() || self.has_room(self.roomy(len))).then_some(())) {
+            return true;
+        }
+        self.not_full
+            .wait_blocking(ready, deadline, SAFETY_RECHECK)
+            .is_some()
+    }
+
+    /// Waits until something may be queued or the queue closes. `false` on timeout.
+    pub(crate) async fn wait_items(&self, deadline: Option<Instant>) -> bool {
+        let ready =
+            || (self.is_closed() || self.mark(TAIL).pos != self.mark(HEAD).pos).then_some(());
+        if spin(ready) {
+            return true;
+        }
+        self.seg
+            .channel
+            .wait(ready, deadline, SAFETY_RECHECK)
+            .await
+            .is_some()
+    }
+
+    pub(crate) fn wait_items_blocking(&self, deadline: Option<Instant>) -> bool {
+        let ready =
+            || (self.is_closed() || self.mark(TAIL).pos != self.mark(HEAD).pos).then_some(());
+        if spin(ready) {
+            return true;
+        }
+        self.seg
+            .channel
+            .wait_blocking(ready, deadline, SAFETY_RECHECK)
+            .is_some()
+    }
+}

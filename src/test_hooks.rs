@@ -1,0 +1,35 @@
+//! Hooks for this crate's own integration tests, which must look at shared state no user needs
+//! (waiter counts, spill segment names) or play a hostile peer (a segment's raw fd).
+//!
+//! Compiled only with the `test-hooks` feature, which is off by default and turned on by the
+//! crate's dev-dependency on itself, so `cargo test` has it and a user's build does not. Not part
+//! of the API: no stability promise of any kind.
+
+use std::os::fd::BorrowedFd;
+
+use crate::{Event, Lock, Queue, SharedMemory};
+
+/// Waiters counted in on a queue's (not empty, not full) channels, each (blocking, async).
+pub fn queue_waiters<T>(queue: &Queue<T>) -> ((u32, u32), (u32, u32)) {
+    queue.waiters()
+}
+
+/// The `/dev/shm` name prefix of a queue's spilled items.
+pub fn queue_spill_prefix<T>(queue: &Queue<T>) -> String {
+    queue.spill_prefix()
+}
+
+/// Waiters counted in on a lock's channel (blocking, async).
+pub fn lock_waiters(lock: &Lock) -> (u32, u32) {
+    lock.waiters()
+}
+
+/// Waiters counted in on an event's channel (blocking, async).
+pub fn event_waiters(event: &Event) -> (u32, u32) {
+    event.waiters()
+}
+
+/// A segment's file descriptor, to shrink or grow it as a hostile peer would.
+pub fn shared_memory_fd(shm: &SharedMemory) -> BorrowedFd<'_> {
+    shm.fd()
+}
