@@ -1,9 +1,9 @@
 //! The one wait/wake protocol every synchronization primitive uses.
 //!
 //! Shared memory is the only source of truth; kernel objects are doorbells. A *wait channel* is
-//! three 32-bit words in a segment — `seq` (bumped on every change that can satisfy a waiter),
-//! `sync_waiters` and `async_waiters` — plus one eventfd shared by every process holding the
-//! primitive (reliability-design.md §2).
+//! 32-bit words in a segment — `seq` (bumped on every change that can satisfy a waiter),
+//! `sync_waiters` and `async_waiters` (and a time stamp) — plus one eventfd shared by every
+//! process holding the primitive (reliability-design.md §2).
 //!
 //! - **notify**: change the state, `fence(SeqCst)`, then bump `seq` and `FUTEX_WAKE` only if a
 //!   blocking waiter is counted, and ring the eventfd only if an async waiter is counted. Nobody
@@ -15,6 +15,8 @@
 //!   would make another process miss its wake-up). A drop guard uncounts a cancelled waiter.
 //! - every wait also re-checks on a safety timer, because a notifier can die between its state
 //!   change and its ring.
+//! - a waiter killed while counted in stays counted until a notifier finds the count stale and
+//!   moves it to a new epoch; live waiters count themselves in again (see [`WaitChannel`]).
 //!
 //! The fences pair up as in Dekker's algorithm: either the notifier sees the waiter's count (and
 //! wakes it), or the waiter sees the notifier's state change (and does not sleep).
@@ -36,14 +38,87 @@ pub(crate) const CHANNEL_SIZE: usize = 16;
 /// Longest a waiter sleeps without re-checking the state.
 pub(crate) const SAFETY_RECHECK: Duration = Duration::from_secs(1);
 
-/// A wait channel: three words at `base` in a segment's mapping, and the doorbell.
+/// How often, at most, a notifier that rings for async waiters also forgets their count, so
+/// that the dead stop costing anything (see [`WaitChannel`]).
+const ASYNC_RECOUNT_MS: u32 = 100;
+
+/// The safety re-check period in force: [`SAFETY_RECHECK`], or, in the crate's own test
+/// builds, what [`set_safety_recheck`] set (so a test can tell a wake-up from the safety timer
+/// without depending on how fast the machine is).
+fn safety_recheck() -> Duration {
+    #[cfg(feature = "test-hooks")]
+    {
+        match SAFETY_RECHECK_OVERRIDE.load(Ordering::Relaxed) {
+            0 => SAFETY_RECHECK,
+            ms => Duration::from_millis(ms),
+        }
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    SAFETY_RECHECK
+}
+
+#[cfg(feature = "test-hooks")]
+static SAFETY_RECHECK_OVERRIDE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Sets this process's safety re-check period (test builds only).
+#[cfg(feature = "test-hooks")]
+pub(crate) fn set_safety_recheck(period: Duration) {
+    let ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1);
+    SAFETY_RECHECK_OVERRIDE.store(ms, Ordering::Relaxed);
+}
+
+/// How long a waiter that asked for `recheck` sleeps at most without re-checking.
+fn recheck_period(recheck: Duration) -> Duration {
+    if recheck >= SAFETY_RECHECK {
+        safety_recheck()
+    } else {
+        recheck
+    }
+}
+
+/// A waiter-count word: `epoch << COUNT_BITS | count`. A notifier that finds the count stale
+/// (waiters that were SIGKILLed never uncount themselves) moves to the next epoch with a count
+/// of 0; every live waiter sees the new epoch before it sleeps again and counts itself back in,
+/// and a waiter leaves only the epoch it joined.
+mod waiters {
+    pub(super) const COUNT_BITS: u32 = 20;
+    pub(super) const COUNT_MASK: u32 = (1 << COUNT_BITS) - 1;
+
+    pub(super) fn count(word: u32) -> u32 {
+        word & COUNT_MASK
+    }
+
+    pub(super) fn epoch(word: u32) -> u32 {
+        word >> COUNT_BITS
+    }
+
+    /// The next epoch, nobody counted.
+    pub(super) fn recounted(word: u32) -> u32 {
+        epoch(word).wrapping_add(1) << COUNT_BITS
+    }
+}
+
+/// A wait channel: four words at `base` in a segment's mapping, and the doorbell.
+///
+/// Words: `seq` (bumped by every notify that finds a waiter), the blocking and the async
+/// waiter counts (see [`waiters`]), and the time the async count was last forgotten.
+///
+/// Counts of waiters that died are forgotten: a `FUTEX_WAKE` that woke nobody while blocking
+/// waiters are counted moves their count to a new epoch, and a ring for async waiters does so
+/// at most every [`ASYNC_RECOUNT_MS`]. Either way the notifier then bumps `seq` and wakes (or
+/// rings) once more, so that a live waiter that was about to sleep, uncounted, notices and
+/// counts itself in again; the dead never do, so their count is gone after one such notify.
 #[derive(Debug)]
 pub(crate) struct WaitChannel {
-    /// `seq`, `sync_waiters`, `async_waiters`.
-    words: Words32<3>,
+    words: Words32<4>,
     doorbell: OwnedFd,
     registered: OnceLock<Option<AsyncDoorbell>>,
 }
+
+const SEQ: usize = 0;
+const SYNC_WAITERS: usize = 1;
+const ASYNC_WAITERS: usize = 2;
+const ASYNC_RECOUNTED: usize = 3;
 
 /// The two halves of the handshake, written once over any counter and fence so the same code
 /// runs on shared memory and under the loom model checker.
@@ -89,26 +164,78 @@ impl handshake::Counter for AtomicU32 {
     }
 }
 
+/// A waiter-count word seen through the handshake: `add` counts in (in the current epoch,
+/// remembering which), `get` reads the count.
+struct Membership<'a> {
+    word: &'a AtomicU32,
+    /// The epoch we are counted in; `None` when not counted (the count was full).
+    epoch: std::cell::Cell<Option<u32>>,
+}
+
+impl handshake::Counter for Membership<'_> {
+    fn add(&self) {
+        let joined = self
+            .word
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (waiters::count(w) < waiters::COUNT_MASK).then(|| w + 1)
+            });
+        self.epoch.set(joined.ok().map(waiters::epoch));
+    }
+    fn get(&self) -> u32 {
+        waiters::count(self.word.load(Ordering::Acquire))
+    }
+}
+
 fn full_fence() {
     fence(Ordering::SeqCst);
 }
 
 /// Counts a waiter in for as long as it lives.
-struct Counted<'a>(&'a AtomicU32);
+struct Counted<'a>(Membership<'a>);
 
 impl<'a> Counted<'a> {
-    fn new(counter: &'a AtomicU32) -> Self {
-        handshake::announce(counter, full_fence);
-        Counted(counter)
+    fn new(word: &'a AtomicU32) -> Self {
+        let member = Membership {
+            word,
+            epoch: std::cell::Cell::new(None),
+        };
+        handshake::announce(&member, full_fence);
+        Counted(member)
+    }
+
+    /// Before sleeping again: counts us back in if a notifier forgot the count since we joined
+    /// (followed by a full fence, as any counting in). Call it *after* reading `seq` for a
+    /// futex wait, so that a forgetting notifier's second bump makes that wait return at once.
+    fn rejoin_if_forgotten(&self) {
+        let now = waiters::epoch(self.0.word.load(Ordering::Acquire));
+        if self.0.epoch.get() != Some(now) {
+            handshake::announce(&self.0, full_fence);
+        }
+    }
+
+    /// How long to sleep at most: a waiter the count had no room for is never woken by a
+    /// notifier, so it polls.
+    fn cap(&self, timeout: Duration) -> Duration {
+        if self.0.epoch.get().is_some() {
+            timeout
+        } else {
+            timeout.min(Duration::from_millis(10))
+        }
     }
 }
 
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
-        // Never below zero, even if a hostile peer zeroed the word meanwhile.
+        let Some(joined) = self.0.epoch.get() else {
+            return;
+        };
+        // Only from the epoch we joined: a forgotten count is not ours to lower any more.
         let _ = self
             .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            .word
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                (waiters::epoch(w) == joined && waiters::count(w) > 0).then(|| w - 1)
+            });
     }
 }
 
@@ -134,14 +261,14 @@ impl WaitChannel {
     }
 
     fn seq(&self) -> &AtomicU32 {
-        self.word(0)
+        self.word(SEQ)
     }
 
     /// How many waiters are counted in (blocking, async), for tests.
     pub(crate) fn waiters(&self) -> (u32, u32) {
         (
-            self.word(1).load(Ordering::Relaxed),
-            self.word(2).load(Ordering::Relaxed),
+            waiters::count(self.word(SYNC_WAITERS).load(Ordering::Relaxed)),
+            waiters::count(self.word(ASYNC_WAITERS).load(Ordering::Relaxed)),
         )
     }
 
@@ -161,11 +288,81 @@ impl WaitChannel {
 
     #[inline]
     fn notify_with(&self, fence: impl Fn()) {
-        handshake::after_change(self.seq(), self.word(1), fence, || {
-            futex::wake(self.seq(), u32::MAX);
+        let sync = Membership {
+            word: self.word(SYNC_WAITERS),
+            epoch: std::cell::Cell::new(None),
+        };
+        handshake::after_change(self.seq(), &sync, fence, || {
+            if futex::wake_all(self.seq()) == 0 {
+                self.forget_sync_waiters();
+            }
         });
         // `seq` moved once above; the async side only needs its own count checked.
-        if handshake::Counter::get(self.word(2)) > 0 {
+        let async_waiters = self.word(ASYNC_WAITERS).load(Ordering::Acquire);
+        if waiters::count(async_waiters) > 0 {
+            eventfd::ring(self.doorbell.as_fd());
+            self.maybe_forget_async_waiters(async_waiters);
+        }
+    }
+
+    /// Blocking waiters are counted but none was asleep: forget the count (they may all be
+    /// dead) unless it changed meanwhile, then bump and wake once more, so a live waiter that
+    /// was about to sleep either sees `seq` move or is woken, and counts itself in again.
+    #[cold]
+    fn forget_sync_waiters(&self) {
+        let word = self.word(SYNC_WAITERS);
+        let seen = word.load(Ordering::Acquire);
+        if waiters::count(seen) == 0
+            || word
+                .compare_exchange(
+                    seen,
+                    waiters::recounted(seen),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return;
+        }
+        self.seq().fetch_add(1, Ordering::AcqRel);
+        futex::wake_all(self.seq());
+    }
+
+    /// After a ring for async waiters: at most every [`ASYNC_RECOUNT_MS`], forget their count
+    /// and ring again. The ring just made wakes every parked one, and the second ring (after
+    /// the count is forgotten) reaches any that cleared the first before noticing; each counts
+    /// itself in again before it parks once more.
+    #[inline]
+    fn maybe_forget_async_waiters(&self, seen: u32) {
+        let stamp = self.word(ASYNC_RECOUNTED);
+        let last = stamp.load(Ordering::Relaxed);
+        let now = crate::sys::monotonic_millis();
+        if now.wrapping_sub(last) < ASYNC_RECOUNT_MS {
+            return;
+        }
+        self.forget_async_waiters(seen, last, now);
+    }
+
+    #[cold]
+    fn forget_async_waiters(&self, seen: u32, last: u32, now: u32) {
+        // One notifier per period does it.
+        if self
+            .word(ASYNC_RECOUNTED)
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        if self
+            .word(ASYNC_WAITERS)
+            .compare_exchange(
+                seen,
+                waiters::recounted(seen),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
             eventfd::ring(self.doorbell.as_fd());
         }
     }
@@ -190,9 +387,13 @@ impl WaitChannel {
         if let Some(v) = ready() {
             return Some(v);
         }
-        let _counted = Counted::new(self.word(2));
+        let counted = Counted::new(self.word(ASYNC_WAITERS));
         let bell = self.bell();
+        let period = recheck_period(recheck);
         loop {
+            // Before the check: a count forgotten after this is followed by a second ring,
+            // which wakes the await below.
+            counted.rejoin_if_forgotten();
             if let Some(v) = ready() {
                 return Some(v);
             }
@@ -200,7 +401,7 @@ impl WaitChannel {
             if deadline.is_some_and(|d| d <= now) {
                 return None;
             }
-            let mut until = now + recheck.min(SAFETY_RECHECK);
+            let mut until = now + counted.cap(period);
             if let Some(d) = deadline {
                 until = until.min(d);
             }
@@ -236,14 +437,18 @@ impl WaitChannel {
         if let Some(v) = ready() {
             return Some(v);
         }
-        let _counted = Counted::new(self.word(1));
+        let counted = Counted::new(self.word(SYNC_WAITERS));
+        let period = recheck_period(recheck);
         loop {
             let seen = self.seq().load(Ordering::Acquire);
+            // After reading `seq`: a count forgotten after this is followed by a bump of `seq`
+            // (our wait returns at once) or a wake (after we sleep).
+            counted.rejoin_if_forgotten();
             if let Some(v) = ready() {
                 return Some(v);
             }
             let now = Instant::now();
-            let mut timeout = recheck.min(SAFETY_RECHECK);
+            let mut timeout = counted.cap(period);
             if let Some(d) = deadline {
                 if d <= now {
                     return None;

@@ -29,6 +29,17 @@ pub fn event_waiters(event: &Event) -> (u32, u32) {
     event.waiters()
 }
 
+/// Rings an event's wait channel without changing its state (a spurious notify).
+pub fn event_notify(event: &Event) {
+    event.notify_spuriously();
+}
+
+/// Sets how long any waiter in this process sleeps at most before it re-checks on its own
+/// (normally 1 s), so a test can tell a real wake-up from that safety timer.
+pub fn set_safety_recheck(period: std::time::Duration) {
+    crate::notify::set_safety_recheck(period);
+}
+
 /// A segment's file descriptor, to shrink or grow it as a hostile peer would.
 pub fn shared_memory_fd(shm: &SharedMemory) -> BorrowedFd<'_> {
     shm.fd()

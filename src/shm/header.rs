@@ -17,7 +17,8 @@ use crate::{Error, Result};
 
 pub(crate) const HEADER_SIZE: usize = 64;
 const MAGIC: u64 = u64::from_le_bytes(*b"TKMP-SHM");
-const VERSION: u32 = 1;
+// 2: wait channels count waiters in epochs (notify.rs) and keep a fourth word.
+const VERSION: u32 = 2;
 const READY: u32 = 0x5245_4459;
 
 /// What a segment holds behind its header.

@@ -136,6 +136,11 @@ impl Event {
 
     /// Waiters counted in on this event's channel (blocking, async).
     #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    pub(crate) fn notify_spuriously(&self) {
+        self.seg.channel.notify();
+    }
+
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub(crate) fn waiters(&self) -> (u32, u32) {
         self.seg.channel.waiters()
     }

@@ -37,9 +37,12 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -
     }
 }
 
-/// `FUTEX_WAKE`: wakes up to `count` sleepers on `word`, in any process. Returns how many woke.
-pub(crate) fn wake(word: &AtomicU32, count: u32) -> usize {
-    futex::wake(word, futex::Flags::empty(), count).unwrap_or(0)
+/// `FUTEX_WAKE` of every sleeper on `word`, in any process. Returns how many woke.
+///
+/// The kernel takes the count as a C `int` and stops after the first sleeper for any negative
+/// count, so "all" is `i32::MAX`, never `u32::MAX` (which arrives as -1 and wakes one).
+pub(crate) fn wake_all(word: &AtomicU32) -> usize {
+    futex::wake(word, futex::Flags::empty(), i32::MAX as u32).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -85,9 +88,41 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         let word = b.atomic_u32(0).unwrap();
         word.store(1, Ordering::Release);
-        wake(word, u32::MAX);
+        wake_all(word);
         let outcomes = sleeper.join().unwrap();
         assert!(!outcomes.contains(&Wake::TimedOut), "{outcomes:?}");
+    }
+
+    /// Regression: `u32::MAX` as the count reached the kernel as -1 and woke a single sleeper.
+    #[test]
+    fn wake_all_wakes_every_sleeper_at_once() {
+        let word = Arc::new(AtomicU32::new(0));
+        let sleepers: Vec<_> = (0..4)
+            .map(|_| {
+                let w = word.clone();
+                std::thread::spawn(move || {
+                    while w.load(Ordering::Acquire) == 0 {
+                        wait(&w, 0, Some(Duration::from_secs(60)));
+                    }
+                })
+            })
+            .collect();
+        // Once all four sleep, one call wakes all four (they go back to sleep while the word is
+        // 0); a sleeper not yet asleep makes a call wake fewer, so try until one wakes four.
+        let mut best = 0;
+        for _ in 0..200 {
+            std::thread::sleep(Duration::from_millis(20));
+            best = best.max(wake_all(&word));
+            if best == 4 {
+                break;
+            }
+        }
+        word.store(1, Ordering::Release);
+        wake_all(&word);
+        for s in sleepers {
+            s.join().unwrap();
+        }
+        assert_eq!(best, 4, "one FUTEX_WAKE woke at most {best} of 4 sleepers");
     }
 
     #[test]
@@ -101,7 +136,7 @@ mod tests {
         });
         std::thread::sleep(Duration::from_millis(20));
         word.store(1, Ordering::Release);
-        wake(&word, u32::MAX);
+        wake_all(&word);
         sleeper.join().unwrap();
     }
 }

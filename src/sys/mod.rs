@@ -39,6 +39,16 @@ pub(crate) fn file_size(fd: impl AsFd) -> std::io::Result<u64> {
     u64::try_from(st.st_size).map_err(|_| std::io::Error::other("negative file size"))
 }
 
+/// Milliseconds on the system-wide monotonic clock (`clock_gettime(CLOCK_MONOTONIC)`, through
+/// the vDSO), truncated to 32 bits: the same clock in every process, so a stamp one process
+/// leaves in shared memory means the same instant to another.
+pub(crate) fn monotonic_millis() -> u32 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64)
+        .wrapping_mul(1000)
+        .wrapping_add(t.tv_nsec as u64 / 1_000_000) as u32
+}
+
 /// Duplicates `fd` with `O_CLOEXEC` (`fcntl(F_DUPFD_CLOEXEC)`).
 pub(crate) fn dup(fd: impl AsFd) -> std::io::Result<OwnedFd> {
     Ok(rustix::io::fcntl_dupfd_cloexec(fd, 3)?)
