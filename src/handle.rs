@@ -74,9 +74,29 @@ impl FdSink {
 #[derive(Debug, Default)]
 pub struct FdSource {
     fds: Vec<Option<OwnedFd>>,
+    from_parent: bool,
 }
 
 impl FdSource {
+    /// A function named by `offset` (made by the sender with
+    /// `sys::code_address::action_offset`), accepted only in this child's spawn arguments,
+    /// which the parent that started this same executable made (as trusted as the executable
+    /// itself): a peer could name any address.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] when the message does not come from our parent.
+    pub(crate) fn parent_action(&self, offset: i64) -> Result<crate::sys::code_address::Action> {
+        if !self.from_parent {
+            return Err(Error::Corrupt(
+                "a function can only be handed to a child as a spawn argument".into(),
+            ));
+        }
+        crate::sys::code_address::resolve_action_from_parent(offset).ok_or_else(|| {
+            Error::Corrupt("a function arrived before the parent's executable was checked".into())
+        })
+    }
+
     /// Takes the fd at `index`; each can be taken once.
     ///
     /// # Errors
@@ -185,8 +205,26 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<(Vec<u8>, Vec<O
 ///
 /// Fds that no handle claims are closed.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
+    decode_with(bytes, fds, false)
+}
+
+/// [`decode`] for a child's spawn arguments, which come from its parent (see
+/// [`FdSource::parent_action`]).
+pub(crate) fn decode_from_parent<T: DeserializeOwned>(
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<T> {
+    decode_with(bytes, fds, true)
+}
+
+fn decode_with<T: DeserializeOwned>(
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+    from_parent: bool,
+) -> Result<T> {
     let source = FdSource {
         fds: fds.into_iter().map(Some).collect(),
+        from_parent,
     };
     let previous = SOURCE.with(|s| s.replace(Some((source, None))));
     let value = postcard::from_bytes::<T>(bytes);

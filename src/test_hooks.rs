@@ -19,6 +19,17 @@ pub fn queue_spill_prefix<T>(queue: &Queue<T>) -> String {
     queue.spill_prefix()
 }
 
+/// Overwrites a queue's `head` commit word (items taken, byte position), as a hostile or buggy
+/// peer could.
+pub fn queue_forge_head<T>(queue: &Queue<T>, items: u32, pos: u32) {
+    queue.ring().forge_head(items, pos);
+}
+
+/// A queue's commit words: ((items taken, head position), (items put, tail position)).
+pub fn queue_marks<T>(queue: &Queue<T>) -> ((u32, u32), (u32, u32)) {
+    queue.ring().marks()
+}
+
 /// Waiters counted in on a lock's channel (blocking, async).
 pub fn lock_waiters(lock: &Lock) -> (u32, u32) {
     lock.waiters()

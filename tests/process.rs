@@ -50,6 +50,27 @@ async fn spawn_passes_args_and_returns_the_result() -> mp::Result<()> {
     Ok(())
 }
 
+async fn checked_half(x: u64) -> Result<u64, String> {
+    if x % 2 == 1 {
+        return Err(format!("{x} is odd"));
+    }
+    Ok(x / 2)
+}
+
+/// A Rust `main` that returns `Err` exits with status 1; so does a child entry, and `join`
+/// still hands the `Err` back.
+#[tokio::test]
+async fn an_entry_returning_err_exits_with_status_1() -> mp::Result<()> {
+    mp::init().await?;
+    let mut failing = mp::Process::spawn(checked_half, 7)?;
+    assert_eq!(failing.join().await?, Err("7 is odd".to_string()));
+    assert_eq!(failing.exitcode(), Some(1));
+    let mut fine = mp::Process::spawn(checked_half, 8)?;
+    assert_eq!(fine.join().await?, Ok(4));
+    assert_eq!(fine.exitcode(), Some(0));
+    Ok(())
+}
+
 #[tokio::test]
 async fn children_know_their_name_and_parent() -> mp::Result<()> {
     mp::init().await?;

@@ -307,16 +307,74 @@ fn shareable_list_validates_every_write() {
         Item::Str("12345678".into()),
         "a refused write changes nothing"
     );
-    assert!(matches!(list.set(1, 2.5), Err(Error::InvalidArgument(_))));
     assert!(matches!(
         list.set(2, 1i64),
         Err(Error::IndexOutOfRange { index: 2, len: 2 })
     ));
     assert!(matches!(list.get(2), Err(Error::IndexOutOfRange { .. })));
+}
+
+/// Python lets a slot take a value of another type when it fits (`sl[4] = "some"` where a
+/// `None` was): a number's slot has 8 bytes of room, a text slot its capacity.
+#[test]
+fn shareable_list_slots_take_values_of_another_type_that_fit() {
+    let list = ShareableList::create([Item::None, Item::Int(1), Item::from("abc")]).unwrap();
+    list.set(0, "some").unwrap();
+    assert_eq!(list.get(0).unwrap(), Item::Str("some".into()));
+    assert_eq!(list.slot(0).unwrap(), Slot::Str { capacity: 8 });
+    list.set(1, 2.5).unwrap();
+    assert_eq!(list.get(1).unwrap(), Item::Float(2.5));
+    list.set(2, 7i64).unwrap();
+    assert_eq!(list.get(2).unwrap(), Item::Int(7));
+    assert_eq!(list.slot(2).unwrap(), Slot::Int);
+    list.set(2, b"12345678".as_slice()).unwrap();
     assert!(matches!(
-        ShareableList::create(Vec::<Item>::new()),
-        Err(Error::InvalidArgument(_))
+        list.set(1, "too long to fit"),
+        Err(Error::TooLarge { size: 15, max: 8 })
     ));
+    assert_eq!(list.get(1).unwrap(), Item::Float(2.5), "nothing written");
+    let narrow = ShareableList::with_slots(&[Slot::Bytes { capacity: 3 }]).unwrap();
+    assert!(matches!(
+        narrow.set(0, 1i64),
+        Err(Error::TooLarge { size: 8, max: 3 })
+    ));
+}
+
+/// `ShareableList([])` works in Python; so does an empty list here, across processes.
+#[tokio::test]
+async fn shareable_list_may_be_empty() -> mp::Result<()> {
+    mp::init().await?;
+    let list = ShareableList::create(Vec::<Item>::new())?;
+    assert!(list.is_empty());
+    assert_eq!(list.to_vec()?, Vec::<Item>::new());
+    assert!(matches!(
+        list.get(0),
+        Err(Error::IndexOutOfRange { index: 0, len: 0 })
+    ));
+    let seen = mp::Process::spawn(list_len, list.clone())?.join().await?;
+    assert_eq!(seen, 0);
+    Ok(())
+}
+
+async fn list_len(list: ShareableList) -> usize {
+    list.len()
+}
+
+async fn retype_slot(list: ShareableList) {
+    list.set(0, "set by the child").unwrap();
+    list.set(1, Item::None).unwrap();
+}
+
+#[tokio::test]
+async fn shareable_list_type_changes_are_seen_by_other_processes() -> mp::Result<()> {
+    mp::init().await?;
+    let list = ShareableList::create([Item::from("x".repeat(20)), Item::Int(5)])?;
+    mp::Process::spawn(retype_slot, list.clone())?
+        .join()
+        .await?;
+    assert_eq!(list.get(0)?, Item::Str("set by the child".into()));
+    assert_eq!(list.get(1)?, Item::None);
+    Ok(())
 }
 
 #[test]

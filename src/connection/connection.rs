@@ -734,7 +734,7 @@ impl<T> fmt::Debug for Connection<T> {
 
 /// The plain-data part of a connection end in a message.
 ///
-/// Opaque: it only travels inside the crate\'s own messages (see [`Handle`](crate::handle::Handle)).
+/// Opaque: it only travels inside the crate's own messages (see [`Handle`](crate::handle::Handle)).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct ConnectionWire {
     fd: FdIndex,

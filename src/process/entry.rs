@@ -18,8 +18,9 @@ pub(crate) struct ChildCall {
     pub(crate) fds: Vec<OwnedFd>,
 }
 
-/// What the trampoline hands back: the serialised result and its fds.
-pub(crate) type Returned = Result<(Vec<u8>, Vec<OwnedFd>)>;
+/// What the trampoline hands back: the serialised result and its fds, and whether the result
+/// is an `Err` (the child then exits with status 1).
+pub(crate) type Returned = Result<(Vec<u8>, Vec<OwnedFd>, bool)>;
 
 /// The monomorphic function the child calls: decode `A`, run the entry, encode `R`.
 fn trampoline<F, A, Fut, R>(
@@ -36,10 +37,12 @@ where
             let call = call
                 .downcast::<ChildCall>()
                 .map_err(|_| Error::Corrupt("child call of the wrong type".into()))?;
-            let args: A = handle::decode(&call.args, call.fds)?;
+            let args: A = handle::decode_from_parent(&call.args, call.fds)?;
             let entry: F = code_address::conjure::<F, A, Fut>();
             let value = entry(args).await;
-            handle::encode(&value)
+            let failed = super::exit_status::is_err_result(&value);
+            let (bytes, fds) = handle::encode(&value)?;
+            Ok((bytes, fds, failed))
         }
         .await;
         Box::new(returned) as Box<dyn Any + Send>

@@ -197,11 +197,12 @@ async fn run_child(fd: i32) -> Result<()> {
             {
                 Err(panic) => Outcome::Panicked(panic_message(&*panic)),
                 Ok(returned) => match returned.downcast::<Returned>().map(|r| *r) {
-                    Ok(Ok((bytes, fds))) => {
+                    Ok(Ok((bytes, fds, failed))) => {
                         let frame = postcard::to_allocvec(&Outcome::Returned(bytes))
                             .map_err(|e| Error::Corrupt(e.to_string()))?;
+                        // An entry that returned `Err` failed, as a `main` that does.
                         let code = match channel.send(&frame, &fds).await {
-                            Ok(()) => 0,
+                            Ok(()) => i32::from(failed),
                             Err(_) => 1,
                         };
                         std::process::exit(code);

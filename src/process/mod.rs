@@ -38,6 +38,7 @@
 
 mod bootstrap;
 mod entry;
+mod exit_status;
 mod init;
 mod pass;
 mod spawn;

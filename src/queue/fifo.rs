@@ -204,10 +204,44 @@ impl<T> Queue<T> {
         self.ring.is_closed()
     }
 
+    /// Python 3.13's `shutdown(immediate)`: `shutdown(false)` is [`close`](Self::close);
+    /// `shutdown(true)` also throws away every queued item (in every process; spilled items'
+    /// segments are removed), so every getter and putter, waiting or not, gets
+    /// [`Error::Closed`] at once. A [`JoinableQueue`](crate::JoinableQueue) counts the
+    /// discarded items done, so `join` returns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio_multiprocessing::{Error, Queue};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> tokio_multiprocessing::Result<()> {
+    /// let queue = Queue::<u32>::new(0)?;
+    /// queue.put(1).await.unwrap();
+    /// queue.shutdown(true);
+    /// assert!(matches!(queue.get().await, Err(Error::Closed))); // the 1 is gone
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn shutdown(&self, immediate: bool) {
+        if immediate {
+            self.ring.close_discarding();
+        } else {
+            self.ring.close();
+        }
+    }
+
     /// The `/dev/shm` name prefix of this queue's spilled items.
     #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub(crate) fn spill_prefix(&self) -> String {
         self.ring.spill_prefix()
+    }
+
+    /// The ring, for test hooks.
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    pub(crate) fn ring(&self) -> &Ring {
+        &self.ring
     }
 
     /// Waiters counted in on (not empty, not full), each (blocking, async).

@@ -33,6 +33,6 @@ pub(crate) mod header;
 mod shareable_list;
 mod shared_memory;
 
-pub use shareable_list::{Item, ShareableList, Slot};
+pub use shareable_list::{Item, MAX_SLOTS, ShareableList, Slot};
 pub use shared_memory::SharedMemory;
 pub(crate) use shared_memory::SharedMemoryWire;

@@ -9,9 +9,16 @@ use crate::handle::{FdSink, FdSource, Handle, serde_via_handle};
 use crate::{Error, Result};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"SLST");
-const VERSION: u32 = 1;
+// 2: every slot holds its current type next to its value, so a value of another type that
+// fits may replace it (as in Python).
+const VERSION: u32 = 2;
 const TABLE: usize = 16;
 const ENTRY: usize = 16;
+/// A slot's header: sequence u32 | type code u32 | length u32 | unused u32; the value follows.
+const SLOT_HEADER: usize = 16;
+/// Most slots a list may have (16 Mi): the table is copied out when a list is opened, so its
+/// size must be bounded by something sane, not by what a hostile file claims.
+pub const MAX_SLOTS: usize = 1 << 24;
 /// Tries a reader makes before deciding a text slot is stuck mid-write.
 const READ_ATTEMPTS: u32 = 100_000;
 
@@ -32,7 +39,11 @@ pub enum Item {
     Bytes(Vec<u8>),
 }
 
-/// The type and capacity of one slot, fixed when the list is created.
+/// The type of one slot's value, and (for text and bytes) how many bytes the slot can hold.
+///
+/// A slot's room is fixed when the list is created: 8 bytes for a number, a bool or `None`,
+/// `capacity` bytes for text and bytes. Its type is not: any value that fits may replace the
+/// current one, as in Python (`sl[4] = "some"` where a `None` was).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
     /// Holds only `Item::None`.
@@ -79,26 +90,25 @@ impl Slot {
         })
     }
 
-    /// Bytes this slot occupies: 8 for scalars; a sequence word, a length word and the capacity
-    /// rounded up to 8 for text and bytes.
-    fn storage(self) -> Option<usize> {
+    /// The bytes of value this slot has room for: 8 for scalars, the capacity for text and
+    /// bytes.
+    fn room(self) -> usize {
         match self {
-            Slot::Str { capacity } | Slot::Bytes { capacity } => {
-                capacity.checked_next_multiple_of(8)?.checked_add(8)
-            }
-            _ => Some(8),
+            Slot::Str { capacity } | Slot::Bytes { capacity } => capacity,
+            _ => 8,
         }
     }
 
-    fn name(self) -> &'static str {
-        match self {
-            Slot::None => "None",
-            Slot::Int => "int",
-            Slot::Float => "float",
-            Slot::Bool => "bool",
-            Slot::Str { .. } => "str",
-            Slot::Bytes { .. } => "bytes",
-        }
+    /// Bytes the slot occupies: its header, then its room rounded up to 8.
+    fn storage(self) -> Option<usize> {
+        self.room()
+            .checked_next_multiple_of(8)?
+            .checked_add(SLOT_HEADER)
+    }
+
+    /// The slot type a value of type `code` takes in a slot with `room` bytes.
+    fn of_value(code: u32, room: usize) -> Option<Slot> {
+        Slot::from_code(code, if code >= 4 { room } else { 0 })
     }
 
     /// The slot Python would make for an initial value: text and bytes get their length rounded
@@ -120,8 +130,42 @@ impl Slot {
 }
 
 impl Item {
-    fn kind_name(&self) -> &'static str {
-        Slot::for_item(self).name()
+    /// The type code and the bytes stored for the value.
+    fn encode(&self) -> (u32, std::borrow::Cow<'_, [u8]>) {
+        use std::borrow::Cow;
+        match self {
+            Item::None => (0, Cow::Borrowed(&[])),
+            Item::Int(v) => (1, Cow::Owned(v.to_le_bytes().to_vec())),
+            Item::Float(v) => (2, Cow::Owned(v.to_bits().to_le_bytes().to_vec())),
+            Item::Bool(v) => (3, Cow::Owned(vec![u8::from(*v)])),
+            Item::Str(s) => (4, Cow::Borrowed(s.as_bytes())),
+            Item::Bytes(b) => (5, Cow::Borrowed(b)),
+        }
+    }
+
+    /// The value stored as `code` and `bytes`, validated.
+    fn decode(index: usize, code: u32, bytes: Vec<u8>) -> Result<Item> {
+        let corrupt = |what: &str| Error::Corrupt(format!("slot {index} holds {what}"));
+        let word = |bytes: &[u8]| -> Result<u64> {
+            Ok(u64::from_le_bytes(
+                bytes
+                    .try_into()
+                    .map_err(|_| corrupt("a number of the wrong length"))?,
+            ))
+        };
+        Ok(match code {
+            0 if bytes.is_empty() => Item::None,
+            1 => Item::Int(word(&bytes)? as i64),
+            2 => Item::Float(f64::from_bits(word(&bytes)?)),
+            3 => match bytes[..] {
+                [0] => Item::Bool(false),
+                [1] => Item::Bool(true),
+                _ => return Err(corrupt("an invalid bool")),
+            },
+            4 => Item::Str(String::from_utf8(bytes).map_err(|_| corrupt("invalid UTF-8"))?),
+            5 => Item::Bytes(bytes),
+            _ => return Err(corrupt(&format!("unknown type code {code}"))),
+        })
     }
 }
 
@@ -144,13 +188,15 @@ impl From<()> for Item {
 /// A fixed-length list of typed values in shared memory (Python's
 /// `shared_memory.ShareableList`).
 ///
-/// Each slot has a type (`int`, `float`, `bool`, `str`, `bytes` or `None`) and, for text and
-/// bytes, a capacity in bytes, all fixed at creation. Values keep their exact byte length: no NUL
-/// stripping, multi-byte UTF-8 intact (unlike CPython's bugs #96779 and #106939).
+/// Each slot holds a value (`int`, `float`, `bool`, `str`, `bytes` or `None`) in room fixed at
+/// creation: 8 bytes for numbers, bools and `None`, the capacity for text and bytes (Python
+/// rounds an initial text up to the next multiple of 8). A value of another type may replace
+/// it if it fits, as in Python. Values keep their exact byte length: no NUL stripping,
+/// multi-byte UTF-8 intact (unlike CPython's bugs #96779 and #106939).
 ///
-/// Scalar slots are single atomic words. Text and bytes slots are guarded by a sequence counter,
-/// so a reader never sees a half-written value; two processes writing the *same* text slot at
-/// once must coordinate with a lock.
+/// Every slot is guarded by a sequence counter, so a reader never sees a half-written value
+/// and concurrent writers of one slot take turns; a writer that dies mid-write leaves the
+/// previous value or the new one, never a mix.
 ///
 /// # Examples
 ///
@@ -179,7 +225,8 @@ impl ShareableList {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for an empty list; [`Error::Io`] when memory runs out.
+    /// [`Error::InvalidArgument`] for more than [`MAX_SLOTS`] items; [`Error::Io`] when memory
+    /// runs out.
     pub fn create<I: Into<Item>>(items: impl IntoIterator<Item = I>) -> Result<Self> {
         Self::create_inner(None, items.into_iter().map(Into::into).collect())
     }
@@ -229,18 +276,21 @@ impl ShareableList {
         self.slots.len()
     }
 
-    /// Whether the list has no slots (never true: empty lists cannot be created).
+    /// Whether the list has no slots.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
 
-    /// The type of slot `index`.
+    /// The type of the value in slot `index` now, and the slot's room for text and bytes.
     ///
     /// # Errors
     ///
-    /// [`Error::IndexOutOfRange`].
+    /// [`Error::IndexOutOfRange`]; [`Error::Corrupt`] if the stored type code is unknown.
     pub fn slot(&self, index: usize) -> Result<Slot> {
-        Ok(self.entry(index)?.0)
+        let (room, offset) = self.entry(index)?;
+        let code = self.shm.atomic_u32(offset + 4)?.load(Ordering::Acquire);
+        Slot::of_value(code, room.room())
+            .ok_or_else(|| Error::Corrupt(format!("slot {index} holds unknown type code {code}")))
     }
 
     /// The segment behind the list (its name, for example).
@@ -261,65 +311,30 @@ impl ShareableList {
     /// (a length over the capacity, invalid UTF-8, a bool that is neither 0 nor 1), or a text
     /// slot stays mid-write for good (its writer died while writing).
     pub fn get(&self, index: usize) -> Result<Item> {
-        let (slot, offset) = self.entry(index)?;
-        let word = || {
-            self.shm
-                .atomic_u64(offset)
-                .map(|w| w.load(Ordering::Acquire))
-        };
-        Ok(match slot {
-            Slot::None => Item::None,
-            Slot::Int => Item::Int(word()? as i64),
-            Slot::Float => Item::Float(f64::from_bits(word()?)),
-            Slot::Bool => match word()? {
-                0 => Item::Bool(false),
-                1 => Item::Bool(true),
-                other => {
-                    return Err(Error::Corrupt(format!(
-                        "slot {index} holds bool value {other}"
-                    )));
-                }
-            },
-            Slot::Str { capacity } => {
-                let bytes = self.read_sequence(index, offset, capacity)?;
-                Item::Str(
-                    String::from_utf8(bytes)
-                        .map_err(|_| Error::Corrupt(format!("slot {index} holds invalid UTF-8")))?,
-                )
-            }
-            Slot::Bytes { capacity } => Item::Bytes(self.read_sequence(index, offset, capacity)?),
-        })
+        let (room, offset) = self.entry(index)?;
+        let (code, bytes) = self.read_slot(index, offset, room.room())?;
+        Item::decode(index, code, bytes)
     }
 
-    /// Writes `value` into slot `index`.
+    /// Writes `value` into slot `index`, whatever type the slot held before.
     ///
     /// # Errors
     ///
-    /// [`Error::IndexOutOfRange`]; [`Error::InvalidArgument`] when the value's type differs from
-    /// the slot's; [`Error::TooLarge`] when text or bytes exceed the slot's capacity. Nothing is
-    /// written on error.
+    /// [`Error::IndexOutOfRange`]; [`Error::TooLarge`] when the value needs more room than
+    /// the slot has (8 bytes for a number, text and bytes their length). Nothing is written on
+    /// error.
     pub fn set(&self, index: usize, value: impl Into<Item>) -> Result<()> {
         let value = value.into();
-        let (slot, offset) = self.entry(index)?;
-        let word = |w: u64| -> Result<()> {
-            self.shm.atomic_u64(offset)?.store(w, Ordering::Release);
-            Ok(())
-        };
-        match (slot, &value) {
-            (Slot::None, Item::None) => Ok(()),
-            (Slot::Int, Item::Int(v)) => word(*v as u64),
-            (Slot::Float, Item::Float(v)) => word(v.to_bits()),
-            (Slot::Bool, Item::Bool(v)) => word(u64::from(*v)),
-            (Slot::Str { capacity }, Item::Str(s)) => {
-                self.write_sequence(offset, capacity, s.as_bytes())
-            }
-            (Slot::Bytes { capacity }, Item::Bytes(b)) => self.write_sequence(offset, capacity, b),
-            _ => Err(Error::InvalidArgument(format!(
-                "slot {index} holds {}, not {}",
-                slot.name(),
-                value.kind_name()
-            ))),
+        let (room, offset) = self.entry(index)?;
+        let (code, bytes) = value.encode();
+        let needs = if code >= 4 { bytes.len() } else { 8 };
+        if needs > room.room() {
+            return Err(Error::TooLarge {
+                size: needs,
+                max: room.room(),
+            });
         }
+        self.write_slot(offset, code, &bytes)
     }
 
     /// All values, in order.
@@ -366,10 +381,11 @@ impl ShareableList {
     }
 
     fn build(name: Option<&str>, slots: &[Slot], items: &[Item]) -> Result<Self> {
-        if slots.is_empty() {
-            return Err(Error::InvalidArgument(
-                "a ShareableList needs at least one slot".into(),
-            ));
+        if slots.len() > MAX_SLOTS {
+            return Err(Error::InvalidArgument(format!(
+                "a ShareableList has at most {MAX_SLOTS} slots, not {}",
+                slots.len()
+            )));
         }
         for slot in slots {
             if let Slot::Str { capacity } | Slot::Bytes { capacity } = slot
@@ -397,13 +413,22 @@ impl ShareableList {
                 shm.atomic_u64(at + 8)?
                     .store(*offset as u64, Ordering::Relaxed);
             }
-            // Initial values go in before the segment is published as ready.
+            // Initial values go in before the segment is published as ready; a slot made
+            // without one holds its type's zero value.
             let list = ShareableList {
                 shm: shm.clone(),
                 slots: table.clone(),
             };
-            for (i, item) in items.iter().enumerate() {
-                list.set(i, item.clone())?;
+            for (i, slot) in slots.iter().enumerate() {
+                let zero = match slot {
+                    Slot::None => Item::None,
+                    Slot::Int => Item::Int(0),
+                    Slot::Float => Item::Float(0.0),
+                    Slot::Bool => Item::Bool(false),
+                    Slot::Str { .. } => Item::Str(String::new()),
+                    Slot::Bytes { .. } => Item::Bytes(Vec::new()),
+                };
+                list.set(i, items.get(i).cloned().unwrap_or(zero))?;
             }
             Ok(())
         })?;
@@ -426,8 +451,8 @@ impl ShareableList {
             )));
         }
         let len = shm.atomic_u64(8)?.load(Ordering::Relaxed);
-        let max_len = ((shm.size() - TABLE) / (ENTRY + 8)) as u64;
-        if len == 0 || len > max_len {
+        let max_len = ((shm.size() - TABLE) / (ENTRY + SLOT_HEADER + 8)).min(MAX_SLOTS) as u64;
+        if len > max_len {
             return Err(corrupt(format!(
                 "claims {len} slots, impossible in {} bytes",
                 shm.size()
@@ -466,31 +491,46 @@ impl ShareableList {
             })
     }
 
-    /// Seqlock write: odd sequence while writing, even once the value is complete.
-    fn write_sequence(&self, offset: usize, capacity: usize, data: &[u8]) -> Result<()> {
-        if data.len() > capacity {
-            return Err(Error::TooLarge {
-                size: data.len(),
-                max: capacity,
-            });
-        }
+    /// Seqlock write of a value and its type: the sequence is odd while writing, even once the
+    /// value is whole. A writer waits for another writer of the slot to finish; one that stays
+    /// mid-write for good (it died) is taken over.
+    fn write_slot(&self, offset: usize, code: u32, data: &[u8]) -> Result<()> {
         let seq = self.shm.atomic_u32(offset)?;
-        let length = self.shm.atomic_u32(offset + 4)?;
-        // `| 1` also recovers from a writer that died mid-write and left the sequence odd.
-        let writing = seq.load(Ordering::Relaxed).wrapping_add(1) | 1;
-        seq.swap(writing, Ordering::Acquire);
+        let kind = self.shm.atomic_u32(offset + 4)?;
+        let length = self.shm.atomic_u32(offset + 8)?;
+        let mut attempts = 0u32;
+        let writing = loop {
+            let now = seq.load(Ordering::Relaxed);
+            if now & 1 == 0 || attempts >= READ_ATTEMPTS {
+                let writing = now.wrapping_add(1) | 1;
+                if seq
+                    .compare_exchange(now, writing, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    break writing;
+                }
+            }
+            attempts += 1;
+            if attempts % 64 == 63 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        };
         fence(Ordering::Release);
-        self.shm.write_at(offset + 8, data)?;
+        self.shm.write_at(offset + SLOT_HEADER, data)?;
+        kind.store(code, Ordering::Relaxed);
         length.store(data.len() as u32, Ordering::Relaxed);
         seq.store(writing.wrapping_add(1), Ordering::Release);
         Ok(())
     }
 
     /// Seqlock read: retry until a value was copied with no write in between.
-    fn read_sequence(&self, index: usize, offset: usize, capacity: usize) -> Result<Vec<u8>> {
+    fn read_slot(&self, index: usize, offset: usize, room: usize) -> Result<(u32, Vec<u8>)> {
         let seq = self.shm.atomic_u32(offset)?;
-        let length = self.shm.atomic_u32(offset + 4)?;
-        let mut buf = vec![0u8; capacity];
+        let kind = self.shm.atomic_u32(offset + 4)?;
+        let length = self.shm.atomic_u32(offset + 8)?;
+        let mut buf = vec![0u8; room];
         for attempt in 0..READ_ATTEMPTS {
             if attempt % 64 == 63 {
                 std::thread::yield_now();
@@ -500,20 +540,21 @@ impl ShareableList {
                 std::hint::spin_loop();
                 continue;
             }
+            let code = kind.load(Ordering::Relaxed);
             let len = length.load(Ordering::Relaxed) as usize;
-            let copied = len.min(capacity);
-            self.shm.read_at(offset + 8, &mut buf[..copied])?;
+            let copied = len.min(room);
+            self.shm.read_at(offset + SLOT_HEADER, &mut buf[..copied])?;
             fence(Ordering::Acquire);
             if seq.load(Ordering::Relaxed) != before {
                 continue;
             }
-            if len > capacity {
+            if len > room {
                 return Err(Error::Corrupt(format!(
-                    "slot {index} claims {len} bytes, over its capacity of {capacity}"
+                    "slot {index} claims {len} bytes, over its room of {room}"
                 )));
             }
             buf.truncate(len);
-            return Ok(buf);
+            return Ok((code, buf));
         }
         Err(Error::Corrupt(format!(
             "slot {index} stayed mid-write (its writer may have died while writing)"

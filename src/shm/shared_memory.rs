@@ -417,7 +417,7 @@ fn map_name_error(e: std::io::Error, name: &str) -> Error {
 
 /// The plain-data part of a [`SharedMemory`] in a message.
 ///
-/// Opaque: it only travels inside the crate\'s own messages (see [`Handle`](crate::handle::Handle)).
+/// Opaque: it only travels inside the crate's own messages (see [`Handle`](crate::handle::Handle)).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct SharedMemoryWire {
     fd: FdIndex,

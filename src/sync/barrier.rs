@@ -6,10 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use super::segment::{Segment, SegmentWire};
 use crate::handle::{FdSink, FdSource, Handle, serde_via_handle};
 use crate::notify::CHANNEL_SIZE;
 use crate::shm::header::Kind;
+use crate::sys::code_address::{self, Action};
 use crate::sys::{self, pidfd};
 use crate::{Error, Result};
 
@@ -48,8 +51,12 @@ fn broken(word: u64) -> bool {
 ///
 /// The barrier *breaks* — every waiter, now and later, gets [`Error::Broken`] until
 /// [`reset`](Self::reset) — when someone calls [`abort`](Self::abort), when a waiter's timeout
-/// passes, or when a process dies while waiting at it. (A party that dies *before* arriving
-/// cannot be told from a slow one; give waits a timeout if that can happen.)
+/// passes, when a waiting future is dropped (cancelled), when the action panics, or when a
+/// process dies while waiting at it. (A party that dies *before* arriving cannot be told from a
+/// slow one; give waits a timeout if that can happen.)
+///
+/// A barrier made with [`with_action`](Self::with_action) runs its action once per round, in
+/// the party that arrives last, before any party is released (Python's `action`).
 ///
 /// # Examples
 ///
@@ -73,6 +80,30 @@ fn broken(word: u64) -> bool {
 pub struct Barrier {
     seg: Arc<Segment>,
     parties: usize,
+    action: Option<Action>,
+}
+
+/// Breaks the round a waiting future is in if the future is dropped before the round ends, so
+/// the other parties learn that one of them left (the round can no longer complete as counted).
+struct BreakIfCancelled<'a> {
+    barrier: &'a Barrier,
+    round: u32,
+    armed: bool,
+}
+
+impl Drop for BreakIfCancelled<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let word = self.barrier.seg.u64(WORD);
+        let broke = word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+            (generation(w) == self.round && !broken(w)).then_some(w | 1)
+        });
+        if broke.is_ok() {
+            self.barrier.seg.channel.notify();
+        }
+    }
 }
 
 impl Barrier {
@@ -96,6 +127,43 @@ impl Barrier {
         Ok(Barrier {
             seg: Arc::new(seg),
             parties,
+            action: None,
+        })
+    }
+
+    /// A barrier for `parties` parties that runs `action` once per round, in the party that
+    /// arrives last, before any party is released (Python's `Barrier(parties, action)`). If the
+    /// action panics, the barrier breaks and the panic continues in that party.
+    ///
+    /// The action travels with the barrier to children started with
+    /// [`Process::spawn`](crate::Process::spawn) (they run the same executable); a barrier with
+    /// an action cannot be received in a message from a peer ([`Error::Corrupt`]), since a
+    /// function cannot be trusted from anyone but the parent.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio_multiprocessing::Barrier;
+    ///
+    /// fn round_done() {
+    ///     println!("everybody arrived");
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> tokio_multiprocessing::Result<()> {
+    /// let barrier = Barrier::with_action(1, round_done)?;
+    /// barrier.wait().await?; // prints once
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_action(parties: usize, action: fn()) -> Result<Self> {
+        Ok(Barrier {
+            action: Some(action),
+            ..Barrier::new(parties)?
         })
     }
 
@@ -148,13 +216,15 @@ impl Barrier {
                 ));
             }
             let last = index + 1 == self.parties;
-            let next = if last {
+            let next = if last && self.action.is_none() {
                 u64::from(round.wrapping_add(1)) << 32
             } else {
+                // With an action, the last party counts itself in and releases the round only
+                // once the action has run.
                 (u64::from(round) << 32) | ((index as u64 + 1) << 1)
             };
             match word.compare_exchange_weak(w, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) if last => {
+                Ok(_) if last && self.action.is_none() => {
                     self.seg.channel.notify();
                     return Ok(Ok(index));
                 }
@@ -163,9 +233,34 @@ impl Barrier {
                     self.seg
                         .u64(SLOTS + 8 * index)
                         .store(slot, Ordering::Release);
+                    if let (true, Some(action)) = (last, self.action) {
+                        self.run_action(action, round);
+                        return Ok(Ok(index));
+                    }
                     return Ok(Err((round, index)));
                 }
                 Err(now) => w = now,
+            }
+        }
+    }
+
+    /// The last party's duty with an action: run it, then release the round; a panicking action
+    /// breaks the barrier and the panic goes on.
+    fn run_action(&self, action: Action, round: u32) {
+        let ran = std::panic::catch_unwind(action);
+        let word = self.seg.u64(WORD);
+        match ran {
+            Ok(()) => {
+                // Release, unless an abort or a reset came meanwhile (they win).
+                let _ = word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                    (generation(w) == round && !broken(w))
+                        .then(|| u64::from(round.wrapping_add(1)) << 32)
+                });
+                self.seg.channel.notify();
+            }
+            Err(panic) => {
+                self.abort();
+                std::panic::resume_unwind(panic);
             }
         }
     }
@@ -206,6 +301,11 @@ impl Barrier {
             Ok(index) => return Ok(index),
             Err(waiting) => waiting,
         };
+        let mut cancelled = BreakIfCancelled {
+            barrier: self,
+            round,
+            armed: true,
+        };
         let mut last_check = Instant::now();
         let result = self
             .seg
@@ -222,6 +322,7 @@ impl Barrier {
                 LIVENESS_CHECK,
             )
             .await;
+        cancelled.armed = false;
         self.finish(result, index)
     }
 
@@ -245,9 +346,11 @@ impl Barrier {
     ///
     /// # Cancel safety
     ///
-    /// A party counts as arrived from the first poll on: dropping the future afterwards does not
-    /// take the arrival back (the round can still complete without it). Dropping it before the
-    /// first poll leaves no trace.
+    /// A party counts as arrived from the first poll on. Dropping the future before the round
+    /// ends breaks the barrier, as a timeout does in Python: the others get [`Error::Broken`]
+    /// instead of completing a round that one of its parties left. (An arrival cannot be taken
+    /// back without giving two parties the same index.) Dropping it before the first poll, or
+    /// after the round ended, leaves no trace.
     pub async fn wait(&self) -> Result<usize> {
         self.wait_until(None).await
     }
@@ -296,15 +399,32 @@ impl fmt::Debug for Barrier {
     }
 }
 
-impl Handle for Barrier {
-    type Wire = SegmentWire;
+/// The plain-data part of a [`Barrier`] in a message.
+///
+/// Opaque: it only travels inside the crate's own messages (see [`Handle`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BarrierWire {
+    seg: SegmentWire,
+    /// The action, as an offset in the executable (accepted from the parent only).
+    action: Option<i64>,
+}
 
-    fn to_wire(&self, fds: &mut FdSink) -> Result<SegmentWire> {
-        self.seg.to_wire(fds)
+impl Handle for Barrier {
+    type Wire = BarrierWire;
+
+    fn to_wire(&self, fds: &mut FdSink) -> Result<BarrierWire> {
+        Ok(BarrierWire {
+            seg: self.seg.to_wire(fds)?,
+            action: self.action.map(code_address::action_offset),
+        })
     }
 
-    fn from_wire(wire: SegmentWire, fds: &mut FdSource) -> Result<Self> {
-        let seg = Segment::from_wire(wire, fds, Kind::Barrier, state_size(0))?;
+    fn from_wire(wire: BarrierWire, fds: &mut FdSource) -> Result<Self> {
+        let action = wire
+            .action
+            .map(|offset| fds.parent_action(offset))
+            .transpose()?;
+        let seg = Segment::from_wire(wire.seg, fds, Kind::Barrier, state_size(0))?;
         let parties = seg.u32(PARTIES).load(Ordering::Relaxed) as usize;
         if parties == 0 || parties > MAX_PARTIES {
             return Err(Error::Corrupt(format!("barrier claims {parties} parties")));
@@ -319,6 +439,7 @@ impl Handle for Barrier {
         Ok(Barrier {
             seg: Arc::new(seg),
             parties,
+            action,
         })
     }
 }

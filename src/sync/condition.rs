@@ -17,7 +17,9 @@ use crate::sys::{self, pidfd};
 use crate::{Error, Result};
 
 // State layout: a ticket counter, then waiter slots of 16 bytes:
-// state u32 | pid u32 | ticket u64.
+// word u32 (pid << 2 | phase, 0 when free) | unused u32 | ticket u64.
+// The pid shares the word with the phase so that a slot is never seen taken without the pid
+// of the process that took it: a dead taker's slot can always be reclaimed.
 const TICKETS: usize = 0;
 const SLOTS: usize = 8;
 /// Most waiters one condition holds at once.
@@ -25,9 +27,28 @@ pub const MAX_WAITERS: usize = 128;
 const STATE: usize = SLOTS + 16 * MAX_WAITERS;
 
 const FREE: u32 = 0;
+// Phases of a taken slot.
 const CLAIMED: u32 = 1;
 const WAITING: u32 = 2;
 const NOTIFIED: u32 = 3;
+
+fn phase(word: u32) -> u32 {
+    word & 3
+}
+
+fn pid_of(word: u32) -> u32 {
+    word >> 2
+}
+
+fn slot_word(pid: u32, phase: u32) -> u32 {
+    pid << 2 | phase
+}
+
+/// Whether the process that took a slot (`word`) is gone. Never true for our own slots.
+fn taker_died(word: u32) -> bool {
+    let pid = pid_of(word);
+    pid != sys::getpid() && pidfd::start_time(pid).is_none_or(|(_, zombie)| zombie)
+}
 
 const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 
@@ -85,11 +106,11 @@ impl Slot<'_> {
         self.cond.seg.u32(SLOTS + 16 * self.index)
     }
 
-    /// Frees the slot; `Some(true)` if it had been notified.
+    /// Frees the slot; `true` if it had been notified.
     fn release(&mut self) -> bool {
         self.done = true;
         let was = self.state().swap(FREE, Ordering::AcqRel);
-        was == NOTIFIED
+        phase(was) == NOTIFIED
     }
 }
 
@@ -124,38 +145,70 @@ impl Condition {
         self.seg.u32(SLOTS + 16 * i)
     }
 
-    /// How many waiters are waiting now.
+    /// How many waiters are waiting now (slots of waiters whose process died are freed first).
     pub fn n_waiting(&self) -> usize {
+        self.reclaim_dead();
         (0..MAX_WAITERS)
-            .filter(|&i| self.slot_state(i).load(Ordering::Acquire) == WAITING)
+            .filter(|&i| phase(self.slot_state(i).load(Ordering::Acquire)) == WAITING)
             .count()
     }
 
-    fn claim(&self) -> Result<Slot<'_>> {
+    /// Frees the slots of waiters whose process died, in any phase (parked, or notified and
+    /// killed before re-taking the lock). A notification such a waiter had received is passed
+    /// on to the next waiter, as a cancelled waiter does.
+    fn reclaim_dead(&self) {
+        let mut passed_on = 0;
         for i in 0..MAX_WAITERS {
-            if self
-                .slot_state(i)
-                .compare_exchange(FREE, CLAIMED, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+            let word = self.slot_state(i).load(Ordering::Acquire);
+            if word != FREE
+                && taker_died(word)
+                && self
+                    .slot_state(i)
+                    .compare_exchange(word, FREE, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                && phase(word) == NOTIFIED
             {
-                self.seg
-                    .u32(SLOTS + 16 * i + 4)
-                    .store(sys::getpid(), Ordering::Relaxed);
-                let ticket = self.seg.u64(TICKETS).fetch_add(1, Ordering::Relaxed);
-                self.seg
-                    .u64(SLOTS + 16 * i + 8)
-                    .store(ticket, Ordering::Relaxed);
-                self.slot_state(i).store(WAITING, Ordering::Release);
-                return Ok(Slot {
-                    cond: self,
-                    index: i,
-                    done: false,
-                });
+                passed_on += 1;
             }
         }
-        Err(Error::InvalidArgument(format!(
-            "more than {MAX_WAITERS} waiters on one condition"
-        )))
+        if passed_on > 0 {
+            self.mark(passed_on);
+        }
+    }
+
+    fn try_claim(&self) -> Option<Slot<'_>> {
+        let me = sys::getpid();
+        let index = (0..MAX_WAITERS).find(|&i| {
+            self.slot_state(i)
+                .compare_exchange(
+                    FREE,
+                    slot_word(me, CLAIMED),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        })?;
+        let ticket = self.seg.u64(TICKETS).fetch_add(1, Ordering::Relaxed);
+        self.seg
+            .u64(SLOTS + 16 * index + 8)
+            .store(ticket, Ordering::Relaxed);
+        self.slot_state(index)
+            .store(slot_word(me, WAITING), Ordering::Release);
+        Some(Slot {
+            cond: self,
+            index,
+            done: false,
+        })
+    }
+
+    fn claim(&self) -> Result<Slot<'_>> {
+        if let Some(slot) = self.try_claim() {
+            return Ok(slot);
+        }
+        self.reclaim_dead();
+        self.try_claim().ok_or_else(|| {
+            Error::InvalidArgument(format!("more than {MAX_WAITERS} waiters on one condition"))
+        })
     }
 
     /// Marks up to `n` waiting slots notified, oldest ticket first, skipping dead waiters.
@@ -164,16 +217,19 @@ impl Condition {
         let mut marked = 0;
         while marked < n {
             let oldest = (0..MAX_WAITERS)
-                .filter(|&i| self.slot_state(i).load(Ordering::Acquire) == WAITING)
-                .min_by_key(|&i| self.seg.u64(SLOTS + 16 * i + 8).load(Ordering::Relaxed));
-            let Some(i) = oldest else { break };
-            let pid = self.seg.u32(SLOTS + 16 * i + 4).load(Ordering::Relaxed);
-            let dead =
-                pid != sys::getpid() && pidfd::start_time(pid).is_none_or(|(_, zombie)| zombie);
-            let to = if dead { FREE } else { NOTIFIED };
+                .map(|i| (i, self.slot_state(i).load(Ordering::Acquire)))
+                .filter(|&(_, word)| phase(word) == WAITING)
+                .min_by_key(|&(i, _)| self.seg.u64(SLOTS + 16 * i + 8).load(Ordering::Relaxed));
+            let Some((i, word)) = oldest else { break };
+            let dead = taker_died(word);
+            let to = if dead {
+                FREE
+            } else {
+                slot_word(pid_of(word), NOTIFIED)
+            };
             if self
                 .slot_state(i)
-                .compare_exchange(WAITING, to, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(word, to, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
                 && !dead
             {
@@ -233,7 +289,10 @@ impl Condition {
             .seg
             .channel
             .wait(
-                || (self.slot_state(index).load(Ordering::Acquire) == NOTIFIED).then_some(()),
+                || {
+                    (phase(self.slot_state(index).load(Ordering::Acquire)) == NOTIFIED)
+                        .then_some(())
+                },
                 deadline,
                 SAFETY_RECHECK.min(LIVENESS_CHECK * 10),
             )
@@ -296,6 +355,35 @@ impl Condition {
             guard = self.wait(guard).await?;
         }
         Ok(guard)
+    }
+
+    /// [`wait_for`](Self::wait_for) with a deadline (Python's `wait_for(predicate, timeout)`):
+    /// returns the guard and the predicate's last value, `false` when the timeout passed first.
+    /// The lock is held on return either way.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`wait`](Self::wait).
+    pub async fn wait_for_timeout(
+        &self,
+        mut guard: LockGuard,
+        timeout: Duration,
+        mut predicate: impl FnMut() -> bool,
+    ) -> Result<(LockGuard, bool)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if predicate() {
+                return Ok((guard, true));
+            }
+            if Instant::now() >= deadline {
+                return Ok((guard, false));
+            }
+            guard = self.wait_until(guard, Some(deadline)).await?.0;
+        }
     }
 }
 

@@ -55,15 +55,20 @@ fn current_owner() -> Owner {
 #[derive(Clone)]
 pub struct RLock {
     lock: Lock,
-    held: Arc<Mutex<HashMap<Owner, Weak<LockGuard>>>>,
+    held: Arc<Mutex<HashMap<Owner, Weak<Hold>>>>,
 }
+
+/// The one hold of the underlying lock that an owner's guards share. (Behind a mutex so any of
+/// them can mark the state consistent: the map of holds keeps a weak reference, so the guards
+/// never have the `Arc` to themselves.)
+type Hold = Mutex<LockGuard>;
 
 /// Holds an [`RLock`]; the lock is released when the owner's last guard drops.
 #[must_use = "the lock is released as soon as the last guard is dropped"]
 #[clippy::has_significant_drop]
 pub struct RLockGuard {
-    inner: Arc<LockGuard>,
-    held: Arc<Mutex<HashMap<Owner, Weak<LockGuard>>>>,
+    inner: Arc<Hold>,
+    held: Arc<Mutex<HashMap<Owner, Weak<Hold>>>>,
     owner: Owner,
 }
 
@@ -109,7 +114,7 @@ impl RLock {
             Err(LockError::OwnerDied(guard)) => (guard, true),
             Err(e) => return Err(RLockError::Lock(e)),
         };
-        let inner = Arc::new(guard);
+        let inner = Arc::new(Mutex::new(guard));
         self.held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -191,11 +196,13 @@ impl RLock {
 }
 
 impl RLockGuard {
-    /// See [`LockGuard::mark_consistent`]. Only the first guard after an owner's death needs it.
+    /// See [`LockGuard::mark_consistent`]: after [`RLockError::OwnerDied`], declares the
+    /// protected state repaired so the lock stays usable. Any guard of the hold may do it.
     pub fn mark_consistent(&mut self) {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.mark_consistent();
-        }
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .mark_consistent();
     }
 }
 

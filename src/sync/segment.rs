@@ -134,7 +134,7 @@ impl Segment {
 
 /// The plain-data part of a synchronization primitive in a message.
 ///
-/// Opaque: it only travels inside the crate\'s own messages (see [`Handle`](crate::handle::Handle)).
+/// Opaque: it only travels inside the crate's own messages (see [`Handle`](crate::handle::Handle)).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SegmentWire {
     shm: SharedMemoryWire,

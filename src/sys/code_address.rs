@@ -28,6 +28,33 @@ pub(crate) fn offset_of(f: Trampoline) -> i64 {
     (f as usize).wrapping_sub(anchor_address()) as i64
 }
 
+/// A plain function a primitive runs on a user's behalf (a barrier's action).
+pub(crate) type Action = fn();
+
+/// The distance from the anchor to `action`, as [`offset_of`].
+pub(crate) fn action_offset(action: Action) -> i64 {
+    (action as usize).wrapping_sub(anchor_address()) as i64
+}
+
+/// Turns an offset made by [`action_offset`] back into the function. Only for offsets that came
+/// in this child's spawn arguments ([`FdSource::from_parent`](crate::handle::FdSource)): the
+/// parent made them in its image of this executable, as it made the entry offset that
+/// [`resolve`] checked before the arguments were decoded. `None` in a process that was not
+/// started by [`Process::spawn`](crate::Process::spawn), where nothing vouches for the file.
+pub(crate) fn resolve_action_from_parent(offset: i64) -> Option<Action> {
+    PARENT_EXE_CHECKED.get()?;
+    let address = anchor_address().wrapping_add(offset as usize);
+    // SAFETY: the offset arrived in our spawn arguments (the caller checks), which our parent
+    // made with `action_offset` from an `Action` in its image of the executable file we run:
+    // `resolve` checked that file's identity (`PARENT_EXE_CHECKED`) before the arguments were
+    // decoded. ASLR moves the image as a whole, so `address` is that function here. Fn pointers
+    // and `usize` have the same size on Linux targets.
+    Some(unsafe { std::mem::transmute::<usize, Action>(address) })
+}
+
+/// Set once [`resolve`] found that we run the executable our parent ran.
+static PARENT_EXE_CHECKED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+
 /// The identity (device, inode) of the executable file this process runs.
 pub(crate) fn executable_identity() -> std::io::Result<(u64, u64)> {
     let st = rustix::fs::stat("/proc/self/exe")?;
@@ -43,6 +70,7 @@ pub(crate) fn resolve(offset: i64, parent_exe: (u64, u64)) -> std::io::Result<Tr
             "this process does not run the executable its parent ran; cannot find the entry",
         ));
     }
+    let _ = PARENT_EXE_CHECKED.set(());
     let address = anchor_address().wrapping_add(offset as usize);
     // SAFETY: the parent computed `offset` with `offset_of` from a `Trampoline` in its image of
     // the very file we run (same device and inode, checked above; the parent execs

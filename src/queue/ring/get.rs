@@ -2,12 +2,12 @@
 //! to a decoder, without a lock when the oldest FIFO item allows it and under the get lock
 //! otherwise; putters are woken after anything was taken.
 
-use crate::Result;
 use crate::sync::Held;
 use crate::sys::mapping::Appendable;
+use crate::{Error, Result};
 
 use super::take_fifo::Take;
-use super::{Batch, Compare, Ring};
+use super::{Batch, Compare, HEAD, Ring};
 
 /// The buffer a thread cuts the items it gets as `Bytes` from.
 const BYTES_CHUNK: usize = 64 << 10;
@@ -47,9 +47,71 @@ fn with_chunk<R>(f: impl FnOnce(&mut bytes::BytesMut) -> R) -> R {
 }
 
 impl Ring {
+    /// Throws away everything queued (after [`close_discarding`](Self::close_discarding)),
+    /// removing spilled items' segments and counting the items done for a JoinableQueue's
+    /// `join`. Best effort and never waiting: whatever a busy lock keeps it from reaching, the
+    /// next get finishes (every get on a discarding queue calls this first).
+    pub(crate) fn discard_all(&self) {
+        let discarded = if self.single_lock() {
+            self.discard_ordered()
+        } else {
+            self.discard_fifo()
+        };
+        if discarded > 0 {
+            if self.limits.joinable {
+                self.count_done(discarded);
+            }
+            self.not_full.notify();
+        }
+    }
+
+    fn discard_fifo(&self) -> u32 {
+        let mut discarded = 0u32;
+        loop {
+            let mut batch = Batch::default();
+            match self.take_many_unlocked(1024, &mut batch) {
+                Some(Ok(0)) | Some(Err(_)) => return discarded,
+                Some(Ok(n)) => discarded = discarded.wrapping_add(n as u32),
+                // A spilled item: under the get lock, if it is free.
+                None => {
+                    let Some(Ok(held)) = self.lock_now(self.get_lock()) else {
+                        return discarded;
+                    };
+                    let mut item = Vec::new();
+                    let took = self.take_spilled(&mut item);
+                    held.release_fenced();
+                    match took {
+                        Ok(Take::Taken(n)) => discarded = discarded.wrapping_add(n as u32),
+                        _ => return discarded,
+                    }
+                }
+            }
+        }
+    }
+
+    fn discard_ordered(&self) -> u32 {
+        let Some(Ok(held)) = self.lock_now(self.get_lock()) else {
+            return 0;
+        };
+        let discarded = match self.check_positions() {
+            Ok((head, tail)) => {
+                // One commit drops every record; LIFO and priority rings hold no spills.
+                self.commit(HEAD, tail);
+                tail.items.wrapping_sub(head.items)
+            }
+            Err(_) => 0,
+        };
+        held.release_fenced();
+        discarded
+    }
+
     /// One attempt to take up to `max` items (waiting only for the lock, when one is needed);
     /// an empty batch when there are none. Wakes putters if anything was taken.
     pub(crate) async fn try_get_many(&self, max: usize, compare: Option<Compare>) -> Result<Batch> {
+        if self.is_discarding() {
+            self.discard_all();
+            return Err(Error::Closed);
+        }
         let mut batch = Batch::default();
         let taken = match self.take_many_unlocked(max, &mut batch) {
             Some(taken) => self.after_get(taken),
@@ -123,6 +185,10 @@ impl Ring {
         compare: Option<Compare>,
         out: &mut impl Appendable,
     ) -> Option<Result<bool>> {
+        if self.is_discarding() {
+            self.discard_all();
+            return Some(Err(Error::Closed));
+        }
         if let Some(taken) = self.take_one_unlocked(out) {
             return Some(self.after_get(taken));
         }
@@ -134,6 +200,10 @@ impl Ring {
 
     /// One get attempt into `out` that waits for the lock if one is needed.
     async fn get_one(&self, compare: Option<Compare>, out: &mut impl Appendable) -> Result<bool> {
+        if self.is_discarding() {
+            self.discard_all();
+            return Err(Error::Closed);
+        }
         if let Some(taken) = self.take_one_unlocked(out) {
             return self.after_get(taken);
         }
@@ -148,6 +218,10 @@ impl Ring {
         compare: Option<Compare>,
         out: &mut impl Appendable,
     ) -> Result<bool> {
+        if self.is_discarding() {
+            self.discard_all();
+            return Err(Error::Closed);
+        }
         if let Some(taken) = self.take_one_unlocked(out) {
             return self.after_get(taken);
         }

@@ -26,6 +26,12 @@ impl Ring {
         Ok(())
     }
 
+    /// Counts `n` discarded items done, so `join` does not wait for them.
+    pub(super) fn count_done(&self, n: u32) {
+        self.seg.u32(DONE).fetch_add(n, Ordering::AcqRel);
+        self.seg.channel.notify();
+    }
+
     /// Items put but not yet marked done.
     pub(crate) fn unfinished(&self) -> u64 {
         let done = self.seg.u32(DONE).load(Ordering::Acquire);

@@ -66,13 +66,18 @@ const MAX_MESSAGE: usize = 32; // u64 (fixed)
 const ORDER: usize = 40; // u32: which record a get takes (fixed)
 const JOINABLE: usize = 44; // u32 (fixed)
 const QUEUE_ID: usize = 48; // u64, random, names this queue's spill segments (fixed)
-const CLOSED: usize = 112; // u32, its own line: read by every put
+const CLOSED: usize = 112; // u32 (0, CLOSED_DRAINING, CLOSED_DISCARDING), its own line: read by every put
 const TAIL: usize = 176; // u64 commit word of the putters, its own line
 const HEAD_SEEN: usize = 184; // u64: `head` as the putters last read it (FIFO)
 const HEAD: usize = 240; // u64 commit word of the getters, its own line
 const TAIL_SEEN: usize = 248; // u64: `tail` as the getters last read it (FIFO)
 const DONE: usize = 304; // u32: task_done calls (JoinableQueue), wrapping like the item counts
 const RING: usize = 368; // 64-byte aligned in the mapping (the state starts 16 bytes in)
+
+/// `CLOSED` after `close`: getters drain what is queued.
+const CLOSED_DRAINING: u32 = 1;
+/// `CLOSED` after `close_discarding`: what is queued is thrown away.
+const CLOSED_DISCARDING: u32 = 2;
 
 /// The largest ring: positions run modulo twice the capacity in 32 bits.
 const MAX_CAPACITY: usize = 1 << 30;
@@ -186,11 +191,43 @@ impl Ring {
         self.seg.u32(CLOSED).load(Ordering::Acquire) != 0
     }
 
-    /// Closes the queue and wakes every waiter in every process.
+    /// Closes the queue and wakes every waiter in every process; getters drain what is queued.
     pub(crate) fn close(&self) {
-        self.seg.u32(CLOSED).store(1, Ordering::Release);
+        self.seg
+            .u32(CLOSED)
+            .fetch_max(CLOSED_DRAINING, Ordering::AcqRel);
         self.seg.channel.notify();
         self.not_full.notify();
+    }
+
+    /// Closes the queue, discards what is queued and wakes every waiter in every process
+    /// (Python 3.13's `shutdown(immediate=True)`).
+    pub(crate) fn close_discarding(&self) {
+        self.seg
+            .u32(CLOSED)
+            .fetch_max(CLOSED_DISCARDING, Ordering::AcqRel);
+        self.discard_all();
+        self.seg.channel.notify();
+        self.not_full.notify();
+    }
+
+    /// Whether the queue was closed with [`close_discarding`](Self::close_discarding).
+    pub(crate) fn is_discarding(&self) -> bool {
+        self.seg.u32(CLOSED).load(Ordering::Acquire) >= CLOSED_DISCARDING
+    }
+
+    /// Overwrites the getters' commit word (item count, byte position), as a hostile or buggy
+    /// peer could, for tests.
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    pub(crate) fn forge_head(&self, items: u32, pos: u32) {
+        self.commit(HEAD, Mark { items, pos });
+    }
+
+    /// The getters' and putters' commit words, (items, position) each, for tests.
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    pub(crate) fn marks(&self) -> ((u32, u32), (u32, u32)) {
+        let (head, tail) = (self.mark(HEAD), self.mark(TAIL));
+        ((head.items, head.pos), (tail.items, tail.pos))
     }
 
     /// Waiters on (not empty, not full), for tests.

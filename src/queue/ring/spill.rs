@@ -34,8 +34,9 @@ impl Drop for Record {
 impl Ring {
     /// With the get lock held: takes the oldest item of a FIFO queue when it is spilled. Its
     /// segment is read and removed before the commit: a getter killed in between leaves the
-    /// record, and at worst a record whose segment is gone, which the next getter reports and
-    /// skips. No one else commits the record meanwhile (lock-free getters stop at it).
+    /// record, and at worst a record whose segment is gone, which the next getter skips: the
+    /// item went with the killed getter. No one else commits the record meanwhile (lock-free
+    /// getters stop at it).
     pub(super) fn take_spilled(&self, out: &mut impl Appendable) -> Result<Take> {
         loop {
             match self.take_first(out)? {
@@ -57,8 +58,16 @@ impl Ring {
                 pos: self.advance(head.pos, rec),
             };
             if self.commit_from(head, next) {
-                out.append(&item?);
-                return Ok(Take::Taken(1));
+                match item? {
+                    Some(item) => {
+                        out.append(&item);
+                        return Ok(Take::Taken(1));
+                    }
+                    // A getter killed between removing the segment and committing took the
+                    // item with it, as one killed while copying a small item does: nobody
+                    // else is to blame, so go on to the next item.
+                    None => continue,
+                }
             }
         }
     }
@@ -112,9 +121,10 @@ impl Ring {
         })
     }
 
-    /// Reads a spilled item and removes its segment. The name must be one of ours: a hostile
-    /// record cannot make us read or unlink anything else.
-    fn unspill(&self, name: &[u8]) -> Result<Vec<u8>> {
+    /// Reads a spilled item and removes its segment; `None` when the segment is gone (a getter
+    /// was killed after removing it, before committing). The name must be one of ours: a
+    /// hostile record cannot make us read or unlink anything else.
+    fn unspill(&self, name: &[u8]) -> Result<Option<Vec<u8>>> {
         let name = std::str::from_utf8(name)
             .map_err(|_| Error::Corrupt("spill name is not UTF-8".into()))?;
         name.strip_prefix(&self.spill_prefix())
@@ -124,8 +134,15 @@ impl Ring {
                     "record names a segment that is not this queue's: {name:?}"
                 ))
             })?;
-        let spill = crate::SharedMemory::open(name)
-            .map_err(|e| Error::Corrupt(format!("spilled item {name:?} is gone: {e}")))?;
+        let spill = match crate::SharedMemory::open(name) {
+            Ok(spill) => spill,
+            Err(Error::NotFound(_)) => return Ok(None),
+            Err(e) => {
+                return Err(Error::Corrupt(format!(
+                    "spilled item {name:?} cannot be opened: {e}"
+                )));
+            }
+        };
         if spill.size() > self.limits.max_message {
             let _ = spill.unlink();
             return Err(Error::Corrupt(format!(
@@ -135,7 +152,7 @@ impl Ring {
         }
         let data = spill.to_vec();
         let _ = spill.unlink();
-        Ok(data)
+        Ok(Some(data))
     }
 
     /// Removes spill segments of this queue left by producers that died between writing one and

@@ -41,8 +41,16 @@ impl Ring {
         let mut n = 0;
         while n < max {
             let (head, tail) = self.check_positions()?;
-            // By count, not position: a taker killed between its two commits leaves taken
-            // records between `head` and `tail` and nothing live.
+            // Under the lock, after any recovery, a ring holds no records exactly when it
+            // counts no items (a taker trims the taken records it leaves at either end).
+            if (head.items == tail.items) != (head.pos == tail.pos) {
+                return Err(Error::Corrupt(format!(
+                    "queue counts {} items between positions {} and {}",
+                    tail.items.wrapping_sub(head.items),
+                    head.pos,
+                    tail.pos
+                )));
+            }
             if head.items == tail.items {
                 break;
             }
@@ -67,8 +75,12 @@ impl Ring {
         compare: Option<Compare>,
     ) -> Result<Vec<u8>> {
         let mut live = self.live_records(head, tail)?;
-        if live.is_empty() {
-            return Err(Error::Corrupt("queue count and records disagree".into()));
+        let counted = tail.items.wrapping_sub(head.items) as usize;
+        if live.len() != counted {
+            return Err(Error::Corrupt(format!(
+                "queue counts {counted} items but holds {} records",
+                live.len()
+            )));
         }
         let pick = match (order, compare) {
             (Order::Lifo, _) => live.len() - 1,

@@ -48,10 +48,19 @@ impl Ring {
             .min(self.limits.capacity - RECORD_HEADER)
     }
 
+    /// Whether something is queued, by count (a LIFO or priority ring may hold taken records
+    /// between `head` and `tail` for a moment; FIFO counts and positions agree).
+    fn has_items(&self) -> bool {
+        self.mark(TAIL).items != self.mark(HEAD).items
+    }
+
     /// Waits (without the lock) until a record of `len` bytes may fit, the queue closes, or the
     /// deadline passes. `false` on timeout.
     pub(crate) async fn wait_room(&self, len: usize, deadline: Option<Instant>) -> bool {
         let ready = || (self.is_closed() || self.has_room(len)).then_some(());
+        if ready().is_some() {
+            return retry_after_yield(deadline).await;
+        }
         if spin(|| (self.is_closed() || self.has_room(self.roomy(len))).then_some(())) {
             return true;
         }
@@ -63,6 +72,9 @@ impl Ring {
 
     pub(crate) fn wait_room_blocking(&self, len: usize, deadline: Option<Instant>) -> bool {
         let ready = || (self.is_closed() || self.has_room(len)).then_some(());
+        if ready().is_some() {
+            return retry_after_yield_blocking(deadline);
+        }
         if spin(|| (self.is_closed() || self.has_room(self.roomy(len))).then_some(())) {
             return true;
         }
@@ -73,8 +85,10 @@ impl Ring {
 
     /// Waits until something may be queued or the queue closes. `false` on timeout.
     pub(crate) async fn wait_items(&self, deadline: Option<Instant>) -> bool {
-        let ready =
-            || (self.is_closed() || self.mark(TAIL).pos != self.mark(HEAD).pos).then_some(());
+        let ready = || (self.is_closed() || self.has_items()).then_some(());
+        if ready().is_some() {
+            return retry_after_yield(deadline).await;
+        }
         if spin(ready) {
             return true;
         }
@@ -86,8 +100,10 @@ impl Ring {
     }
 
     pub(crate) fn wait_items_blocking(&self, deadline: Option<Instant>) -> bool {
-        let ready =
-            || (self.is_closed() || self.mark(TAIL).pos != self.mark(HEAD).pos).then_some(());
+        let ready = || (self.is_closed() || self.has_items()).then_some(());
+        if ready().is_some() {
+            return retry_after_yield_blocking(deadline);
+        }
         if spin(ready) {
             return true;
         }
@@ -96,4 +112,23 @@ impl Ring {
             .wait_blocking(ready, deadline, SAFETY_RECHECK)
             .is_some()
     }
+}
+
+/// The caller's attempt just failed although the ring looks ready (another process won the
+/// race, or a damaged ring's words disagree): give the CPU a turn before it tries again, so a
+/// retry loop is never a busy loop, and honour the deadline. `false` once it passed.
+async fn retry_after_yield(deadline: Option<Instant>) -> bool {
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        return false;
+    }
+    tokio::task::yield_now().await;
+    true
+}
+
+fn retry_after_yield_blocking(deadline: Option<Instant>) -> bool {
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        return false;
+    }
+    std::thread::yield_now();
+    true
 }

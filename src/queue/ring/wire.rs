@@ -20,7 +20,7 @@ use crate::{Error, Result};
 
 /// The plain-data part of a queue in a message.
 ///
-/// Opaque: it only travels inside the crate\'s own messages (see [`Handle`](crate::handle::Handle)).
+/// Opaque: it only travels inside the crate's own messages (see [`Handle`](crate::handle::Handle)).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RingWire {
     seg: SegmentWire,
