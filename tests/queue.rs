@@ -627,8 +627,10 @@ async fn producers_killed_while_spilling_leave_nothing_behind() -> mp::Result<()
     Ok(())
 }
 
-/// Takes items (numbered by their first four bytes) forever, in batches or one at a time.
+/// Takes items (numbered by their first four bytes) forever, in batches or one at a time;
+/// counts each in `taken`, and any error in its last slot.
 async fn take_spilled_forever((q, taken, batches): (Queue<Vec<u8>>, RawArray<u32>, bool)) {
+    let errors = taken.len() - 1;
     loop {
         let items = if batches {
             q.get_many_bytes(4).await
@@ -636,8 +638,16 @@ async fn take_spilled_forever((q, taken, batches): (Queue<Vec<u8>>, RawArray<u32
             q.get_bytes().await.map(|item| vec![item])
         };
         // A getter killed between removing a spilled item's segment and claiming its record
-        // leaves a record whose segment is gone; the next getter reports it once and skips it.
-        if let Ok(items) = items {
+        // took the item with it; the next getter skips the record without an error.
+        let items = match items {
+            Ok(items) => items,
+            Err(e) => {
+                eprintln!("an innocent getter saw an error: {e}");
+                taken.set(errors, taken.get(errors).unwrap() + 1).unwrap();
+                continue;
+            }
+        };
+        {
             for item in items {
                 let n = u32::from_le_bytes(item[..4].try_into().unwrap());
                 assert!(item[4..].iter().all(|&b| b == n as u8), "torn item {n}");
@@ -657,7 +667,8 @@ async fn getters_killed_while_taking_spilled_items_hang_nobody_and_leak_nothing(
     // Every other item is larger than the 4 KiB ring, so it is spilled and taken under the get
     // lock; the small ones are taken without it.
     let q = Queue::<Vec<u8>>::builder().capacity(4096).build()?;
-    let taken = RawArray::new(&vec![0u32; ITEMS as usize])?;
+    // One slot per item, and one for errors the getters saw.
+    let taken = RawArray::new(&vec![0u32; ITEMS as usize + 1])?;
     let done = std::sync::atomic::AtomicBool::new(false);
     let producer = async {
         for n in 0..ITEMS {
@@ -673,7 +684,7 @@ async fn getters_killed_while_taking_spilled_items_hang_nobody_and_leak_nothing(
     };
     let mut rest = Vec::new();
     let getters = async {
-        let total = || taken.to_vec().iter().sum::<u32>();
+        let total = || taken.to_vec()[..ITEMS as usize].iter().sum::<u32>();
         for round in 0..40u64 {
             if done.load(std::sync::atomic::Ordering::Relaxed) {
                 break;
@@ -700,8 +711,7 @@ async fn getters_killed_while_taking_spilled_items_hang_nobody_and_leak_nothing(
         loop {
             match tokio::time::timeout(Duration::from_millis(50), q.get_bytes()).await {
                 Ok(Ok(item)) => rest.push(item),
-                // A spilled item whose getter died half-way, reported once.
-                Ok(Err(_)) => {}
+                Ok(Err(e)) => panic!("another process's death is not our error: {e}"),
                 Err(_) if done.load(std::sync::atomic::Ordering::Relaxed) && q.is_empty() => break,
                 Err(_) => {}
             }
@@ -715,6 +725,11 @@ async fn getters_killed_while_taking_spilled_items_hang_nobody_and_leak_nothing(
     produced?;
     got?;
     let mut counts = taken.to_vec();
+    assert_eq!(
+        counts.pop(),
+        Some(0),
+        "a getter saw an error because another was killed"
+    );
     for item in rest {
         let n = u32::from_le_bytes(item[..4].try_into().unwrap());
         counts[n as usize] += 1;
@@ -723,7 +738,7 @@ async fn getters_killed_while_taking_spilled_items_hang_nobody_and_leak_nothing(
         counts.iter().all(|&c| c <= 1),
         "an item arrived twice: {counts:?}"
     );
-    let by_getters: u32 = taken.to_vec().iter().sum();
+    let by_getters: u32 = taken.to_vec()[..ITEMS as usize].iter().sum();
     let missing = counts.iter().filter(|&&c| c == 0).count();
     eprintln!("{by_getters} items taken by the killed getters, {missing} went with them");
     assert!(

@@ -375,6 +375,19 @@ impl Barrier {
     ///
     /// As [`wait`](Self::wait).
     pub fn wait_blocking(&self) -> Result<usize> {
+        self.wait_blocking_until(None)
+    }
+
+    /// [`wait_timeout`](Self::wait_timeout) for threads (not on a runtime worker).
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_timeout`](Self::wait_timeout).
+    pub fn wait_timeout_blocking(&self, timeout: Duration) -> Result<usize> {
+        self.wait_blocking_until(Some(Instant::now() + timeout))
+    }
+
+    fn wait_blocking_until(&self, deadline: Option<Instant>) -> Result<usize> {
         let resets = self.seg.u32(RESETS).load(Ordering::Acquire);
         let (round, index) = match self.arrive()? {
             Ok(index) => return Ok(index),
@@ -382,7 +395,7 @@ impl Barrier {
         };
         let result = self.seg.channel.wait_blocking(
             || self.outcome(round, resets, true),
-            None,
+            deadline,
             LIVENESS_CHECK,
         );
         self.finish(result, index)
