@@ -14,8 +14,8 @@
 //! | `RLock()` | [`RLock`]: re-entrant for the task (or thread) that holds it |
 //! | `Lock()`: `acquire`, `release` | [`Lock`]: `lock().await` → guard (released on drop), `try_lock`, `lock_timeout` |
 //! | `Value('i', 0)`, `Array('d', n)`, `RawValue` | [`Value`], [`Array`] (`lock().await` → guard that derefs), [`RawValue`], [`RawArray`] |
-//! | `Condition(lock)`: `wait`, `wait_for`, `notify(n)`, `notify_all` | [`Condition`]: `wait(guard).await` → guard, same names |
-//! | `Barrier(parties)`: `wait`, `abort`, `reset` | [`Barrier`]: `wait().await` → index, `abort`, `reset`, [`Error::Broken`](crate::Error::Broken) |
+//! | `Condition(lock)`: `wait`, `wait_for(pred, timeout)`, `notify(n)`, `notify_all` | [`Condition`]: `wait(guard).await` → guard, `wait_for`, `wait_for_timeout`, same names |
+//! | `Barrier(parties, action)`: `wait`, `abort`, `reset` | [`Barrier`] (`with_action`): `wait().await` → index, `abort`, `reset`, [`Error::Broken`](crate::Error::Broken) |
 //! | `Semaphore(n)`, `BoundedSemaphore(n)` | [`Semaphore`], [`BoundedSemaphore`]: `acquire().await` → permit, `release()` |
 
 mod barrier;
