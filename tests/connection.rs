@@ -452,6 +452,39 @@ async fn a_silent_client_times_out_without_blocking_the_listener() -> mp::Result
     Ok(())
 }
 
+/// Regression: an unauthenticated peer could announce a 64 MiB handshake reply and the
+/// listener waited to buffer all of it before the 256-byte limit was checked (12 such peers
+/// grew it by 576 MiB). The limit now applies to the announcement: refused at once.
+#[tokio::test]
+async fn an_oversized_handshake_reply_is_refused_before_it_arrives() -> mp::Result<()> {
+    use std::io::{Read, Write};
+    let mut listener = Listener::<u8>::builder("127.0.0.1:0".parse()?)
+        .authkey(Some(b"k"))
+        .handshake_timeout(LIVENESS)
+        .bind()
+        .await?;
+    let Address::Tcp(addr) = listener.local_addr().clone() else {
+        unreachable!()
+    };
+    let peer = std::thread::spawn(move || {
+        let mut sock = std::net::TcpStream::connect(addr).unwrap();
+        let mut challenge = [0u8; 8];
+        sock.read_exact(&mut challenge).unwrap(); // the challenge's header
+        // A reply announcing 64 MiB, of which only a little ever comes.
+        let mut header = (64u32 << 20).to_le_bytes().to_vec();
+        header.extend_from_slice(&0u32.to_le_bytes());
+        sock.write_all(&header).unwrap();
+        sock.write_all(&[0u8; 1024]).unwrap();
+        std::thread::sleep(LIVENESS + Duration::from_secs(5));
+    });
+    let refused = tokio::time::timeout(LIVENESS / 2, listener.accept())
+        .await
+        .expect("refused without waiting for the 64 MiB");
+    assert!(matches!(refused, Err(Error::Auth)), "{refused:?}");
+    drop(peer);
+    Ok(())
+}
+
 #[tokio::test]
 async fn stale_socket_files_are_replaced_and_live_ones_refused() -> mp::Result<()> {
     let dir = tempfile::tempdir()?;

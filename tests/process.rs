@@ -71,6 +71,34 @@ async fn an_entry_returning_err_exits_with_status_1() -> mp::Result<()> {
     Ok(())
 }
 
+async fn open_fds((): ()) -> Vec<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Regression: an fd left inheritable (as a C library or a `dup2` leaves it) was open in every
+/// spawned child. Only the fds meant for a child reach it, as with CPython's spawn.
+#[tokio::test]
+async fn children_inherit_no_stray_fds() -> mp::Result<()> {
+    mp::init().await?;
+    let file = std::fs::File::open("/proc/self/exe")?;
+    let stray = rustix::io::fcntl_dupfd_cloexec(&file, 900).unwrap();
+    rustix::io::fcntl_setfd(&stray, rustix::io::FdFlags::empty()).unwrap();
+    let number = std::os::fd::AsRawFd::as_raw_fd(&stray);
+    let seen = mp::Process::spawn(open_fds, ())?.join().await?;
+    assert!(
+        !seen.contains(&number),
+        "fd {number} leaked into the child: {seen:?}"
+    );
+    assert!(
+        rustix::io::fcntl_getfd(&stray).unwrap().is_empty(),
+        "ours is left as it was"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn children_know_their_name_and_parent() -> mp::Result<()> {
     mp::init().await?;

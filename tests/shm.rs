@@ -142,6 +142,32 @@ fn a_segment_claiming_more_than_it_holds_is_refused() {
     );
 }
 
+/// Regression: `ShareableList::open` of a crafted sparse 1 TiB file believed its slot count
+/// and tried to allocate a 733 GB table. Every allocation sized from the file is now bounded.
+#[test]
+fn a_crafted_huge_sparse_list_is_refused_without_allocating() {
+    // A genuine list's header, then a table claiming 2^36 slots, in a 1 TiB sparse file.
+    let real = ShareableList::create_named(&unique_name("real-list"), [1i64]).unwrap();
+    let mut bytes = std::fs::read(format!("/dev/shm/{}", real.name().unwrap())).unwrap();
+    let size: u64 = 1 << 40;
+    bytes[16..24].copy_from_slice(&(size - 64).to_le_bytes()); // the header's data size
+    bytes[64 + 8..64 + 16].copy_from_slice(&(1u64 << 36).to_le_bytes()); // the slot count
+    let name = unique_name("sparse-list");
+    plant_segment(&name, &bytes[..64 + 16]);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/{name}"))
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let result = ShareableList::open(&name);
+    std::fs::remove_file(format!("/dev/shm/{name}")).unwrap();
+    assert!(
+        matches!(result, Err(Error::Corrupt(ref m)) if m.contains("slots")),
+        "{result:?}"
+    );
+}
+
 #[test]
 fn a_segment_of_another_kind_is_refused() {
     let name = unique_name("kind");

@@ -91,8 +91,14 @@ fn digest_name_and_payload(message: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&rest[..close], &rest[close + 1..]))
 }
 
+/// Receives a handshake message, refusing one over [`MAX_REPLY`] from its header on: an
+/// unauthenticated peer cannot make us buffer more than that.
 async fn recv_small(reader: &mut ReadSide) -> Result<Vec<u8>> {
-    let Frame { payload, .. } = reader.recv().await.map_err(|e| match e {
+    let limit = reader.max_frame();
+    reader.set_max_frame(MAX_REPLY);
+    let received = reader.recv().await;
+    reader.set_max_frame(limit);
+    let Frame { payload, .. } = received.map_err(|e| match e {
         Error::TooLarge { .. } => Error::Auth,
         e => e,
     })?;

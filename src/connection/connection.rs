@@ -762,8 +762,10 @@ fn unwire(
     write: bool,
 ) -> Result<(Option<ReadSide>, Option<Arc<WriteSide>>)> {
     let fd = fds.take(wire.fd)?;
-    let max_frame =
-        usize::try_from(wire.max_frame).map_err(|_| Error::Corrupt("bad max_frame".into()))?;
+    // The sender's limit, but never past what our framing can announce: a hostile wire form
+    // cannot lift it (and payloads are allocated as they arrive, never as announced).
+    let max_frame = usize::try_from(wire.max_frame.min(u64::from(u32::MAX)))
+        .map_err(|_| Error::Corrupt("bad max_frame".into()))?;
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(Error::InvalidArgument(
             "connections can only be received inside a tokio runtime".into(),

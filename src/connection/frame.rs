@@ -127,9 +127,27 @@ const BUFFER: usize = 64 * 1024;
 /// A frame whose header was parsed and whose payload is still arriving.
 #[derive(Debug)]
 struct Partial {
+    /// The bytes received so far (its length), in memory grown as they arrive: a peer that
+    /// announces a huge frame and sends nothing costs nothing.
     payload: Vec<u8>,
-    filled: usize,
+    /// The payload length the header announced.
+    len: usize,
     fds: Vec<OwnedFd>,
+}
+
+impl Partial {
+    fn missing(&self) -> usize {
+        self.len - self.payload.len()
+    }
+
+    /// Room for the next direct read: the buffer grows by what it holds already (at least
+    /// `BUFFER`), never past the announced length, so memory stays within twice what arrived.
+    fn room(&mut self) -> &mut [u8] {
+        let filled = self.payload.len();
+        let grow = filled.max(BUFFER).min(self.missing());
+        self.payload.resize(filled + grow, 0);
+        &mut self.payload[filled..]
+    }
 }
 
 /// Reassembles frames from a stream. Reads go into a buffer (many small frames per system
@@ -174,6 +192,11 @@ impl FrameReader {
     /// The largest payload accepted.
     pub(crate) fn max_frame(&self) -> usize {
         self.max_frame
+    }
+
+    /// Changes the largest payload accepted from the next frame header on.
+    pub(crate) fn set_max_frame(&mut self, max: usize) {
+        self.max_frame = max;
     }
 
     /// Whether input that was read but not returned is waiting.
@@ -230,13 +253,12 @@ impl FrameReader {
     fn parse(&mut self) -> Result<Option<Frame>> {
         loop {
             if let Some(partial) = &mut self.partial {
-                let want = partial.payload.len() - partial.filled;
-                let take = want.min(self.end - self.start);
-                partial.payload[partial.filled..partial.filled + take]
-                    .copy_from_slice(&self.buf[self.start..self.start + take]);
-                partial.filled += take;
+                let take = partial.missing().min(self.end - self.start);
+                partial
+                    .payload
+                    .extend_from_slice(&self.buf[self.start..self.start + take]);
                 self.start += take;
-                if partial.filled < partial.payload.len() {
+                if partial.missing() > 0 {
                     return Ok(None);
                 }
                 let done = self.partial.take().expect("checked above");
@@ -265,8 +287,8 @@ impl FrameReader {
             }
             self.start += header_len;
             self.partial = Some(Partial {
-                payload: vec![0; len],
-                filled: 0,
+                payload: Vec::with_capacity(len.min(BUFFER)),
+                len,
                 fds: self.fds.drain(..nfds).collect(),
             });
         }
@@ -277,22 +299,36 @@ impl FrameReader {
         let direct = self
             .partial
             .as_ref()
-            .is_some_and(|p| self.start == self.end && p.payload.len() - p.filled >= BUFFER / 2);
+            .is_some_and(|p| self.start == self.end && p.missing() >= BUFFER / 2);
         if !direct && self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
+        let mut filled_before = 0;
         let target: &mut [u8] = match &mut self.partial {
-            Some(p) if direct => &mut p.payload[p.filled..],
+            Some(p) if direct => {
+                filled_before = p.payload.len();
+                p.room()
+            }
             _ => &mut self.buf[self.end..],
         };
-        let (n, fds) =
+        let received =
             scm_rights::recv(sock, target, scm_rights::MAX_FDS).map_err(|e| match e.kind() {
                 io::ErrorKind::InvalidData => Error::Corrupt(e.to_string()),
                 io::ErrorKind::ConnectionReset => Error::Closed,
                 _ => Error::Io(e),
-            })?;
+            });
+        if direct {
+            // Keep only what arrived: the rest of the room was zeros.
+            let p = self
+                .partial
+                .as_mut()
+                .expect("direct reads have a partial frame");
+            p.payload
+                .truncate(filled_before + received.as_ref().map_or(0, |(n, _)| *n));
+        }
+        let (n, fds) = received?;
         if n == 0 {
             return Err(if self.has_buffered() {
                 Error::Corrupt("peer closed the connection in the middle of a frame".into())
@@ -306,9 +342,8 @@ impl FrameReader {
                 "file descriptors arrived that no frame announced".into(),
             ));
         }
-        match &mut self.partial {
-            Some(p) if direct => p.filled += n,
-            _ => self.end += n,
+        if !direct {
+            self.end += n;
         }
         Ok(match self.parse()? {
             Some(frame) => Step::Frame(frame),
@@ -379,6 +414,60 @@ mod tests {
             drain(&mut reader, b.as_fd()),
             Err(Error::Corrupt(_))
         ));
+    }
+
+    /// Regression: a payload was allocated at its announced size, so a peer (or a forged
+    /// handle lifting `max_frame`) that announced 2^46 bytes aborted us, and 2^64 − 2 panicked
+    /// with "capacity overflow". Memory now grows with what arrives.
+    #[test]
+    fn a_huge_announcement_costs_nothing_until_bytes_arrive() {
+        for announced in [1u64 << 46, u64::MAX - 1] {
+            let (a, b) = scm_rights::socketpair().unwrap();
+            let mut python_header = (-1i32).to_be_bytes().to_vec();
+            python_header.extend_from_slice(&announced.to_be_bytes());
+            scm_rights::send(
+                a.as_fd(),
+                &[IoSlice::new(&python_header), IoSlice::new(b"a few bytes")],
+                &[],
+            )
+            .unwrap();
+            drop(a);
+            let mut reader = FrameReader::with_framing(usize::MAX, Framing::Python);
+            assert!(matches!(
+                drain(&mut reader, b.as_fd()),
+                Err(Error::Corrupt(_))
+            ));
+        }
+    }
+
+    /// A large frame still arrives whole when its bytes come in many reads.
+    #[test]
+    fn a_large_frame_grows_into_place() {
+        let (a, b) = scm_rights::socketpair().unwrap();
+        let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let writer = {
+            let payload = payload.clone();
+            std::thread::spawn(move || {
+                let mut bytes = header(payload.len(), 0).to_vec();
+                bytes.extend_from_slice(&payload);
+                for chunk in bytes.chunks(100_000) {
+                    scm_rights::send(a.as_fd(), &[IoSlice::new(chunk)], &[]).unwrap();
+                }
+            })
+        };
+        let mut reader = FrameReader::new(8 << 20);
+        let got = loop {
+            match reader.read_once(b.as_fd()) {
+                Ok(Step::Frame(f)) => break f,
+                Ok(Step::More) => {}
+                Err(Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        writer.join().unwrap();
+        assert!(got.payload == payload);
     }
 
     #[test]

@@ -42,6 +42,11 @@ impl ReadSide {
         self.reader.max_frame()
     }
 
+    /// Changes the largest payload accepted from the next frame header on.
+    pub(crate) fn set_max_frame(&mut self, max: usize) {
+        self.reader.set_max_frame(max);
+    }
+
     pub(crate) fn socket(&self) -> &AsyncFd<OwnedFd> {
         &self.sock
     }

@@ -16,9 +16,9 @@ const TABLE: usize = 16;
 const ENTRY: usize = 16;
 /// A slot's header: sequence u32 | type code u32 | length u32 | unused u32; the value follows.
 const SLOT_HEADER: usize = 16;
-/// Most slots a list may have (16 Mi): the table is copied out when a list is opened, so its
+/// Most slots a list may have (1 Mi): the table is copied out when a list is opened, so its
 /// size must be bounded by something sane, not by what a hostile file claims.
-pub const MAX_SLOTS: usize = 1 << 24;
+pub const MAX_SLOTS: usize = 1 << 20;
 /// Tries a reader makes before deciding a text slot is stuck mid-write.
 const READ_ATTEMPTS: u32 = 100_000;
 

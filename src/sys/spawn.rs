@@ -4,7 +4,8 @@
 //!   `prctl`, so children of [`Process::spawn`](crate::Process::spawn) never outlive us.
 //! - Clearing `FD_CLOEXEC` on exactly the fds handed to the child (`fcntl(F_SETFD)`), so nothing
 //!   else leaks into it and nothing of ours leaks into programs other threads start at the same
-//!   time.
+//!   time; and setting it on every other fd that lacks it (one a C library or a `dup2` left
+//!   inheritable), as CPython's spawn closes everything it does not pass.
 //!
 //! # References
 //! - [prctl(2), `PR_SET_PDEATHSIG`](https://man7.org/linux/man-pages/man2/PR_SET_PDEATHSIG.2const.html)
@@ -26,6 +27,9 @@ use rustix::process::Signal;
 /// *thread*, not the parent process.
 pub(crate) fn die_with_parent(cmd: &mut std::process::Command, inherit: Vec<RawFd>) {
     let parent = rustix::process::getpid();
+    // Found before the fork: the hook must not allocate. An fd opened between here and the
+    // fork by another thread comes from Rust or tokio, which open everything close-on-exec.
+    let stray = inheritable_fds(&inherit);
     let hook = move || -> io::Result<()> {
         rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
         // The parent may have died before the prctl took effect; then we were reparented.
@@ -34,12 +38,35 @@ pub(crate) fn die_with_parent(cmd: &mut std::process::Command, inherit: Vec<RawF
                 rustix::io::Errno::SRCH.raw_os_error(),
             ));
         }
+        for &fd in &stray {
+            // SAFETY: `fd` was open in the parent when the list was made and the child has a
+            // copy of the parent's fd table; if another thread closed it since, `fcntl` fails
+            // with EBADF (ignored below) and touches nothing else. No I/O is done on it.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            let _ = rustix::io::fcntl_setfd(fd, FdFlags::CLOEXEC);
+        }
         inherit_in_child(&inherit)
     };
     // SAFETY: the hook runs in the forked child before `exec`. It only makes raw syscalls
     // (prctl, getppid, fcntl) through rustix, which are async-signal-safe: no allocation, no
     // locks, no access to state another thread of the parent might have held at the fork.
     unsafe { cmd.pre_exec(hook) };
+}
+
+/// The fds of this process above stderr that a child would inherit (no `FD_CLOEXEC`), except
+/// `keep`.
+fn inheritable_fds(keep: &[RawFd]) -> Vec<RawFd> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
+        .filter(|&fd| fd > 2 && !keep.contains(&fd))
+        .filter(|&fd| {
+            // SAFETY: only the fd's flags are read; a number closed meanwhile gives EBADF.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+            rustix::io::fcntl_getfd(borrowed).is_ok_and(|flags| !flags.contains(FdFlags::CLOEXEC))
+        })
+        .collect()
 }
 
 /// Makes `fds` survive the `exec` of the child `cmd` starts (and no other child). The command
