@@ -485,6 +485,61 @@ async fn an_oversized_handshake_reply_is_refused_before_it_arrives() -> mp::Resu
     Ok(())
 }
 
+/// Regression: a second `bind` on a path a live listener of ours holds checked it with a real
+/// connection, and the live listener's `accept` returned that probe (empty, already closed)
+/// instead of the client it waited for. Live listeners are now told by a lock file.
+#[tokio::test]
+async fn a_second_bind_never_reaches_the_live_listeners_accept() -> mp::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let address = Address::Unix(dir.path().join("live.sock"));
+    let mut live = Listener::<u32>::bind(address.clone(), None).await?;
+    for _ in 0..3 {
+        let second = Listener::<u32>::bind(address.clone(), None).await;
+        assert!(
+            matches!(second, Err(Error::Io(ref e)) if e.kind() == std::io::ErrorKind::AddrInUse)
+        );
+    }
+    let client = tokio::spawn({
+        let address = address.clone();
+        async move {
+            let mut conn = Client::connect::<u32>(address, None).await?;
+            conn.send(&7).await?;
+            conn.recv().await
+        }
+    });
+    let mut conn = live.accept().await?;
+    assert_eq!(
+        conn.recv().await?,
+        7,
+        "the first connection is the client's"
+    );
+    conn.send(&8).await?;
+    assert_eq!(client.await.unwrap()?, 8);
+    drop(live);
+    assert!(
+        std::fs::read_dir(dir.path())?.next().is_none(),
+        "socket and lock file removed"
+    );
+    Ok(())
+}
+
+/// A peer that closes before the handshake completes (a probe) never surfaces from `accept`.
+#[tokio::test]
+async fn peers_that_leave_during_the_handshake_are_not_reported() -> mp::Result<()> {
+    let mut listener = Listener::<u8>::bind("127.0.0.1:0".parse()?, Some(b"k")).await?;
+    let Address::Tcp(addr) = listener.local_addr().clone() else {
+        unreachable!()
+    };
+    for _ in 0..3 {
+        drop(std::net::TcpStream::connect(addr)?);
+    }
+    let good = tokio::spawn(async move { Client::connect::<u8>(addr, Some(b"k")).await });
+    let first = listener.accept().await;
+    assert!(first.is_ok(), "{first:?}");
+    good.await.unwrap()?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn stale_socket_files_are_replaced_and_live_ones_refused() -> mp::Result<()> {
     let dir = tempfile::tempdir()?;

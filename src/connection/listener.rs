@@ -109,7 +109,22 @@ pub struct Listener<T> {
     incoming: mpsc::Receiver<Result<Connection<T>>>,
     acceptor: JoinHandle<()>,
     address: Address,
-    socket_file: Option<PathBuf>,
+    socket_file: Option<SocketFile>,
+}
+
+/// A Unix socket path we listen on, and the lock file beside it that says so.
+struct SocketFile {
+    path: PathBuf,
+    lock_path: PathBuf,
+    /// Holds the `flock` for as long as we listen (and, if we die, not a moment longer).
+    _lock: std::fs::File,
+}
+
+/// The lock file beside socket path `path`: `<path>.lock`.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
 }
 
 /// Options for a [`Listener`].
@@ -272,8 +287,10 @@ impl<T> Listener<T> {
 impl<T> Drop for Listener<T> {
     fn drop(&mut self) {
         self.acceptor.abort();
-        if let Some(path) = &self.socket_file {
-            let _ = std::fs::remove_file(path);
+        if let Some(file) = &self.socket_file {
+            let _ = std::fs::remove_file(&file.path);
+            // Still holding the lock, so nobody took the path over in between.
+            let _ = std::fs::remove_file(&file.lock_path);
         }
     }
 }
@@ -409,7 +426,7 @@ enum Socket {
 }
 
 impl Socket {
-    async fn bind(address: &Address) -> Result<(Socket, Address, Option<PathBuf>)> {
+    async fn bind(address: &Address) -> Result<(Socket, Address, Option<SocketFile>)> {
         match address {
             Address::Tcp(a) => {
                 let l = tokio::net::TcpListener::bind(a).await?;
@@ -427,9 +444,23 @@ impl Socket {
                 ))
             }
             Address::Unix(path) => {
+                // A live listener of ours holds the lock beside its path: it is never probed
+                // with a connection (which its `accept` would see).
+                let lock_path = lock_path(path);
+                let lock = crate::sys::file_lock::try_lock(&lock_path)?.ok_or_else(|| {
+                    Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::AddrInUse,
+                        format!("a live listener serves {}", path.display()),
+                    ))
+                })?;
                 remove_stale_socket(path)?;
                 let l = tokio::net::UnixListener::bind(path)?;
-                Ok((Socket::Unix(l), address.clone(), Some(path.clone())))
+                let file = SocketFile {
+                    path: path.clone(),
+                    lock_path,
+                    _lock: lock,
+                };
+                Ok((Socket::Unix(l), address.clone(), Some(file)))
             }
         }
     }
@@ -464,7 +495,9 @@ impl Socket {
     }
 }
 
-/// Removes a socket file nobody listens on any more; refuses to touch anything else.
+/// Removes a socket file nobody listens on any more; refuses to touch anything else. (Called
+/// with the path's lock held, so no listener of ours serves it: a live one found by connecting
+/// is another program's, for example CPython's.)
 fn remove_stale_socket(path: &Path) -> Result<()> {
     use std::os::unix::fs::FileTypeExt;
     let Ok(meta) = std::fs::symlink_metadata(path) else {
@@ -522,7 +555,29 @@ async fn accept_loop<T: Send + 'static>(
             let result = tokio::time::timeout(options.handshake_timeout, handshake)
                 .await
                 .unwrap_or(Err(Error::Timeout));
+            // A peer that went away before the handshake completed (a liveness probe, a client
+            // that gave up) is nobody's business: only real connections and real failures
+            // (a wrong key, garbage, a client too slow) surface from `accept`.
+            if let Err(e) = &result
+                && went_away(e)
+            {
+                return;
+            }
             let _ = tx.send(result).await;
         });
+    }
+}
+
+/// Whether a handshake failed because the peer closed or reset the connection.
+fn went_away(e: &Error) -> bool {
+    match e {
+        Error::Closed => true,
+        Error::Io(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
     }
 }

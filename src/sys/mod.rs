@@ -9,6 +9,7 @@
 //! |---|---|
 //! | `futex.rs` | `futex(FUTEX_WAIT / FUTEX_WAKE)` with shared (not private) keys |
 //! | `eventfd.rs` | `eventfd`, `write`, registration with tokio's reactor |
+//! | `file_lock.rs` | `flock` on a listener's lock file |
 //! | `memfd.rs` | `memfd_create`, `ftruncate`, `fallocate`, `F_ADD_SEALS` / `F_GET_SEALS` |
 //! | `shm_open.rs` | `shm_open` / `shm_unlink`, `fstat` for named segments |
 //! | `mapping.rs` | `mmap` (through `memmap2::MmapRaw`), bounds-checked copies and atomics |
@@ -21,6 +22,7 @@
 
 pub(crate) mod code_address;
 pub(crate) mod eventfd;
+pub(crate) mod file_lock;
 pub(crate) mod futex;
 pub(crate) mod mapping;
 pub(crate) mod memfd;
