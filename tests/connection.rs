@@ -540,6 +540,50 @@ async fn peers_that_leave_during_the_handshake_are_not_reported() -> mp::Result<
     Ok(())
 }
 
+async fn recv_one(mut conn: mp::Connection<u32>) -> String {
+    format!("{:?}", conn.recv_timeout(LIVENESS).await)
+}
+
+/// Regression: a connection handed to another process lost the frames it had read ahead.
+/// Both frames arrive in one read here; the child must still get the second.
+#[tokio::test]
+async fn a_connection_sent_away_carries_the_frames_it_read_ahead() -> mp::Result<()> {
+    mp::init().await?;
+    let (mut a, mut b) = mp::Pipe::<u32>::duplex()?;
+    a.send(&1).await?;
+    a.send(&2).await?;
+    assert_eq!(b.recv().await?, 1);
+    let mut child = mp::Process::spawn(recv_one, b)?;
+    assert_eq!(child.join_timeout(LIVENESS).await?, "Ok(2)");
+    drop(a);
+    Ok(())
+}
+
+/// The standard server: accept, then hand the connection to a worker process; the client
+/// wrote right after the handshake, so its first message may already sit in our buffer.
+#[tokio::test]
+async fn an_accepted_connection_handed_to_a_worker_keeps_what_the_client_sent() -> mp::Result<()> {
+    mp::init().await?;
+    let dir = tempfile::tempdir()?;
+    let address = Address::Unix(dir.path().join("server.sock"));
+    let mut listener = Listener::<u32>::bind(address.clone(), Some(b"key")).await?;
+    let client = tokio::spawn(async move {
+        let mut conn = Client::connect::<u32>(address, Some(b"key")).await?;
+        conn.send(&41).await?;
+        conn.send(&42).await?;
+        conn.recv().await
+    });
+    let mut conn = listener.accept().await?;
+    // Let the client's frames arrive, and make sure at least one read happens here first.
+    assert!(conn.poll(LIVENESS).await);
+    assert_eq!(conn.recv().await?, 41);
+    let mut worker = mp::Process::spawn(recv_one, conn)?;
+    assert_eq!(worker.join_timeout(LIVENESS).await?, "Ok(42)");
+    drop(listener);
+    let _ = client.await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn stale_socket_files_are_replaced_and_live_ones_refused() -> mp::Result<()> {
     let dir = tempfile::tempdir()?;

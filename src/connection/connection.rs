@@ -468,6 +468,11 @@ impl<T> fmt::Debug for Receiver<T> {
 /// or [`Client::connect`](super::Client::connect). Sending and receiving work as on
 /// [`Sender`] and [`Receiver`]; [`into_split`](Self::into_split) separates them so two tasks
 /// can use them at once.
+///
+/// A connection is a handle: it can be sent to another process (the standard "accept, then
+/// hand to a worker" server). Whatever this end had already received but not returned travels
+/// with it, so the other process reads on exactly where this one stopped; stop receiving on
+/// this end once it is sent (as with Python, both ends would read the same socket).
 pub struct Connection<T> {
     rx: Receiver<T>,
     tx: Sender<T>,
@@ -740,18 +745,54 @@ pub struct ConnectionWire {
     fd: FdIndex,
     max_frame: u64,
     python: bool,
+    /// What the sender had received but not returned yet, and its fds: it travels with the
+    /// connection, so the receiver reads on where the sender stopped.
+    unread: serde_bytes_vec::Bytes,
+    unread_fds: Vec<FdIndex>,
+}
+
+/// `Vec<u8>` serialised as bytes (one length and a copy), not as a sequence of numbers.
+mod serde_bytes_vec {
+    #[derive(Debug, Default)]
+    pub struct Bytes(pub Vec<u8>);
+
+    impl serde::Serialize for Bytes {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(&self.0)
+        }
+    }
+
+    impl<'de> serde::Deserialize<'de> for Bytes {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            Ok(Bytes(bytes::Bytes::deserialize(d)?.to_vec()))
+        }
+    }
 }
 
 fn wire(
     sock: &impl AsFd,
     max_frame: usize,
     framing: Framing,
+    reader: Option<&ReadSide>,
     fds: &mut FdSink,
 ) -> Result<ConnectionWire> {
+    let (unread, unread_fds) = match reader {
+        Some(reader) => {
+            let (bytes, borrowed) = reader.unread_input();
+            let indices = borrowed
+                .into_iter()
+                .map(|fd| fds.push(fd))
+                .collect::<Result<Vec<_>>>()?;
+            (bytes, indices)
+        }
+        None => (Vec::new(), Vec::new()),
+    };
     Ok(ConnectionWire {
         fd: fds.push(sock)?,
         max_frame: max_frame as u64,
         python: framing == Framing::Python,
+        unread: serde_bytes_vec::Bytes(unread),
+        unread_fds,
     })
 }
 
@@ -776,7 +817,22 @@ fn unwire(
     } else {
         Framing::Native
     };
-    engine(fd, max_frame, read, write, framing)
+    let unread_fds = wire
+        .unread_fds
+        .into_iter()
+        .map(|index| fds.take(index))
+        .collect::<Result<Vec<_>>>()?;
+    let (mut reader, writer) = engine(fd, max_frame, read, write, framing)?;
+    match &mut reader {
+        Some(reader) => reader.prefill(&wire.unread.0, unread_fds)?,
+        None if !wire.unread.0.is_empty() || !unread_fds.is_empty() => {
+            return Err(Error::Corrupt(
+                "a sending half arrived with unread input".into(),
+            ));
+        }
+        None => {}
+    }
+    Ok((reader, writer))
 }
 
 impl<T> Handle for Connection<T> {
@@ -787,6 +843,7 @@ impl<T> Handle for Connection<T> {
             self.tx.side.socket().get_ref(),
             self.tx.max_frame(),
             self.tx.side.framing(),
+            Some(&self.rx.side),
             fds,
         )
     }
@@ -808,6 +865,7 @@ impl<T> Handle for Sender<T> {
             self.side.socket().get_ref(),
             self.max_frame(),
             self.side.framing(),
+            None,
             fds,
         )
     }
@@ -826,6 +884,7 @@ impl<T> Handle for Receiver<T> {
             self.side.socket().get_ref(),
             self.side.max_frame(),
             self.side.framing(),
+            Some(&self.side),
             fds,
         )
     }

@@ -199,6 +199,61 @@ impl FrameReader {
         self.max_frame = max;
     }
 
+    /// Everything received but not returned yet, as the bytes a fresh reader would read (`first`,
+    /// a frame already parsed, and a frame in progress re-encoded with their headers) and the
+    /// fds that came with them, in order: what a connection carries along when it is sent to
+    /// another process.
+    pub(crate) fn unread_input<'a>(
+        &'a self,
+        first: Option<&'a Frame>,
+    ) -> (Vec<u8>, Vec<BorrowedFd<'a>>) {
+        use std::os::fd::AsFd;
+        let mut bytes = Vec::new();
+        let mut fds = Vec::new();
+        if let Some(frame) = first {
+            bytes.extend_from_slice(
+                self.framing
+                    .header(frame.payload.len(), frame.fds.len())
+                    .as_slice(),
+            );
+            bytes.extend_from_slice(&frame.payload);
+            fds.extend(frame.fds.iter().map(AsFd::as_fd));
+        }
+        if let Some(partial) = &self.partial {
+            bytes.extend_from_slice(
+                self.framing
+                    .header(partial.len, partial.fds.len())
+                    .as_slice(),
+            );
+            bytes.extend_from_slice(&partial.payload);
+            fds.extend(partial.fds.iter().map(AsFd::as_fd));
+        }
+        bytes.extend_from_slice(&self.buf[self.start..self.end]);
+        fds.extend(self.fds.iter().map(AsFd::as_fd));
+        (bytes, fds)
+    }
+
+    /// Starts a reader on input another process had received but not returned (see
+    /// [`unread_input`](Self::unread_input)). Parsed as if it had just arrived, so it is
+    /// checked like anything read from the socket.
+    pub(crate) fn prefill(&mut self, bytes: &[u8], fds: Vec<OwnedFd>) -> Result<()> {
+        if fds.len() > scm_rights::MAX_FDS
+            || bytes.len() > self.max_frame.saturating_add(2 * BUFFER)
+        {
+            return Err(Error::Corrupt(
+                "a connection arrived with more unread input than it can hold".into(),
+            ));
+        }
+        if bytes.len() > self.buf.len() {
+            self.buf = vec![0; bytes.len()].into_boxed_slice();
+        }
+        self.buf[..bytes.len()].copy_from_slice(bytes);
+        self.start = 0;
+        self.end = bytes.len();
+        self.fds.extend(fds);
+        Ok(())
+    }
+
     /// Whether input that was read but not returned is waiting.
     pub(crate) fn has_buffered(&self) -> bool {
         self.start < self.end || self.partial.is_some()

@@ -51,6 +51,16 @@ impl ReadSide {
         &self.sock
     }
 
+    /// Input received but not returned yet, and its fds (see [`FrameReader::unread_input`]).
+    pub(crate) fn unread_input(&self) -> (Vec<u8>, Vec<std::os::fd::BorrowedFd<'_>>) {
+        self.reader.unread_input(self.pending.as_ref())
+    }
+
+    /// Starts on input another process had received but not returned.
+    pub(crate) fn prefill(&mut self, bytes: &[u8], fds: Vec<OwnedFd>) -> Result<()> {
+        self.reader.prefill(bytes, fds)
+    }
+
     /// Puts a frame back; the next receive returns it.
     pub(crate) fn unread(&mut self, frame: Frame) {
         self.pending = Some(frame);
