@@ -549,7 +549,7 @@ async fn recv_one(mut conn: mp::Connection<u32>) -> String {
 #[tokio::test]
 async fn a_connection_sent_away_carries_the_frames_it_read_ahead() -> mp::Result<()> {
     mp::init().await?;
-    let (mut a, mut b) = mp::Pipe::<u32>::duplex()?;
+    let (a, mut b) = mp::Pipe::<u32>::duplex()?;
     a.send(&1).await?;
     a.send(&2).await?;
     assert_eq!(b.recv().await?, 1);
