@@ -33,7 +33,7 @@
 //!     let shm = mp::SharedMemory::create(64)?;
 //!     let size = mp::Process::spawn(fill, shm.clone())?.join().await?;
 //!     assert_eq!(size, 64);
-//!     assert_eq!(&shm.to_vec()[..20], b"written by the child");
+//!     assert_eq!(&shm.to_vec()?[..20], b"written by the child");
 //!     Ok(())
 //! }
 //! ```

@@ -108,7 +108,7 @@ async fn a_connection_and_a_segment_reach_a_running_child_inside_a_message() -> 
     ours.send(&"hello".to_string()).await?;
     assert_eq!(ours.recv().await?, "hello, back");
     assert_eq!(child.join().await?, "hello");
-    assert_eq!(&shm.to_vec()[..14], b"child was here");
+    assert_eq!(&shm.to_vec()?[..14], b"child was here");
     Ok(())
 }
 

@@ -37,7 +37,7 @@ async fn nested_handles_cross_as_arguments() -> mp::Result<()> {
     let (label, n) = mp::Process::spawn(use_workspace, ws)?.join().await?;
     assert_eq!((label.as_str(), n), ("ws-1", 5));
     for (i, shm) in scratch.iter().enumerate() {
-        assert_eq!(shm.to_vec()[0], i as u8 + 1);
+        assert_eq!(shm.to_vec()?[0], i as u8 + 1);
     }
     assert_eq!(table.get(0)?, Item::Str("ws-1".into()));
     Ok(())
@@ -63,7 +63,7 @@ async fn handles_come_back_in_a_message_with_their_fds() -> mp::Result<()> {
     assert_eq!(segments.len(), 3);
     for (i, shm) in segments.iter().enumerate() {
         let text = format!("segment {i}");
-        assert_eq!(&shm.to_vec()[..text.len()], text.as_bytes());
+        assert_eq!(&shm.to_vec()?[..text.len()], text.as_bytes());
     }
     // The child is gone; the memory lives on because we hold the fds.
     assert_eq!(
@@ -115,7 +115,7 @@ async fn handles_pass_to_a_command_child() -> mp::Result<()> {
     ));
     let status = cmd.status().await?;
     assert!(status.success(), "helper failed: {status}");
-    assert_eq!(&shm.to_vec()[..19], b"seen by the command");
+    assert_eq!(&shm.to_vec()?[..19], b"seen by the command");
     assert_eq!(list.get(0)?, Item::Int(99));
     Ok(())
 }

@@ -627,6 +627,59 @@ async fn producers_killed_while_spilling_leave_nothing_behind() -> mp::Result<()
     Ok(())
 }
 
+/// Truncates every spill segment of the queue whose prefix it is given, over and over.
+async fn truncate_spills((prefix, stop): (String, mp::Event)) {
+    while !stop.is_set() {
+        for entry in std::fs::read_dir("/dev/shm").unwrap().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix)
+                && let Ok(file) = std::fs::OpenOptions::new().write(true).open(entry.path())
+            {
+                let _ = file.set_len(0);
+            }
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Regression: a spilled item's file truncated by another process while a getter copied it
+/// killed the getter with SIGBUS. Now the put or the get fails with an error, and every item
+/// that does arrive is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spill_files_truncated_under_us_give_errors_not_sigbus() -> mp::Result<()> {
+    mp::init().await?;
+    let q = Queue::<Vec<u8>>::builder().capacity(4096).build()?;
+    let stop = mp::Event::new()?;
+    let mut vandal = mp::Process::spawn(
+        truncate_spills,
+        (mp::test_hooks::queue_spill_prefix(&q), stop.clone()),
+    )?;
+    let (mut whole, mut failed) = (0, 0);
+    for n in 0..200u8 {
+        if q.put_bytes(&vec![n; 256 * 1024]).await.is_err() {
+            failed += 1;
+            continue;
+        }
+        match tokio::time::timeout(LIVENESS, q.get_bytes())
+            .await
+            .expect("no hang")
+        {
+            Ok(item) => {
+                assert!(
+                    item.len() == 256 * 1024 && item.iter().all(|&b| b == n),
+                    "torn item"
+                );
+                whole += 1;
+            }
+            Err(Error::Corrupt(_)) => failed += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    stop.set();
+    vandal.join_timeout(LIVENESS).await?;
+    eprintln!("{whole} whole items, {failed} failed puts or gets");
+    Ok(())
+}
+
 /// Takes items (numbered by their first four bytes) forever, in batches or one at a time;
 /// counts each in `taken`, and any error in its last slot.
 async fn take_spilled_forever((q, taken, batches): (Queue<Vec<u8>>, RawArray<u32>, bool)) {

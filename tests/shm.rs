@@ -58,7 +58,7 @@ async fn anonymous_segment_travels_as_a_spawn_argument() -> mp::Result<()> {
         .join()
         .await?;
     assert_eq!(size, 4096);
-    assert_eq!(&shm.to_vec()[..14], b"from the child");
+    assert_eq!(&shm.to_vec()?[..14], b"from the child");
     Ok(())
 }
 
@@ -168,6 +168,48 @@ fn a_crafted_huge_sparse_list_is_refused_without_allocating() {
     );
 }
 
+async fn truncate_segment_file(name: String) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/{name}"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+}
+
+/// Regression: a named segment or list whose file another process truncated killed us with
+/// SIGBUS on the next `read_at`, `write_at`, atomic load, `to_vec` or `ShareableList::get`.
+/// Now the vanished pages are replaced and every such call is an error.
+#[tokio::test]
+async fn a_named_segment_truncated_by_another_process_gives_errors_not_sigbus() -> mp::Result<()> {
+    mp::init().await?;
+    let name = unique_name("truncated");
+    let shm = SharedMemory::create_named(&name, 1 << 20)?;
+    shm.write_at(0, b"before")?;
+    let other = SharedMemory::open(&name)?;
+    let list_name = unique_name("truncated-list");
+    let list = ShareableList::create_named(&list_name, [Item::Int(7), Item::from("text")])?;
+    for victim in [name.clone(), list_name.clone()] {
+        mp::Process::spawn(truncate_segment_file, victim)?
+            .join()
+            .await?;
+    }
+    let mut buf = [0u8; 6];
+    assert!(shm.read_at(0, &mut buf).is_err());
+    assert!(shm.write_at(0, b"after").is_err());
+    assert!(shm.to_vec().is_err());
+    // A word handed out before the truncation reads zeros instead of killing us; every
+    // checked access after that fails.
+    let word = other.atomic_u64(1 << 19)?;
+    assert_eq!(word.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(other.atomic_u64(0).is_err());
+    assert!(other.read_at(0, &mut buf).is_err());
+    assert!(list.get(0).is_err());
+    assert!(list.set(1, "new").is_err());
+    assert!(list.to_vec().is_err());
+    Ok(())
+}
+
 #[test]
 fn a_segment_of_another_kind_is_refused() {
     let name = unique_name("kind");
@@ -214,7 +256,7 @@ fn names_are_exclusive_and_unlink_happens_once() {
     assert!(matches!(SharedMemory::open(&name), Err(Error::NotFound(_))));
     // The mapping still works after unlink, as in Python.
     shm.write_at(0, b"still here").unwrap();
-    assert_eq!(&shm.to_vec()[..10], b"still here");
+    assert_eq!(&shm.to_vec().unwrap()[..10], b"still here");
     // Nothing left to unlink on drop, and a new segment under the same name is not touched.
     let again = SharedMemory::create_named(&name, 32).unwrap();
     drop(shm);

@@ -43,7 +43,7 @@ const MAX_SIZE: usize = 1 << 40;
 /// # fn main() -> tokio_multiprocessing::Result<()> {
 /// let shm = SharedMemory::create(10)?;
 /// shm.write_at(4, b"howdy")?;
-/// assert_eq!(&shm.to_vec()[4..9], b"howdy");
+/// assert_eq!(&shm.to_vec()?[4..9], b"howdy");
 /// assert_eq!(shm.size(), 10);
 /// # Ok(())
 /// # }
@@ -149,10 +149,15 @@ impl SharedMemory {
     }
 
     /// A private copy of the whole segment.
-    pub fn to_vec(&self) -> Vec<u8> {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when a named segment's file was truncated by another process (its
+    /// contents are gone; so for every access after that).
+    pub fn to_vec(&self) -> Result<Vec<u8>> {
         let mut v = vec![0; self.size()];
-        self.read_at(0, &mut v).expect("whole segment is in range");
-        v
+        self.read_at(0, &mut v)?;
+        Ok(v)
     }
 
     /// A raw pointer to the first usable byte, for zero-copy access.
@@ -222,7 +227,13 @@ impl SharedMemory {
                 sys::shm_open::create_exclusive(name, total).map_err(|e| map_name_error(e, name))?
             }
         };
-        let map = match Mapping::map(&fd, HEADER_SIZE + size) {
+        // A named segment's file can be truncated by anyone who can open it: guard its mapping.
+        let mapped = if name.is_some() {
+            Mapping::map_guarded(&fd, HEADER_SIZE + size)
+        } else {
+            Mapping::map(&fd, HEADER_SIZE + size)
+        };
+        let map = match mapped {
             Ok(map) => map,
             Err(e) => {
                 if let Some(name) = name {
@@ -267,11 +278,20 @@ impl SharedMemory {
                 "segment is {file_size} bytes, smaller than the {HEADER_SIZE}-byte header"
             )));
         }
+        // A named segment's file can be truncated by anyone who can open it (even while we read
+        // its header): guard its mappings. An anonymous one is sealed (checked above).
+        let map = |len| {
+            if name.is_some() {
+                Mapping::map_guarded(&fd, len)
+            } else {
+                Mapping::map(&fd, len)
+            }
+        };
         let size = {
-            let head = Mapping::map(&fd, HEADER_SIZE)?;
+            let head = map(HEADER_SIZE)?;
             header::validate(&head, file_size, kind)?
         };
-        let map = Mapping::map(&fd, HEADER_SIZE + size)?;
+        let map = map(HEADER_SIZE + size)?;
         Ok(SharedMemory {
             inner: Arc::new(Inner {
                 map,
@@ -314,6 +334,7 @@ impl SharedMemory {
     /// multiple of 4.
     #[inline]
     pub fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32> {
+        self.inner.map.intact()?;
         if offset.is_multiple_of(4)
             && offset.checked_add(4).is_some_and(|e| e <= self.size())
             && let Some(word) = self.inner.map.try_atomic_u32(HEADER_SIZE + offset)
@@ -332,6 +353,7 @@ impl SharedMemory {
     /// multiple of 8.
     #[inline]
     pub fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
+        self.inner.map.intact()?;
         if offset.is_multiple_of(8)
             && offset.checked_add(8).is_some_and(|e| e <= self.size())
             && let Some(word) = self.inner.map.try_atomic_u64(HEADER_SIZE + offset)

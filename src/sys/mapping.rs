@@ -8,7 +8,7 @@
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -19,10 +19,21 @@ use memmap2::{MmapOptions, MmapRaw};
 #[derive(Debug, Clone)]
 pub(crate) struct Mapping {
     /// Keeps the mapping alive; every access goes through `ptr`.
-    _map: Arc<MmapRaw>,
+    _map: Arc<Region>,
     /// The mapping's first byte (8-aligned, checked in [`map`](Self::map)) and its length.
     ptr: *mut u8,
     len: usize,
+    /// For a guarded mapping (see [`map_guarded`](Self::map_guarded)): set once its file was
+    /// truncated and its pages replaced.
+    vanished: Option<&'static AtomicBool>,
+}
+
+/// The mapping and, for a named segment, its SIGBUS guard (dropped first: unregistered before
+/// the mapping goes away).
+#[derive(Debug)]
+struct Region {
+    _guard: Option<super::sigbus::Guard>,
+    _map: MmapRaw,
 }
 
 // SAFETY: `ptr` points into the mapping that `_map` keeps alive, which is `MAP_SHARED` memory that
@@ -38,17 +49,45 @@ impl Mapping {
     ///
     /// The caller has checked that the file is at least `len` bytes long.
     pub(crate) fn map(fd: impl AsFd, len: usize) -> io::Result<Self> {
+        Self::map_with(fd, len, false)
+    }
+
+    /// [`map`](Self::map) for a file another process may truncate (a named segment): a fault
+    /// past its new end replaces the mapping with zero pages instead of killing us, and every
+    /// checked access fails from then on (see `sigbus.rs`).
+    pub(crate) fn map_guarded(fd: impl AsFd, len: usize) -> io::Result<Self> {
+        Self::map_with(fd, len, true)
+    }
+
+    fn map_with(fd: impl AsFd, len: usize, guarded: bool) -> io::Result<Self> {
         let file = std::fs::File::from(super::dup(fd)?);
         let map = MmapOptions::new().len(len).map_raw(&file)?;
         let (ptr, len) = (map.as_mut_ptr(), map.len());
         if !(ptr as usize).is_multiple_of(8) {
             return Err(io::Error::other("mmap returned an unaligned address"));
         }
+        let guard = guarded
+            .then(|| super::sigbus::Guard::register(ptr, len))
+            .flatten();
+        let vanished = guard.as_ref().map(super::sigbus::Guard::vanished);
         Ok(Mapping {
-            _map: Arc::new(map),
+            _map: Arc::new(Region {
+                _guard: guard,
+                _map: map,
+            }),
             ptr,
             len,
+            vanished,
         })
+    }
+
+    /// An error once the segment's file was truncated under a guarded mapping.
+    #[inline]
+    pub(crate) fn intact(&self) -> io::Result<()> {
+        match self.vanished {
+            Some(flag) if flag.load(std::sync::atomic::Ordering::Acquire) => Err(vanished()),
+            _ => Ok(()),
+        }
     }
 
     /// The mapped length in bytes.
@@ -82,9 +121,10 @@ impl Mapping {
     #[inline]
     pub(crate) fn read(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
         self.check(offset, buf.len())?;
+        self.intact()?;
         // SAFETY: `offset + buf.len() <= self.len()` was checked, so the source range lies inside
-        // the live mapping, which cannot shrink (its file is sealed or checked in size, and the
-        // mapping lives as long as `self`). The destination is a private `&mut [u8]`, so the two
+        // the live mapping, which lives as long as `self` (its file is sealed against shrinking,
+        // or, for a named segment, a truncation makes the SIGBUS guard put zero pages there). The destination is a private `&mut [u8]`, so the two
         // ranges never overlap. Bytes a peer writes concurrently arrive as some bytes; `u8` has
         // no invalid values, and no reference to the shared range is ever formed.
         unsafe {
@@ -94,7 +134,8 @@ impl Mapping {
                 buf.len(),
             )
         };
-        Ok(())
+        // A truncation during the copy gave us zeros: do not pass them off as the contents.
+        self.intact()
     }
 
     /// Appends `len` bytes at `offset` to `out`, without zero-filling them first.
@@ -106,6 +147,7 @@ impl Mapping {
         out: &mut impl Appendable,
     ) -> io::Result<()> {
         self.check(offset, len)?;
+        self.intact()?;
         let dest = out.spare(len);
         // SAFETY: the source range was bounds-checked against the live mapping; `spare` returned
         // room for `len` more bytes in `out`'s private allocation, so the ranges never overlap.
@@ -120,6 +162,10 @@ impl Mapping {
         // SAFETY: the `len` bytes at `dest`, right after `out`'s initialised bytes, were just
         // initialised by the copy above.
         unsafe { out.grow(len) };
+        if let Err(e) = self.intact() {
+            out.truncate_to(out.filled() - len);
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -127,6 +173,7 @@ impl Mapping {
     #[inline]
     pub(crate) fn write(&self, offset: usize, data: &[u8]) -> io::Result<()> {
         self.check(offset, data.len())?;
+        self.intact()?;
         // SAFETY: the destination range was bounds-checked against the live mapping as in `read`,
         // the source is private memory, so the ranges never overlap, and only a raw pointer to
         // the shared range is used.
@@ -137,7 +184,7 @@ impl Mapping {
                 data.len(),
             )
         };
-        Ok(())
+        self.intact()
     }
 
     /// The `AtomicU32` at `offset`, which must be 4-byte aligned and inside the mapping.
@@ -269,6 +316,14 @@ impl<const N: usize> Words32<N> {
         // `AtomicU32` accepts every bit pattern and is interior-mutable, as in `try_atomic_u32`.
         unsafe { AtomicU32::from_ptr(ptr.cast::<u32>()) }
     }
+}
+
+#[cold]
+fn vanished() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the segment's file was truncated by another process: its contents are gone",
+    )
 }
 
 #[cold]

@@ -12,6 +12,7 @@
 //! | `file_lock.rs` | `flock` on a listener's lock file |
 //! | `memfd.rs` | `memfd_create`, `ftruncate`, `fallocate`, `F_ADD_SEALS` / `F_GET_SEALS` |
 //! | `shm_open.rs` | `shm_open` / `shm_unlink`, `fstat` for named segments |
+//! | `sigbus.rs` | `sigaction(SIGBUS)` and `mmap(MAP_FIXED)`: named segments truncated under us |
 //! | `mapping.rs` | `mmap` (through `memmap2::MmapRaw`), bounds-checked copies and atomics |
 //! | `scm_rights.rs` | `socketpair`, `sendmsg` / `recvmsg` with `SCM_RIGHTS` |
 //! | `reactor.rs` | registering an fd with tokio's reactor (`AsyncFd`) |
@@ -30,6 +31,7 @@ pub(crate) mod pidfd;
 pub(crate) mod reactor;
 pub(crate) mod scm_rights;
 pub(crate) mod shm_open;
+pub(crate) mod sigbus;
 pub(crate) mod spawn;
 
 use std::os::fd::{AsFd, OwnedFd};

@@ -150,9 +150,15 @@ impl Ring {
                 spill.size()
             )));
         }
+        // Someone who can open the file may truncate it under us: then the copy fails (the
+        // mapping is guarded) and the item is reported lost, not passed on as zeros.
         let data = spill.to_vec();
         let _ = spill.unlink();
-        Ok(Some(data))
+        data.map(Some).map_err(|e| {
+            Error::Corrupt(format!(
+                "spilled item {name:?} was truncated while read: {e}"
+            ))
+        })
     }
 
     /// Removes spill segments of this queue left by producers that died between writing one and
