@@ -48,6 +48,9 @@ pub fn pass<H: Serialize + ?Sized>(
     let numbers: Vec<String> = fds.iter().map(|fd| fd.as_raw_fd().to_string()).collect();
     let value = format!("{}:{}", numbers.join(","), hex(&bytes));
     cmd.env(format!("{PREFIX}{name}"), value);
+    if let Some(address) = crate::shm::tracker::address() {
+        cmd.env(crate::shm::tracker::ADDRESS_VAR, address);
+    }
     sys::spawn::inherit_fds(cmd, fds);
     Ok(())
 }

@@ -128,6 +128,10 @@ impl Builder {
             format!("{}:{}", sys::getpid(), theirs.as_raw_fd()),
         )
         .stdin(Stdio::null());
+        // The child joins our resource tracker, so what it queues outlives it but not us all.
+        if let Some(address) = crate::shm::tracker::address() {
+            cmd.env(crate::shm::tracker::ADDRESS_VAR, address);
+        }
         sys::spawn::die_with_parent(&mut cmd, vec![theirs.as_raw_fd()]);
         let child = spawner::run(move || cmd.spawn())?;
         drop(theirs);

@@ -32,6 +32,7 @@
 pub(crate) mod header;
 mod shareable_list;
 mod shared_memory;
+pub(crate) mod tracker;
 
 pub use shareable_list::{Item, MAX_SLOTS, ShareableList, Slot};
 pub use shared_memory::SharedMemory;

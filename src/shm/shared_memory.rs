@@ -197,12 +197,23 @@ impl SharedMemory {
         if self.inner.unlinked.swap(true, Ordering::AcqRel) {
             return Err(Error::NotFound(name.to_owned()));
         }
-        sys::shm_open::unlink(name).map_err(|e| map_name_error(e, name))
+        let unlinked = sys::shm_open::unlink(name).map_err(|e| map_name_error(e, name));
+        super::tracker::forget(name);
+        unlinked
     }
 
     /// Keeps the name after this process's handles drop: somebody else will
     /// [`unlink`](Self::unlink) it. Without this, the creator unlinks it on drop.
     pub fn persist(&self) {
+        self.release_name();
+        if let Some(name) = self.name() {
+            super::tracker::forget(name);
+        }
+    }
+
+    /// Stops unlinking the name on drop, but leaves it with the resource tracker (a queue's
+    /// spilled item, whose owner changes once it is queued).
+    pub(crate) fn release_name(&self) {
         self.inner.owns_name.store(false, Ordering::Release);
     }
 
@@ -253,6 +264,10 @@ impl SharedMemory {
                 unlinked: AtomicBool::new(false),
             }),
         };
+        if let Some(name) = name {
+            // Unlinked by the tracker if this process dies without unlinking it.
+            super::tracker::track(name, sys::shm_open::inode_of(&shm.inner.fd)?);
+        }
         header::initialise(&shm.inner.map, kind, size)?;
         init(&shm)?;
         header::publish(&shm.inner.map)?;
@@ -403,6 +418,7 @@ impl Drop for Inner {
         if sys::shm_open::names(name, &self.fd) {
             let _ = sys::shm_open::unlink(name);
         }
+        super::tracker::forget(name);
     }
 }
 

@@ -18,6 +18,7 @@
 //! | `reactor.rs` | registering an fd with tokio's reactor (`AsyncFd`) |
 //! | `pidfd.rs` | `pidfd_open`, `pidfd_send_signal`, `waitid(P_PIDFD)` |
 //! | `spawn.rs` | `prctl(PR_SET_PDEATHSIG)` and fd inheritance between `fork` and `exec` |
+//! | `pre_main.rs` | an `.init_array` hook: a copy of the program started as the resource tracker becomes it before `main` |
 //! | `code_address.rs` | turning a function into an address that survives `exec` of the same binary |
 #![allow(unsafe_code)]
 
@@ -28,6 +29,7 @@ pub(crate) mod futex;
 pub(crate) mod mapping;
 pub(crate) mod memfd;
 pub(crate) mod pidfd;
+pub(crate) mod pre_main;
 pub(crate) mod reactor;
 pub(crate) mod scm_rights;
 pub(crate) mod shm_open;

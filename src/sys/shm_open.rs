@@ -50,6 +50,16 @@ pub(crate) fn names(name: &str, fd: impl AsFd) -> bool {
         .unwrap_or(false)
 }
 
+/// The inode of the file `/dev/shm/<name>` now (`stat`).
+pub(crate) fn inode(name: &str) -> io::Result<u64> {
+    Ok(rustix::fs::stat(format!("/dev/shm/{name}").as_str())?.st_ino)
+}
+
+/// The inode of the file behind `fd` (`fstat`).
+pub(crate) fn inode_of(fd: impl AsFd) -> io::Result<u64> {
+    Ok(rustix::fs::fstat(fd)?.st_ino)
+}
+
 /// `shm_unlink(3)`: removes the name; mappings and fds stay valid.
 pub(crate) fn unlink(name: &str) -> io::Result<()> {
     let path = format!("/{name}");

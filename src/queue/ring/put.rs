@@ -89,14 +89,18 @@ impl Ring {
     pub(crate) async fn try_put_record(&self, record: &mut Record) -> Result<Put> {
         let flags = if record.spilled { SPILLED } else { 0 };
         let result = self.try_put_slice(&record.payload, flags).await;
-        record.queued = matches!(result, Ok(Put::Done));
+        if let Ok(Put::Done) = result {
+            record.mark_queued();
+        }
         result
     }
 
     pub(crate) fn try_put_record_blocking(&self, record: &mut Record) -> Result<Put> {
         let flags = if record.spilled { SPILLED } else { 0 };
         let result = self.try_put_slice_blocking(&record.payload, flags);
-        record.queued = matches!(result, Ok(Put::Done));
+        if let Ok(Put::Done) = result {
+            record.mark_queued();
+        }
         result
     }
 

@@ -27,6 +27,20 @@ impl Drop for Record {
             && let Ok(name) = std::str::from_utf8(&self.payload)
         {
             let _ = crate::sys::shm_open::unlink(name);
+            crate::shm::tracker::forget(name);
+        }
+    }
+}
+
+impl Record {
+    /// After the record was queued: the spilled item belongs to the queue now, so it must
+    /// outlive this process but not the whole process tree (see `shm/tracker.rs`).
+    pub(super) fn mark_queued(&mut self) {
+        self.queued = true;
+        if self.spilled
+            && let Ok(name) = std::str::from_utf8(&self.payload)
+        {
+            crate::shm::tracker::hand_to_tree(name);
         }
     }
 }
@@ -113,7 +127,8 @@ impl Ring {
         );
         let spill = crate::SharedMemory::create_named(&name, payload.len())?;
         spill.write_at(0, &payload)?;
-        spill.persist();
+        // The getter removes it; until it is queued the tracker removes it if we die.
+        spill.release_name();
         Ok(Record {
             payload: name.into_bytes(),
             spilled: true,
@@ -138,6 +153,10 @@ impl Ring {
             Ok(spill) => spill,
             Err(Error::NotFound(_)) => return Ok(None),
             Err(e) => {
+                // One of ours (the name was checked) that fails validation is of no use to
+                // anyone: remove it rather than leave it in /dev/shm for good.
+                let _ = crate::sys::shm_open::unlink(name);
+                crate::shm::tracker::forget(name);
                 return Err(Error::Corrupt(format!(
                     "spilled item {name:?} cannot be opened: {e}"
                 )));
