@@ -262,3 +262,50 @@ async fn oversized_and_malformed_frames_from_python_are_errors_not_crashes() -> 
     }
     Ok(())
 }
+
+async fn typed_listener<T: Send + 'static>() -> mp::Result<Listener<T>> {
+    Listener::builder(Address::Tcp("127.0.0.1:0".parse().unwrap()))
+        .authkey(Some(KEY))
+        .python_compatible(true)
+        .allow_md5(true) // CPython 3.11 answers with HMAC-MD5
+        .max_frame(1 << 20)
+        .bind()
+        .await
+}
+
+/// Ordinary Python data: shared references (`[row] * 3`) arrive as three equal values (only
+/// true cycles are refused), ints of 2^63 and more fill `u64` and `u128`, and a pickle nested
+/// 400,000 deep is an `Err`, not a stack overflow.
+#[tokio::test]
+async fn python_sends_shared_references_big_ints_and_deep_nesting() -> mp::Result<()> {
+    if !have_python() {
+        return Ok(());
+    }
+    let mut listener = typed_listener::<Vec<std::collections::HashMap<String, i64>>>().await?;
+    let child = python("shared", &python_address(listener.local_addr()), KEY).spawn()?;
+    let mut conn = listener.accept().await?;
+    let rows = conn.recv().await?;
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|row| row["k"] == 1));
+    drop(conn);
+    let _ = child.wait_with_output().await;
+
+    let mut listener = typed_listener::<(u64, u64, u128)>().await?;
+    let child = python("bigints", &python_address(listener.local_addr()), KEY).spawn()?;
+    let mut conn = listener.accept().await?;
+    assert_eq!(conn.recv().await?, (1 << 63, u64::MAX, (1u128 << 127) + 5));
+    drop(conn);
+    let _ = child.wait_with_output().await;
+
+    let mut listener = typed_listener::<Vec<Vec<u8>>>().await?;
+    let child = python("deep", &python_address(listener.local_addr()), KEY).spawn()?;
+    let mut conn = listener.accept().await?;
+    let deep = conn.recv().await;
+    assert!(
+        matches!(deep, Err(Error::Corrupt(ref m)) if m.contains("deeper")),
+        "{deep:?}"
+    );
+    drop(conn);
+    let _ = child.wait_with_output().await;
+    Ok(())
+}

@@ -87,9 +87,9 @@ fn encode<T: Serialize>(framing: Framing, value: &T) -> Result<(Vec<u8>, Vec<Own
 fn decode<T: DeserializeOwned>(framing: Framing, frame: Frame) -> Result<T> {
     match framing {
         Framing::Native => handle::decode(&frame.payload, frame.fds),
-        // serde-pickle never runs code: it builds values, and refuses pickles (classes, global
-        // references) that do not map onto plain data.
-        Framing::Python => serde_pickle::from_slice(&frame.payload, serde_pickle::DeOptions::new())
+        // Our unpickler never runs code: it builds plain data, and refuses pickles that name
+        // classes or functions, nest too deep or expand too far.
+        Framing::Python => super::unpickle::from_slice(&frame.payload)
             .map_err(|e| Error::Corrupt(format!("cannot unpickle the message as this type: {e}"))),
     }
 }

@@ -45,6 +45,7 @@ mod frame;
 mod listener;
 mod pipe;
 mod read_side;
+mod unpickle;
 mod write_side;
 
 pub use connection::{Connection, Credentials, Receiver, Sender};

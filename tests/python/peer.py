@@ -7,6 +7,9 @@ Usage: python3 peer.py MODE ADDRESS AUTHKEY
   MODE oversized  connect, then announce a 100 MB frame and stop
   MODE malformed  connect, then send bytes that are no pickle of anything
   MODE unmappable connect, then send a pickled class instance
+  MODE shared     connect, then send a list holding one dict three times (memo references)
+  MODE bigints    connect, then send ints of 2**63 and more
+  MODE deep       connect, then send a pickle of lists nested 400,000 deep
 """
 import struct
 import sys
@@ -50,6 +53,17 @@ def main():
             conn.recv_bytes()  # wait until the Rust side hangs up
         elif mode == "malformed":
             conn.send_bytes(b"\x80\x04this is no pickle")
+            conn.recv_bytes()
+        elif mode == "shared":
+            row = {"k": 1}
+            conn.send([row] * 3)
+            conn.recv_bytes()
+        elif mode == "bigints":
+            conn.send([2**63, 2**64 - 1, 2**127 + 5])
+            conn.recv_bytes()
+        elif mode == "deep":
+            depth = 400_000
+            conn.send_bytes(b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b".")
             conn.recv_bytes()
         elif mode == "unmappable":
             import datetime
