@@ -823,7 +823,7 @@ mod tests {
     fn plain_data_from_cpython() {
         // [1, 2.5, 'é', b'x', None, True, {'k': (1, 2)}], protocol 4
         let p4 = b"\x80\x04\x95(\x00\x00\x00\x00\x00\x00\x00]\x94(K\x01G@\x04\x00\x00\x00\x00\x00\x00\x8c\x02\xc3\xa9\x94C\x01x\x94N\x88}\x94\x8c\x01k\x94K\x01K\x02\x86\x94se.";
-        let v: (
+        type Mixed = (
             u8,
             f64,
             String,
@@ -831,7 +831,8 @@ mod tests {
             Option<u8>,
             bool,
             HashMap<String, (u8, u8)>,
-        ) = from_slice(p4).unwrap();
+        );
+        let v: Mixed = from_slice(p4).unwrap();
         assert_eq!(v.0, 1);
         assert_eq!(v.2, "é");
         assert_eq!(v.3, b"x");
