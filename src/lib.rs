@@ -53,6 +53,8 @@ compile_error!(
 
 pub mod connection;
 mod error;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod handle;
 mod notify;
 pub mod process;

@@ -25,6 +25,12 @@ pub fn queue_forge_head<T>(queue: &Queue<T>, items: u32, pos: u32) {
     queue.ring().forge_head(items, pos);
 }
 
+/// The shared segment a queue lives in (its state and ring after the header), to scribble on
+/// as a hostile peer would.
+pub fn queue_segment<T>(queue: &Queue<T>) -> SharedMemory {
+    queue.ring().segment().clone()
+}
+
 /// A queue's commit words: ((items taken, head position), (items put, tail position)).
 pub fn queue_marks<T>(queue: &Queue<T>) -> ((u32, u32), (u32, u32)) {
     queue.ring().marks()

@@ -45,12 +45,14 @@ mod frame;
 mod listener;
 mod pipe;
 mod read_side;
-mod unpickle;
+pub(crate) mod unpickle;
 mod write_side;
 
 pub use connection::{Connection, Credentials, Receiver, Sender};
 pub(crate) use fd_channel::FdChannel;
 pub(crate) use frame::{Frame, header as frame_header};
+#[cfg(test)]
+pub(crate) use frame::{FrameReader, Framing, Step};
 pub use listener::{
     Address, Client, ClientBuilder, DEFAULT_HANDSHAKE_TIMEOUT, Listener, ListenerBuilder,
 };

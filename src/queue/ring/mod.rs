@@ -223,6 +223,12 @@ impl Ring {
         self.commit(HEAD, Mark { items, pos });
     }
 
+    /// The segment the ring lives in, for tests that play a hostile peer.
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    pub(crate) fn segment(&self) -> &crate::SharedMemory {
+        self.seg.shm()
+    }
+
     /// The getters' and putters' commit words, (items, position) each, for tests.
     #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub(crate) fn marks(&self) -> ((u32, u32), (u32, u32)) {
