@@ -67,7 +67,7 @@ pub enum Error {
 }
 
 /// How a child process failed; see [`Process::join`](crate::Process::join).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum ProcessFailure {
     /// Its entry panicked, with this message.
@@ -106,6 +106,129 @@ impl From<Error> for io::Error {
             }
             e => io::Error::other(e),
         }
+    }
+}
+
+/// An [`Error`] crossing to another process (a child entry's or a pool task's `Err`): the
+/// variant travels, and so does the message; an I/O error keeps its kind.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum ErrorWire {
+    Closed,
+    Empty,
+    Timeout,
+    OwnerDied,
+    Broken,
+    TooLarge { size: u64, max: u64 },
+    Auth,
+    Corrupt(String),
+    NotFound(String),
+    AlreadyExists(String),
+    IndexOutOfRange { index: u64, len: u64 },
+    InvalidArgument(String),
+    Process(ProcessFailure),
+    Io { kind: String, message: String },
+}
+
+/// The I/O error kinds that keep their identity across processes (the others arrive as
+/// `Other`, with their message).
+const IO_KINDS: &[io::ErrorKind] = &[
+    io::ErrorKind::NotFound,
+    io::ErrorKind::PermissionDenied,
+    io::ErrorKind::ConnectionRefused,
+    io::ErrorKind::ConnectionReset,
+    io::ErrorKind::ConnectionAborted,
+    io::ErrorKind::NotConnected,
+    io::ErrorKind::AddrInUse,
+    io::ErrorKind::AddrNotAvailable,
+    io::ErrorKind::BrokenPipe,
+    io::ErrorKind::AlreadyExists,
+    io::ErrorKind::WouldBlock,
+    io::ErrorKind::InvalidInput,
+    io::ErrorKind::InvalidData,
+    io::ErrorKind::TimedOut,
+    io::ErrorKind::WriteZero,
+    io::ErrorKind::Interrupted,
+    io::ErrorKind::Unsupported,
+    io::ErrorKind::UnexpectedEof,
+    io::ErrorKind::OutOfMemory,
+];
+
+impl From<&Error> for ErrorWire {
+    fn from(e: &Error) -> ErrorWire {
+        match e {
+            Error::Closed => ErrorWire::Closed,
+            Error::Empty => ErrorWire::Empty,
+            Error::Timeout => ErrorWire::Timeout,
+            Error::OwnerDied => ErrorWire::OwnerDied,
+            Error::Broken => ErrorWire::Broken,
+            Error::TooLarge { size, max } => ErrorWire::TooLarge {
+                size: *size as u64,
+                max: *max as u64,
+            },
+            Error::Auth => ErrorWire::Auth,
+            Error::Corrupt(m) => ErrorWire::Corrupt(m.clone()),
+            Error::NotFound(m) => ErrorWire::NotFound(m.clone()),
+            Error::AlreadyExists(m) => ErrorWire::AlreadyExists(m.clone()),
+            Error::IndexOutOfRange { index, len } => ErrorWire::IndexOutOfRange {
+                index: *index as u64,
+                len: *len as u64,
+            },
+            Error::InvalidArgument(m) => ErrorWire::InvalidArgument(m.clone()),
+            Error::Process(p) => ErrorWire::Process(p.clone()),
+            Error::Io(e) => ErrorWire::Io {
+                kind: format!("{:?}", e.kind()),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+impl From<ErrorWire> for Error {
+    fn from(e: ErrorWire) -> Error {
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        match e {
+            ErrorWire::Closed => Error::Closed,
+            ErrorWire::Empty => Error::Empty,
+            ErrorWire::Timeout => Error::Timeout,
+            ErrorWire::OwnerDied => Error::OwnerDied,
+            ErrorWire::Broken => Error::Broken,
+            ErrorWire::TooLarge { size: s, max } => Error::TooLarge {
+                size: size(s),
+                max: size(max),
+            },
+            ErrorWire::Auth => Error::Auth,
+            ErrorWire::Corrupt(m) => Error::Corrupt(m),
+            ErrorWire::NotFound(m) => Error::NotFound(m),
+            ErrorWire::AlreadyExists(m) => Error::AlreadyExists(m),
+            ErrorWire::IndexOutOfRange { index, len } => Error::IndexOutOfRange {
+                index: size(index),
+                len: size(len),
+            },
+            ErrorWire::InvalidArgument(m) => Error::InvalidArgument(m),
+            ErrorWire::Process(p) => Error::Process(p),
+            ErrorWire::Io { kind, message } => {
+                let kind = IO_KINDS
+                    .iter()
+                    .copied()
+                    .find(|k| format!("{k:?}") == kind)
+                    .unwrap_or(io::ErrorKind::Other);
+                Error::Io(io::Error::new(kind, message))
+            }
+        }
+    }
+}
+
+/// Errors cross processes: a child entry may return `mp::Result<T>` and `join` hands back the
+/// same variant, with its message.
+impl serde::Serialize for Error {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        ErrorWire::from(self).serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Error {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        ErrorWire::deserialize(d).map(Error::from)
     }
 }
 

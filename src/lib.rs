@@ -55,6 +55,11 @@ pub mod connection;
 mod error;
 #[cfg(test)]
 mod fuzz_tests;
+
+/// Every Rust code block of README.md, compiled by `cargo test --doc` so the README cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 pub mod handle;
 mod notify;
 pub mod process;

@@ -540,6 +540,79 @@ async fn peers_that_leave_during_the_handshake_are_not_reported() -> mp::Result<
     Ok(())
 }
 
+async fn echo_strings(mut conn: mp::Connection<String>) -> Vec<String> {
+    let mut seen = Vec::new();
+    while let Ok(text) = conn.recv().await {
+        seen.push(text);
+    }
+    seen
+}
+
+/// Code ported from Python: `conn.send("stop")` on a `Pipe<String>` (anything `T` borrows as
+/// is accepted), and `close()` / `closed` without dropping the connection.
+#[tokio::test]
+async fn send_takes_borrowed_forms_and_close_ends_the_stream() -> mp::Result<()> {
+    mp::init().await?;
+    let (mut a, b) = mp::Pipe::<String>::duplex()?;
+    let mut child = mp::Process::spawn(echo_strings, b)?;
+    a.send("start").await?;
+    a.send(&"middle".to_string()).await?;
+    a.send_blocking("stop")?;
+    assert!(!a.is_closed());
+    a.close();
+    a.close();
+    assert!(a.is_closed());
+    assert_eq!(
+        child.join_timeout(LIVENESS).await?,
+        ["start", "middle", "stop"]
+    );
+    assert!(a.send("after").await.is_err());
+    assert!(a.recv().await.is_err());
+    Ok(())
+}
+
+/// Regression: a `Client` connecting to a Unix listener whose accept backlog is full (CPython's
+/// `Listener` has a backlog of 1) failed at once with `EAGAIN`; CPython's `Client` waits and
+/// gets in. Ours now waits too, up to its timeout.
+#[tokio::test]
+async fn a_client_waits_while_the_listeners_backlog_is_full() -> mp::Result<()> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("busy.sock");
+    let listener = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None).unwrap();
+    let addr = SocketAddrUnix::new(&path).unwrap();
+    rustix::net::bind(&listener, &addr).unwrap();
+    rustix::net::listen(&listener, 0).unwrap();
+    // Fill the backlog with connections nobody accepts yet.
+    let mut waiting = Vec::new();
+    loop {
+        let sock = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK,
+            None,
+        )
+        .unwrap();
+        match rustix::net::connect(&sock, &addr) {
+            Ok(()) => waiting.push(sock),
+            Err(rustix::io::Errno::AGAIN) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let acceptor = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut accepted = Vec::new();
+        for _ in 0..waiting.len() + 1 {
+            accepted.push(rustix::net::accept(&listener).unwrap());
+        }
+        accepted
+    });
+    let client = Client::connect::<u8>(Address::Unix(path), None).await;
+    assert!(client.is_ok(), "{client:?}");
+    acceptor.join().unwrap();
+    Ok(())
+}
+
 async fn recv_one(mut conn: mp::Connection<u32>) -> String {
     format!("{:?}", conn.recv_timeout(LIVENESS).await)
 }

@@ -71,6 +71,45 @@ async fn an_entry_returning_err_exits_with_status_1() -> mp::Result<()> {
     Ok(())
 }
 
+/// The natural entry a Python user writes: `?` inside, `mp::Result` out.
+async fn parse_and_square(text: String) -> mp::Result<u64> {
+    let n: u64 = text
+        .parse()
+        .map_err(|e| Error::InvalidArgument(format!("{text:?}: {e}")))?;
+    if n > 1000 {
+        return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "too big").into());
+    }
+    Ok(n * n)
+}
+
+/// Regression: `mp::Error` was not serde, so an entry could not return `mp::Result<T>`. The
+/// error crosses with its variant and message (an I/O error with its kind).
+#[tokio::test]
+async fn an_entry_may_return_mp_result() -> mp::Result<()> {
+    mp::init().await?;
+    let squared = mp::Process::spawn(parse_and_square, "12".to_string())?
+        .join()
+        .await?;
+    assert!(matches!(squared, Ok(144)), "{squared:?}");
+    let mut bad = mp::Process::spawn(parse_and_square, "twelve".to_string())?;
+    match bad.join().await? {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("twelve"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(bad.exitcode(), Some(1));
+    match mp::Process::spawn(parse_and_square, "5000".to_string())?
+        .join()
+        .await?
+    {
+        Err(Error::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+            assert!(e.to_string().contains("too big"));
+        }
+        other => panic!("{other:?}"),
+    }
+    Ok(())
+}
+
 async fn open_fds((): ()) -> Vec<i32> {
     std::fs::read_dir("/proc/self/fd")
         .unwrap()

@@ -1,5 +1,6 @@
 //! Typed connections: [`Sender`], [`Receiver`] and the duplex [`Connection`].
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
@@ -49,6 +50,7 @@ pub(crate) fn open_with<T>(
     Ok(Connection {
         rx: Receiver::from_side(read.expect("asked for")),
         tx: Sender::from_side(write.expect("asked for")),
+        closed: false,
     })
 }
 
@@ -75,10 +77,10 @@ fn engine(
 
 /// Serialises a value for the wire: postcard with handles for our framing, pickle (protocol 3,
 /// no handles) for CPython's.
-fn encode<T: Serialize>(framing: Framing, value: &T) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+fn encode<T: Serialize + ?Sized>(framing: Framing, value: &T) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
     match framing {
         Framing::Native => handle::encode(value),
-        Framing::Python => serde_pickle::to_vec(value, serde_pickle::SerOptions::new())
+        Framing::Python => serde_pickle::to_vec(&value, serde_pickle::SerOptions::new())
             .map(|bytes| (bytes, Vec::new()))
             .map_err(|e| Error::InvalidArgument(format!("cannot pickle the value: {e}"))),
     }
@@ -172,6 +174,9 @@ impl<T: Serialize> Sender<T> {
     /// Serialises `value` and sends it as one frame (Python's `send`); returns once it is
     /// written to the socket. Handles inside `value` travel with their file descriptors.
     ///
+    /// `value` may be anything `T` borrows as, and so serialises the same: a `&str` on a
+    /// `Sender<String>` (`conn.send("stop")`), a `&[u32]` on a `Sender<Vec<u32>>`.
+    ///
     /// # Errors
     ///
     /// [`Error::TooLarge`] (nothing is written) above the maximum frame size;
@@ -182,7 +187,11 @@ impl<T: Serialize> Sender<T> {
     ///
     /// As [`send_bytes`](Self::send_bytes): never half a frame; a cancelled send may still be
     /// delivered.
-    pub async fn send(&self, value: &T) -> Result<()> {
+    pub async fn send<Q>(&self, value: &Q) -> Result<()>
+    where
+        T: Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         let (bytes, fds) = encode(self.side.framing(), value)?;
         self.side.send(&bytes, fds).await
     }
@@ -198,7 +207,11 @@ impl<T: Serialize> Sender<T> {
     /// # Cancel safety
     ///
     /// Cancel-safe: if cancelled while waiting for room, nothing was queued.
-    pub async fn feed(&self, value: &T) -> Result<()> {
+    pub async fn feed<Q>(&self, value: &Q) -> Result<()>
+    where
+        T: Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         let (bytes, fds) = encode(self.side.framing(), value)?;
         self.side.wait_for_space().await?;
         self.side.enqueue(&bytes, fds)
@@ -213,7 +226,11 @@ impl<T: Serialize> Sender<T> {
     /// # Panics
     ///
     /// When it would have to wait inside a tokio runtime (use the async method there).
-    pub fn send_blocking(&self, value: &T) -> Result<()> {
+    pub fn send_blocking<Q>(&self, value: &Q) -> Result<()>
+    where
+        T: Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         let (bytes, fds) = encode(self.side.framing(), value)?;
         self.side.send_blocking(&bytes, fds)
     }
@@ -476,6 +493,7 @@ impl<T> fmt::Debug for Receiver<T> {
 pub struct Connection<T> {
     rx: Receiver<T>,
     tx: Sender<T>,
+    closed: bool,
 }
 
 impl<T> Connection<T> {
@@ -513,6 +531,22 @@ impl<T> Connection<T> {
     /// Separates the receiving and sending halves.
     pub fn into_split(self) -> (Receiver<T>, Sender<T>) {
         (self.rx, self.tx)
+    }
+
+    /// Closes the connection without dropping it (Python's `close()`): the peer sees the end
+    /// of the stream, and every later send or receive here fails with [`Error::Closed`] (or an
+    /// I/O error for a broken pipe). Clones of the sending half and copies sent to other
+    /// processes share the socket and are closed with it. Closing twice does nothing.
+    pub fn close(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            scm_rights::shutdown(self.tx.side.socket().get_ref());
+        }
+    }
+
+    /// Whether [`close`](Self::close) was called (Python's `closed`).
+    pub fn is_closed(&self) -> bool {
+        self.closed
     }
 
     /// See [`Sender::send_bytes`].
@@ -618,7 +652,11 @@ impl<T: Serialize> Connection<T> {
     /// # Cancel safety
     ///
     /// As [`Sender::send`].
-    pub async fn send(&self, value: &T) -> Result<()> {
+    pub async fn send<Q>(&self, value: &Q) -> Result<()>
+    where
+        T: Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         self.tx.send(value).await
     }
 
@@ -631,7 +669,11 @@ impl<T: Serialize> Connection<T> {
     /// # Cancel safety
     ///
     /// As [`Sender::feed`].
-    pub async fn feed(&self, value: &T) -> Result<()> {
+    pub async fn feed<Q>(&self, value: &Q) -> Result<()>
+    where
+        T: Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         self.tx.feed(value).await
     }
 
@@ -644,7 +686,11 @@ impl<T: Serialize> Connection<T> {
     /// # Panics
     ///
     /// As [`Sender::send_blocking`].
-    pub fn send_blocking(&self, value: &T) -> Result<()> {
+    pub fn send_blocking<Q>(&self, value: &Q) -> Result<()>
+    where
+        T: Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         self.tx.send_blocking(value)
     }
 }
@@ -853,6 +899,7 @@ impl<T> Handle for Connection<T> {
         Ok(Connection {
             rx: Receiver::from_side(read.expect("asked for")),
             tx: Sender::from_side(write.expect("asked for")),
+            closed: false,
         })
     }
 }

@@ -401,7 +401,7 @@ impl ClientBuilder {
     ///
     /// Outside a tokio runtime.
     pub async fn connect<T>(self) -> Result<Connection<T>> {
-        let fd = Socket::connect(&self.address).await?;
+        let fd = Socket::connect_patiently(&self.address, self.handshake_timeout).await?;
         let framing = if self.python {
             Framing::Python
         } else {
@@ -472,6 +472,29 @@ impl Socket {
                 let (s, _) = l.accept().await?;
                 s.set_nodelay(true)?;
                 Ok(s.into_std()?.into())
+            }
+        }
+    }
+
+    /// [`connect`](Self::connect), waiting while a Unix listener's accept backlog is full
+    /// (`EAGAIN` on our non-blocking socket; Python's blocking `Client` simply waits, and
+    /// CPython's `Listener` has a backlog of 1), for at most `timeout`.
+    async fn connect_patiently(address: &Address, timeout: Duration) -> Result<OwnedFd> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match Socket::connect(address).await {
+                Err(Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Err(Error::Timeout);
+                }
+                other => return other,
             }
         }
     }
