@@ -613,6 +613,31 @@ async fn a_client_waits_while_the_listeners_backlog_is_full() -> mp::Result<()> 
     Ok(())
 }
 
+/// Regression: a `max_frame` over 4 GiB − 1 was lowered silently; it is refused, saying why.
+#[tokio::test]
+async fn a_max_frame_the_framing_cannot_carry_is_refused() -> mp::Result<()> {
+    let too_big = u32::MAX as usize + 1;
+    let pipe = mp::Pipe::<u8>::builder().max_frame(too_big).open_duplex();
+    assert!(matches!(pipe, Err(Error::InvalidArgument(ref m)) if m.contains("4 GiB")));
+    let listener = Listener::<u8>::builder("127.0.0.1:0".parse()?)
+        .max_frame(too_big)
+        .bind()
+        .await;
+    assert!(matches!(listener, Err(Error::InvalidArgument(_))));
+    let client = Client::builder("127.0.0.1:9".parse::<Address>()?)
+        .max_frame(too_big)
+        .connect::<u8>()
+        .await;
+    assert!(matches!(client, Err(Error::InvalidArgument(_))));
+    assert!(
+        mp::Pipe::<u8>::builder()
+            .max_frame(u32::MAX as usize)
+            .open_duplex()
+            .is_ok()
+    );
+    Ok(())
+}
+
 async fn recv_one(mut conn: mp::Connection<u32>) -> String {
     format!("{:?}", conn.recv_timeout(LIVENESS).await)
 }

@@ -21,6 +21,20 @@ pub(crate) const HEADER: usize = 8;
 /// Default largest payload: 64 MiB.
 pub(crate) const DEFAULT_MAX_FRAME: usize = 64 << 20;
 
+/// The largest `max_frame` a connection can have: our header's length is 32 bits (CPython's
+/// framing could announce more, but both ends must agree on one limit).
+pub(crate) const MAX_FRAME_LIMIT: usize = u32::MAX as usize;
+
+/// Refuses a `max_frame` setting the framing cannot honour, rather than lowering it silently.
+pub(crate) fn check_max_frame(max: usize) -> Result<()> {
+    if max > MAX_FRAME_LIMIT {
+        return Err(Error::InvalidArgument(format!(
+            "max_frame of {max} bytes is over the 4 GiB - 1 ({MAX_FRAME_LIMIT} bytes) a frame can carry"
+        )));
+    }
+    Ok(())
+}
+
 /// A received frame: its payload and the fds that came with it.
 #[derive(Debug)]
 pub(crate) struct Frame {

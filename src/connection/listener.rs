@@ -192,9 +192,10 @@ impl<T: Send + 'static> ListenerBuilder<T> {
         self
     }
 
-    /// The largest message payload accepted and sent on accepted connections (default 64 MiB).
+    /// The largest message payload accepted and sent on accepted connections (default 64 MiB,
+    /// at most 4 GiB − 1: [`bind`](Self::bind) refuses more).
     pub fn max_frame(mut self, max: usize) -> Self {
-        self.max_frame = max.min(u32::MAX as usize);
+        self.max_frame = max;
         self
     }
 
@@ -215,6 +216,7 @@ impl<T: Send + 'static> ListenerBuilder<T> {
     ///
     /// Outside a tokio runtime.
     pub async fn bind(self) -> Result<Listener<T>> {
+        super::frame::check_max_frame(self.max_frame)?;
         let (socket, address, socket_file) = Socket::bind(&self.address).await?;
         let (tx, incoming) = mpsc::channel(64);
         let acceptor = tokio::spawn(accept_loop::<T>(socket, tx, self));
@@ -381,9 +383,10 @@ impl ClientBuilder {
         self
     }
 
-    /// The largest message payload accepted and sent (default 64 MiB).
+    /// The largest message payload accepted and sent (default 64 MiB, at most 4 GiB − 1:
+    /// `connect` refuses more).
     pub fn max_frame(mut self, max: usize) -> Self {
-        self.max_frame = max.min(u32::MAX as usize);
+        self.max_frame = max;
         self
     }
 
@@ -401,6 +404,7 @@ impl ClientBuilder {
     ///
     /// Outside a tokio runtime.
     pub async fn connect<T>(self) -> Result<Connection<T>> {
+        super::frame::check_max_frame(self.max_frame)?;
         let fd = Socket::connect_patiently(&self.address, self.handshake_timeout).await?;
         let framing = if self.python {
             Framing::Python

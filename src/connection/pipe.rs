@@ -46,10 +46,11 @@ impl<T> Pipe<T> {
         }
     }
 
-    /// The largest message payload in bytes, both to send and to accept (default 64 MiB).
+    /// The largest message payload in bytes, both to send and to accept (default 64 MiB, at most
+    /// 4 GiB − 1: opening the pipe refuses more with [`Error::InvalidArgument`]).
     #[must_use]
     pub fn max_frame(mut self, max: usize) -> Self {
-        self.max_frame = max.min(u32::MAX as usize);
+        self.max_frame = max;
         self
     }
 
@@ -89,6 +90,7 @@ impl<T> Pipe<T> {
     ///
     /// Outside a tokio runtime.
     pub fn open_duplex(self) -> Result<(Connection<T>, Connection<T>)> {
+        super::frame::check_max_frame(self.max_frame)?;
         let (a, b) = scm_rights::socketpair().map_err(Error::Io)?;
         Ok((
             connection::open(a, self.max_frame)?,
