@@ -309,3 +309,28 @@ async fn python_sends_shared_references_big_ints_and_deep_nesting() -> mp::Resul
     let _ = child.wait_with_output().await;
     Ok(())
 }
+
+/// 128-bit integers both ways through a real CPython: Rust pickles them, Python rebuilds them
+/// as ints and pickles them back.
+#[tokio::test]
+async fn python_round_trips_128_bit_ints() -> mp::Result<()> {
+    if !have_python() {
+        return Ok(());
+    }
+    type Ints = (u128, i128, i64, u64, Vec<i128>);
+    let mut listener = typed_listener::<Ints>().await?;
+    let child = python("echo", &python_address(listener.local_addr()), KEY).spawn()?;
+    let mut conn = listener.accept().await?;
+    let sent: Ints = (
+        u128::MAX,
+        i128::MIN,
+        -5,
+        u64::MAX,
+        vec![1 << 100, -(1 << 90), 0],
+    );
+    conn.send(&sent).await?;
+    assert_eq!(conn.recv().await?, sent);
+    drop(conn);
+    let _ = child.wait_with_output().await;
+    Ok(())
+}

@@ -80,7 +80,7 @@ fn engine(
 fn encode<T: Serialize + ?Sized>(framing: Framing, value: &T) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
     match framing {
         Framing::Native => handle::encode(value),
-        Framing::Python => serde_pickle::to_vec(&value, serde_pickle::SerOptions::new())
+        Framing::Python => super::pickle::to_vec(value)
             .map(|bytes| (bytes, Vec::new()))
             .map_err(|e| Error::InvalidArgument(format!("cannot pickle the value: {e}"))),
     }

@@ -43,6 +43,7 @@ mod connection;
 mod fd_channel;
 mod frame;
 mod listener;
+mod pickle;
 mod pipe;
 mod read_side;
 pub(crate) mod unpickle;

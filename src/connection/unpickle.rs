@@ -632,7 +632,7 @@ impl<'de, 'a, I: Iterator<Item = (usize, usize)>> de::MapAccess<'de> for Map<'a,
     }
 }
 
-/// An enum as serde-pickle writes one (and Python code may): `"Variant"`, `("Variant",)`,
+/// An enum as our pickler (and serde-pickle) writes one, and Python code may: `"Variant"`, `("Variant",)`,
 /// `("Variant", value)` or `{"Variant": value}`.
 struct Enum<'a> {
     variant: At<'a>,

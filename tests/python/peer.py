@@ -10,6 +10,7 @@ Usage: python3 peer.py MODE ADDRESS AUTHKEY
   MODE shared     connect, then send a list holding one dict three times (memo references)
   MODE bigints    connect, then send ints of 2**63 and more
   MODE deep       connect, then send a pickle of lists nested 400,000 deep
+  MODE echo       connect, receive one value and send it back as Python rebuilt it
 """
 import struct
 import sys
@@ -65,6 +66,8 @@ def main():
             depth = 400_000
             conn.send_bytes(b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b".")
             conn.recv_bytes()
+        elif mode == "echo":
+            conn.send(conn.recv())
         elif mode == "unmappable":
             import datetime
             conn.send(datetime.date(2026, 11, 25))  # a class instance: must not be built
