@@ -73,8 +73,8 @@ pub mod test_hooks;
 pub use connection::{Client, Connection, Listener, Pipe};
 pub use error::{Error, ProcessFailure, Result};
 pub use process::{
-    Builder, Process, ProcessInfo, current_process, inherited, init, init_blocking, parent_process,
-    pass,
+    Builder, Process, ProcessInfo, ProcessSet, active_children, cpu_count, current_process,
+    inherited, init, init_blocking, parent_process, pass, shutdown,
 };
 pub use queue::{JoinableQueue, LifoQueue, PriorityQueue, PutError, Queue, SimpleQueue};
 pub use shm::{Item, ShareableList, SharedMemory, Slot};

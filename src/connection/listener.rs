@@ -585,10 +585,11 @@ async fn accept_loop<T: Send + 'static>(
             // A peer that went away before the handshake completed (a liveness probe, a client
             // that gave up) is nobody's business: only real connections and real failures
             // (a wrong key, garbage, a client too slow) surface from `accept`.
-            if let Err(e) = &result
-                && went_away(e)
-            {
-                return;
+            if let Err(e) = &result {
+                if went_away(e) {
+                    return;
+                }
+                tracing::warn!(target: "tokio_multiprocessing::connection", error = %e, "a peer failed the handshake");
             }
             let _ = tx.send(result).await;
         });

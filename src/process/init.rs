@@ -38,6 +38,19 @@ static TEST_THREADS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// arguments, sends the result to the parent and exits the process: it never returns. Anywhere
 /// else it returns at once.
 ///
+/// # Coming from Python
+///
+/// - A child is a fresh run of this program, as with Python's *spawn* start method: everything
+///   `main` does **before** `init` runs again in every child (Python's
+///   `if __name__ == "__main__":` rule). Put `init` first; set up logging or configuration
+///   before it only if children should have it too.
+/// - An entry is an `async fn` (or a closure that captures nothing): the child finds it by its
+///   type, so data goes through its arguments, never through captures. An entry that captures
+///   is refused when the program is built (`cargo build`; `cargo check` cannot see it).
+/// - Children die with this process. Python waits for its non-daemon children at exit: call
+///   [`shutdown`](crate::shutdown)`().await` at the end of `main` for that;
+///   [`Builder::daemon`](crate::Builder::daemon)`(true)` children are not waited for.
+///
 /// # Errors
 ///
 /// In a child whose bootstrap failed (the parent died before sending it, for example) it returns

@@ -37,6 +37,7 @@
 //! *thread*). Dropping a [`Process`] detaches it: it keeps running, and is reaped when it exits.
 
 mod bootstrap;
+mod children;
 mod entry;
 mod exit_status;
 mod init;
@@ -44,6 +45,7 @@ mod pass;
 mod spawn;
 mod spawner;
 
+pub use children::{ProcessSet, active_children, cpu_count, shutdown};
 pub use init::{ProcessInfo, current_process, init, init_blocking, parent_process};
 pub use pass::{inherited, pass};
 pub use spawn::{Builder, Process};

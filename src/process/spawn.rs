@@ -42,6 +42,7 @@ static COUNTER: AtomicUsize = AtomicUsize::new(1);
 pub struct Builder {
     name: Option<String>,
     kill_on_drop: bool,
+    daemon: bool,
 }
 
 impl Builder {
@@ -49,6 +50,14 @@ impl Builder {
     /// `Command::kill_on_drop` (default: dropping detaches; the child still dies with us).
     pub fn kill_on_drop(mut self, kill: bool) -> Self {
         self.kill_on_drop = kill;
+        self
+    }
+
+    /// Whether [`shutdown`](crate::shutdown) leaves the child alone (Python's `daemon`).
+    /// Default `false`: `shutdown` waits for it, as Python waits for non-daemon children at
+    /// exit. Either way the child dies if this process dies.
+    pub fn daemon(mut self, daemon: bool) -> Self {
+        self.daemon = daemon;
         self
     }
 
@@ -139,6 +148,8 @@ impl Builder {
         // The std handle is only a pid; the pidfd below names the child for good.
         drop(child);
         let pidfd = pidfd::open(pid)?;
+        super::children::record(&name, pid, self.daemon, &pidfd);
+        tracing::info!(target: "tokio_multiprocessing::process", %pid, name = %name, daemon = self.daemon, "child spawned");
 
         // The bootstrap goes out from a short-lived thread of its own, so the child starts even if
         // the caller blocks its runtime thread right after spawning (as Python programs do with
@@ -290,6 +301,17 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
         self.joined = true;
         let exit = exit
             .ok_or_else(|| Error::Io(std::io::Error::other("child exited but cannot be reaped")))?;
+        match exit {
+            Exit::Code(0) => {
+                tracing::info!(target: "tokio_multiprocessing::process", pid = self.pid, name = %self.name, "child exited");
+            }
+            Exit::Code(code) => {
+                tracing::warn!(target: "tokio_multiprocessing::process", pid = self.pid, name = %self.name, code, "child exited with an error status");
+            }
+            Exit::Signal(signal) => {
+                tracing::warn!(target: "tokio_multiprocessing::process", pid = self.pid, name = %self.name, signal, "child was killed by a signal");
+            }
+        }
         match self.frame.take().unwrap_or(Err(Error::Closed)) {
             Ok(Frame {
                 payload: frame,

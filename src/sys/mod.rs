@@ -55,6 +55,12 @@ pub(crate) fn monotonic_millis() -> u32 {
         .wrapping_add(t.tv_nsec as u64 / 1_000_000) as u32
 }
 
+/// How many CPUs this thread may run on (`sched_getaffinity`); `None` if it cannot be asked.
+pub(crate) fn cpus_allowed() -> Option<usize> {
+    let set = rustix::thread::sched_getaffinity(None).ok()?;
+    usize::try_from(set.count()).ok().filter(|&n| n > 0)
+}
+
 /// Duplicates `fd` with `O_CLOEXEC` (`fcntl(F_DUPFD_CLOEXEC)`).
 pub(crate) fn dup(fd: impl AsFd) -> std::io::Result<OwnedFd> {
     Ok(rustix::io::fcntl_dupfd_cloexec(fd, 3)?)
