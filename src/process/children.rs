@@ -107,6 +107,7 @@ fn cgroup_cpus(cpu_max: &str) -> Option<usize> {
 /// # Examples
 ///
 /// ```no_run
+/// # #![allow(dead_code)]
 /// use tokio_multiprocessing as mp;
 ///
 /// async fn nap(ms: u64) -> u64 {
