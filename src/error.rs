@@ -61,9 +61,26 @@ pub enum Error {
     /// A child process failed before producing its result.
     #[error("child process {0}")]
     Process(ProcessFailure),
+    /// A pool worker died (killed, crashed or exited) while it ran the task, and no retry was
+    /// left: the task's fate is unknown. Only that task fails; the pool replaced the worker.
+    #[error("pool worker {pid} {cause}")]
+    WorkerDied {
+        /// The worker's process id.
+        pid: u32,
+        /// How it ended.
+        cause: ProcessFailure,
+    },
     /// An operating-system error.
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+impl Error {
+    /// An equal error (the same variant and message), for handing one failure to several
+    /// waiters.
+    pub(crate) fn duplicate(&self) -> Error {
+        Error::from(ErrorWire::from(self))
+    }
 }
 
 /// How a child process failed; see [`Process::join`](crate::Process::join).
@@ -127,6 +144,7 @@ enum ErrorWire {
     InvalidArgument(String),
     Process(ProcessFailure),
     Io { kind: String, message: String },
+    WorkerDied { pid: u32, cause: ProcessFailure },
 }
 
 /// The I/O error kinds that keep their identity across processes (the others arrive as
@@ -175,6 +193,10 @@ impl From<&Error> for ErrorWire {
             },
             Error::InvalidArgument(m) => ErrorWire::InvalidArgument(m.clone()),
             Error::Process(p) => ErrorWire::Process(p.clone()),
+            Error::WorkerDied { pid, cause } => ErrorWire::WorkerDied {
+                pid: *pid,
+                cause: cause.clone(),
+            },
             Error::Io(e) => ErrorWire::Io {
                 kind: format!("{:?}", e.kind()),
                 message: e.to_string(),
@@ -206,6 +228,7 @@ impl From<ErrorWire> for Error {
             },
             ErrorWire::InvalidArgument(m) => Error::InvalidArgument(m),
             ErrorWire::Process(p) => Error::Process(p),
+            ErrorWire::WorkerDied { pid, cause } => Error::WorkerDied { pid, cause },
             ErrorWire::Io { kind, message } => {
                 let kind = IO_KINDS
                     .iter()

@@ -62,6 +62,7 @@ mod fuzz_tests;
 pub struct ReadmeDoctests;
 pub mod handle;
 mod notify;
+pub mod pool;
 pub mod process;
 pub mod queue;
 pub mod shm;
@@ -72,6 +73,7 @@ pub mod test_hooks;
 
 pub use connection::{Client, Connection, Listener, Pipe};
 pub use error::{Error, ProcessFailure, Result};
+pub use pool::{Pool, PoolBuilder, Task};
 pub use process::{
     Builder, Process, ProcessInfo, ProcessSet, active_children, cpu_count, current_process,
     inherited, init, init_blocking, parent_process, pass, shutdown,

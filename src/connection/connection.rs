@@ -533,6 +533,18 @@ impl<T> Connection<T> {
         (self.rx, self.tx)
     }
 
+    /// Sends one raw frame with fds (the pool's private socket to a worker).
+    pub(crate) async fn send_frame(&self, payload: &[u8], fds: Vec<OwnedFd>) -> Result<()> {
+        self.tx.side.send(payload, fds).await
+    }
+
+    /// Receives one raw frame with its fds.
+    ///
+    /// Cancel-safe, as [`Receiver::recv`].
+    pub(crate) async fn recv_frame(&mut self) -> Result<Frame> {
+        self.rx.side.recv().await
+    }
+
     /// Closes the connection without dropping it (Python's `close()`): the peer sees the end
     /// of the stream, and every later send or receive here fails with [`Error::Closed`] (or an
     /// I/O error for a broken pipe). Clones of the sending half and copies sent to other

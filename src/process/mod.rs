@@ -38,7 +38,7 @@
 
 mod bootstrap;
 mod children;
-mod entry;
+pub(crate) mod entry;
 mod exit_status;
 mod init;
 mod pass;
@@ -47,5 +47,6 @@ mod spawner;
 
 pub use children::{ProcessSet, active_children, cpu_count, shutdown};
 pub use init::{ProcessInfo, current_process, init, init_blocking, parent_process};
+pub(crate) use init::{is_initialised, panic_message, test_to_rerun};
 pub use pass::{inherited, pass};
 pub use spawn::{Builder, Process};

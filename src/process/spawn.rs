@@ -43,6 +43,9 @@ pub struct Builder {
     name: Option<String>,
     kill_on_drop: bool,
     daemon: bool,
+    /// The test a child re-runs, found when the spawner is created on the test's own thread
+    /// (a pool spawns its workers later, from runtime threads).
+    rerun_test: Option<Option<String>>,
 }
 
 impl Builder {
@@ -58,6 +61,12 @@ impl Builder {
     /// exit. Either way the child dies if this process dies.
     pub fn daemon(mut self, daemon: bool) -> Self {
         self.daemon = daemon;
+        self
+    }
+
+    /// Re-run `test` in the child (found earlier with `init::test_to_rerun`).
+    pub(crate) fn rerun_test(mut self, test: Option<String>) -> Self {
+        self.rerun_test = Some(test);
         self
     }
 
@@ -96,7 +105,10 @@ impl Builder {
         }
         // The child conjures its own copy of the (zero-sized) entry from its type.
         let _ = entry;
-        let test = init::test_to_rerun()?;
+        let test = match self.rerun_test {
+            Some(test) => test,
+            None => init::test_to_rerun()?,
+        };
         let name = self
             .name
             .unwrap_or_else(|| format!("Process-{}", COUNTER.fetch_add(1, Ordering::Relaxed)));

@@ -753,6 +753,19 @@ impl<T: DeserializeOwned> Queue<T> {
         }
     }
 
+    /// Takes the oldest item's raw bytes without waiting (the raw twin of
+    /// [`try_get`](Self::try_get), as [`get_bytes`](Self::get_bytes) is of `get`).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_get`](Self::try_get).
+    pub fn try_get_bytes(&self) -> Result<bytes::Bytes> {
+        match self.ring.try_get_blocking(self.compare)? {
+            Some(bytes) => Ok(bytes::Bytes::from(bytes)),
+            None => Err(Error::Empty),
+        }
+    }
+
     /// [`get`](Self::get) for threads (not on a runtime worker).
     ///
     /// # Errors

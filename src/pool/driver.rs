@@ -1,0 +1,442 @@
+//! The parent's side of one worker: a task per worker slot that starts the worker, feeds it
+//! tasks from the pool's queue, and knows at every instant which tasks that worker holds.
+//!
+//! When the worker dies, the tasks still in its task queue (never taken) go back to be run
+//! elsewhere without penalty; the ones it had taken — the ones it was running — fail with
+//! [`Error::WorkerDied`] or, while retries remain, run again. Then a replacement starts. An
+//! aborted or timed-out task has its worker killed the same way; only that task fails.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::task::{Answer, Job};
+use super::wire::{Call, Calls, Done, Outcome, Reply};
+use super::worker::{WorkerArgs, worker_main};
+use crate::connection::{Connection, Frame, Pipe};
+use crate::error::ProcessFailure;
+use crate::{Error, Process, Queue, Result};
+
+/// What every driver of a pool shares.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) name: String,
+    pub(super) concurrency: usize,
+    pub(super) max_tasks_per_child: Option<usize>,
+    pub(super) task_timeout: Option<Duration>,
+    pub(super) retries: u32,
+    pub(super) init: Option<(i64, Vec<u8>)>,
+    pub(super) parent_exe: (u64, u64),
+    /// Under the test harness: the test each worker re-runs (see `init`).
+    pub(super) rerun_test: Option<String>,
+    /// Set when the initializer failed: the pool runs nothing more.
+    pub(super) broken: std::sync::Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn broken(&self) -> Option<String> {
+        self.broken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Tasks a worker may hold at once: what it runs, plus a few queued behind so it never
+    /// waits for the next one (none with a task timeout, which must count from the start).
+    /// Held arguments are also kept under [`HELD_BYTES`], so the worker's task queue never
+    /// fills: a driver waiting to put while its worker waits to answer would wait forever.
+    fn depth(&self) -> usize {
+        let running = self.concurrency.max(1);
+        if self.task_timeout.is_some() {
+            running
+        } else {
+            running + 32
+        }
+    }
+}
+
+/// Bytes of arguments a worker may hold at once (its task queue's ring is 1 MiB). One task
+/// larger than that is still sent alone (it spills to a segment of its own).
+const HELD_BYTES: usize = 256 << 10;
+
+struct Worker {
+    process: Process<()>,
+    tasks: Queue<Vec<u8>>,
+    results: Queue<Vec<u8>>,
+    socket: Connection<()>,
+    pid: u32,
+    dispatched: usize,
+}
+
+fn start(shared: &Shared, slot: usize, generation: u64) -> Result<Worker> {
+    let tasks = Queue::new(0)?;
+    let results = Queue::new(0)?;
+    let (ours, theirs) = Pipe::<()>::duplex()?;
+    let args = WorkerArgs {
+        tasks: tasks.clone(),
+        results: results.clone(),
+        socket: theirs,
+        parent_exe: shared.parent_exe,
+        concurrency: shared.concurrency,
+        init: shared.init.clone(),
+    };
+    let process = Process::builder()
+        .name(format!("{}-worker-{slot}.{generation}", shared.name))
+        .kill_on_drop(true)
+        .daemon(true)
+        .rerun_test(shared.rerun_test.clone())
+        .spawn(worker_main, args)?;
+    let pid = process.pid();
+    tracing::info!(target: "tokio_multiprocessing::pool", pool = %shared.name, slot, pid, "worker started");
+    Ok(Worker {
+        process,
+        tasks,
+        results,
+        socket: ours,
+        pid,
+        dispatched: 0,
+    })
+}
+
+/// How a worker's run ended.
+enum End {
+    /// It exited or was killed by someone else.
+    Died(ProcessFailure),
+    /// We kill it because of one task (aborted, or over its timeout).
+    Kill { culprit: u64, error: Error },
+    /// Its initializer failed.
+    InitFailed(String),
+    /// It finished its share (`max_tasks_per_child`) or the pool closed: let it exit.
+    Retire,
+    /// The pool was terminated.
+    Terminate,
+}
+
+/// Runs worker slot `slot` until the pool closes (and everything is done) or is terminated.
+pub(super) async fn drive(
+    slot: usize,
+    shared: Arc<Shared>,
+    jobs: async_channel::Receiver<Job>,
+    mut terminate: watch::Receiver<bool>,
+) {
+    let (aborts_tx, mut aborts) = mpsc::unbounded_channel::<u64>();
+    let mut retry: VecDeque<Job> = VecDeque::new();
+    let mut generation = 0u64;
+    loop {
+        if *terminate.borrow() {
+            fail_all(retry.drain(..), || Error::Closed);
+            return;
+        }
+        if let Some(why) = shared.broken() {
+            fail_all(retry.drain(..), || broken_error(&why));
+            while let Ok(job) = jobs.recv().await {
+                job.answer(Err(broken_error(&why)));
+            }
+            return;
+        }
+        if jobs.is_closed() && jobs.is_empty() && retry.is_empty() {
+            return;
+        }
+        generation += 1;
+        let mut worker = match start(&shared, slot, generation) {
+            Ok(worker) => worker,
+            Err(e) => {
+                tracing::error!(target: "tokio_multiprocessing::pool", pool = %shared.name, slot, error = %e, "cannot start a worker");
+                // Fail one task rather than spin; try again shortly.
+                let job = match retry.pop_front() {
+                    Some(job) => Some(job),
+                    None => jobs.try_recv().ok(),
+                };
+                if let Some(job) = job {
+                    job.answer(Err(e));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let mut held: HashMap<u64, (Job, Instant)> = HashMap::new();
+        let end = serve(
+            &shared,
+            &mut worker,
+            &mut held,
+            &jobs,
+            &mut retry,
+            &mut aborts,
+            &aborts_tx,
+            &mut terminate,
+        )
+        .await;
+        finish(&shared, slot, worker, held, &mut retry, end).await;
+    }
+}
+
+/// Feeds one worker until its run ends.
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    shared: &Shared,
+    worker: &mut Worker,
+    held: &mut HashMap<u64, (Job, Instant)>,
+    jobs: &async_channel::Receiver<Job>,
+    retry: &mut VecDeque<Job>,
+    aborts: &mut mpsc::UnboundedReceiver<u64>,
+    aborts_tx: &mpsc::UnboundedSender<u64>,
+    terminate: &mut watch::Receiver<bool>,
+) -> End {
+    let depth = shared.depth();
+    let mut no_more_jobs = false;
+    loop {
+        let retiring = shared
+            .max_tasks_per_child
+            .is_some_and(|max| worker.dispatched >= max);
+        if (retiring || (no_more_jobs && retry.is_empty())) && held.is_empty() {
+            return End::Retire;
+        }
+        let held_bytes: usize = held.values().map(|(job, _)| job.args.len()).sum();
+        let room = held.is_empty() || (held.len() < depth && held_bytes < HELD_BYTES && !retiring);
+        let room = room && !retiring;
+        let deadline = shared
+            .task_timeout
+            .and_then(|timeout| held.values().map(|(_, sent)| *sent + timeout).min());
+        tokio::select! {
+            biased;
+            _ = terminate.changed() => return End::Terminate,
+            Some(id) = aborts.recv() => {
+                if held.contains_key(&id) {
+                    return End::Kill { culprit: id, error: Error::Closed };
+                }
+            }
+            got = worker.results.get_bytes() => match got {
+                Ok(bytes) => {
+                    if let Some(end) = take_reply(shared, held, &bytes, Vec::new()) {
+                        return end;
+                    }
+                }
+                Err(_) => return End::Died(ProcessFailure::Exited(0)),
+            },
+            frame = worker.socket.recv_frame() => match frame {
+                Ok(Frame { payload, fds }) => {
+                    if let Some(end) = take_reply(shared, held, &payload, fds) {
+                        return end;
+                    }
+                }
+                // The worker is gone: its exit tells why.
+                Err(_) => return End::Died(cause(worker.process.join().await)),
+            },
+            exit = worker.process.join() => return End::Died(cause(exit)),
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                let culprit = held
+                    .iter()
+                    .min_by_key(|(_, (_, sent))| *sent)
+                    .map(|(id, _)| *id)
+                    .unwrap_or_default();
+                return End::Kill { culprit, error: Error::Timeout };
+            }
+            job = next_job(jobs, retry), if room && !(no_more_jobs && retry.is_empty()) => match job {
+                Some(job) => dispatch(worker, held, job, aborts_tx).await,
+                None => no_more_jobs = true,
+            },
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_job(jobs: &async_channel::Receiver<Job>, retry: &mut VecDeque<Job>) -> Option<Job> {
+    if let Some(job) = retry.pop_front() {
+        return Some(job);
+    }
+    jobs.recv().await.ok()
+}
+
+/// Sends a job to the worker: over its task queue, or over the socket when its arguments hold
+/// fds (duplicates travel; the job keeps the originals for a retry).
+async fn dispatch(
+    worker: &mut Worker,
+    held: &mut HashMap<u64, (Job, Instant)>,
+    job: Job,
+    aborts_tx: &mpsc::UnboundedSender<u64>,
+) {
+    if job.is_aborted() {
+        job.answer(Err(Error::Closed));
+        return;
+    }
+    *job.control
+        .running_on
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(aborts_tx.clone());
+    let call = Call {
+        id: job.id,
+        entry: job.entry,
+        args: job.args.clone(),
+        nfds: job.fds.len() as u32,
+    };
+    let message = match postcard::to_allocvec(&Calls(vec![call])) {
+        Ok(message) => message,
+        Err(e) => {
+            job.answer(Err(Error::InvalidArgument(e.to_string())));
+            return;
+        }
+    };
+    let sent = if job.fds.is_empty() {
+        worker.tasks.put_bytes(&message).await
+    } else {
+        let fds: std::io::Result<Vec<OwnedFd>> = job.fds.iter().map(crate::sys::dup).collect();
+        match fds {
+            Ok(fds) => worker.socket.send_frame(&message, fds).await,
+            Err(e) => Err(e.into()),
+        }
+    };
+    match sent {
+        Ok(()) => {
+            worker.dispatched += 1;
+            held.insert(job.id, (job, Instant::now()));
+        }
+        Err(e) => job.answer(Err(e)),
+    }
+}
+
+/// Answers the jobs a reply finishes; `Some` when the reply ends the worker's run.
+fn take_reply(
+    shared: &Shared,
+    held: &mut HashMap<u64, (Job, Instant)>,
+    message: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Option<End> {
+    let reply = match postcard::from_bytes::<Reply>(message) {
+        Ok(reply) => reply,
+        Err(e) => {
+            tracing::error!(target: "tokio_multiprocessing::pool", pool = %shared.name, error = %e, "a worker sent a bad reply");
+            return None;
+        }
+    };
+    match reply {
+        Reply::InitFailed(why) => Some(End::InitFailed(why)),
+        Reply::Done(done) => {
+            let mut fds = fds.into_iter();
+            for Done { id, outcome } in done {
+                let answer: Answer = match outcome {
+                    Outcome::Returned { bytes, nfds } => {
+                        Ok((bytes, fds.by_ref().take(nfds as usize).collect()))
+                    }
+                    Outcome::Panicked(message) => {
+                        Err(Error::Process(ProcessFailure::Panicked(message)))
+                    }
+                    Outcome::Failed(message) => Err(Error::Corrupt(format!(
+                        "the worker could not run the task: {message}"
+                    ))),
+                };
+                if let Some((job, _)) = held.remove(&id) {
+                    job.answer(answer);
+                }
+            }
+            None
+        }
+    }
+}
+
+fn cause(exit: Result<()>) -> ProcessFailure {
+    match exit {
+        Ok(()) => ProcessFailure::Exited(0),
+        Err(Error::Process(failure)) => failure,
+        Err(e) => ProcessFailure::Panicked(e.to_string()),
+    }
+}
+
+fn broken_error(why: &str) -> Error {
+    Error::InvalidArgument(format!("the pool's initializer failed: {why}"))
+}
+
+fn fail_all(jobs: impl Iterator<Item = Job>, error: impl Fn() -> Error) {
+    for job in jobs {
+        job.answer(Err(error()));
+    }
+}
+
+/// After a worker's run: settle every task it held, and let it go.
+async fn finish(
+    shared: &Shared,
+    slot: usize,
+    mut worker: Worker,
+    mut held: HashMap<u64, (Job, Instant)>,
+    retry: &mut VecDeque<Job>,
+    end: End,
+) {
+    let pid = worker.pid;
+    match &end {
+        End::Retire => {
+            // Everything it held is answered: close its queue and let it exit.
+            worker.tasks.close();
+            let _ = tokio::time::timeout(Duration::from_secs(10), worker.process.join()).await;
+            tracing::info!(target: "tokio_multiprocessing::pool", pool = %shared.name, slot, pid, "worker retired");
+            return;
+        }
+        End::Terminate => {
+            let _ = worker.process.kill();
+            fail_all(held.drain().map(|(_, (job, _))| job), || Error::Closed);
+            fail_all(retry.drain(..), || Error::Closed);
+            let _ = worker.process.join().await;
+            return;
+        }
+        End::Kill { .. } => {
+            let _ = worker.process.kill();
+            let _ = worker.process.join().await;
+        }
+        End::Died(_) | End::InitFailed(_) => {}
+    }
+    // Tasks still in its queue were never taken: they run elsewhere, no harm done.
+    while let Ok(bytes) = worker.tasks.try_get_bytes() {
+        if let Ok(Calls(calls)) = postcard::from_bytes::<Calls>(&bytes) {
+            for call in calls {
+                if let Some((job, _)) = held.remove(&call.id) {
+                    retry.push_back(job);
+                }
+            }
+        }
+    }
+    match end {
+        End::Kill { culprit, error } => {
+            tracing::warn!(target: "tokio_multiprocessing::pool", pool = %shared.name, slot, pid, %error, "worker killed for one of its tasks; replacing it");
+            let mut error = Some(error);
+            for (id, (job, _)) in held.drain() {
+                if id == culprit {
+                    job.answer(Err(error.take().unwrap_or(Error::Closed)));
+                } else {
+                    // Innocent: run again.
+                    retry.push_back(job);
+                }
+            }
+        }
+        End::Died(failure) => {
+            tracing::warn!(target: "tokio_multiprocessing::pool", pool = %shared.name, slot, pid, cause = %failure, "worker died; replacing it");
+            for (_, (mut job, _)) in held.drain() {
+                if job.is_aborted() {
+                    job.answer(Err(Error::Closed));
+                } else if job.deaths < shared.retries {
+                    job.deaths += 1;
+                    retry.push_back(job);
+                } else {
+                    job.answer(Err(Error::WorkerDied {
+                        pid,
+                        cause: failure.clone(),
+                    }));
+                }
+            }
+        }
+        End::InitFailed(why) => {
+            tracing::error!(target: "tokio_multiprocessing::pool", pool = %shared.name, slot, pid, reason = %why, "the pool's initializer failed");
+            *shared.broken.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
+            fail_all(held.drain().map(|(_, (job, _))| job), || broken_error(&why));
+            let _ = worker.process.join().await;
+        }
+        End::Retire | End::Terminate => {}
+    }
+}

@@ -1,0 +1,155 @@
+//! [`Map`]: the stream a pool's `map` and `map_unordered` return.
+
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::{Stream, StreamExt, TryStreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::Pool;
+use crate::error::ProcessFailure;
+use crate::process::entry::ItemOutcome;
+use crate::{Error, Result};
+
+/// A chunk of items, encoded: the bytes, their fds, and how many items.
+struct Chunk {
+    encoded: Result<(Vec<u8>, Vec<OwnedFd>)>,
+    items: usize,
+}
+
+type NextChunk = Box<dyn FnMut(usize) -> Option<Chunk> + Send>;
+type Results<R> = Pin<Box<dyn Stream<Item = Result<R>> + Send>>;
+
+/// The results of a pool's [`map`](Pool::map) (in order) or
+/// [`map_unordered`](Pool::map_unordered) (as they finish): a `Stream` of one `Result` per item.
+///
+/// Items are taken from the iterator lazily, in chunks of [`chunksize`](Self::chunksize), and
+/// a bounded number of chunks is in flight, so a long (or endless) iterator never floods the
+/// workers. An item whose worker died (with no retry left) gives [`Error::WorkerDied`]; an item
+/// whose task panicked gives [`Error::Process`]; every other item goes on.
+///
+/// # Cancel safety
+///
+/// Dropping the stream drops the results still to come; chunks already sent run to the end.
+#[must_use = "streams do nothing unless polled"]
+pub struct Map<R> {
+    pool: Pool,
+    entry: i64,
+    next_chunk: Option<NextChunk>,
+    /// How many items the iterator will give, when it knows.
+    known_len: Option<usize>,
+    chunksize: Option<usize>,
+    ordered: bool,
+    results: Option<Results<R>>,
+}
+
+impl<R> std::fmt::Debug for Map<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Map")
+            .field("chunksize", &self.chunksize)
+            .field("ordered", &self.ordered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Serialize + DeserializeOwned + Send + 'static> Map<R> {
+    pub(super) fn new<A, I>(pool: Pool, entry: i64, mut items: I, ordered: bool) -> Map<R>
+    where
+        A: Serialize + Send + 'static,
+        I: Iterator<Item = A> + Send + 'static,
+    {
+        let (low, high) = items.size_hint();
+        let known_len = (Some(low) == high).then_some(low);
+        let next_chunk: NextChunk = Box::new(move |size| {
+            let chunk: Vec<A> = items.by_ref().take(size).collect();
+            (!chunk.is_empty()).then(|| Chunk {
+                items: chunk.len(),
+                encoded: crate::handle::encode(&chunk),
+            })
+        });
+        Map {
+            pool,
+            entry,
+            next_chunk: Some(next_chunk),
+            known_len,
+            chunksize: None,
+            ordered,
+            results: None,
+        }
+    }
+
+    /// Items per task message (Python's `chunksize`). By default, for an iterator that knows
+    /// its length, a quarter of each worker's share (as Python); otherwise 64. `1` sends every
+    /// item as a task of its own. Takes effect before the first poll.
+    pub fn chunksize(mut self, n: usize) -> Self {
+        self.chunksize = Some(n.max(1));
+        self
+    }
+
+    /// Every result, in the stream's order; the first error, if any.
+    ///
+    /// # Errors
+    ///
+    /// The first item's error, as the stream gives it.
+    pub async fn collect_vec(self) -> Result<Vec<R>> {
+        self.try_collect().await
+    }
+
+    fn start(&mut self) -> Results<R> {
+        let processes = self.pool.processes();
+        let chunksize = self.chunksize.unwrap_or_else(|| match self.known_len {
+            Some(len) => len.div_ceil(4 * processes).max(1),
+            None => 64,
+        });
+        let mut next_chunk = self.next_chunk.take().expect("started once");
+        let chunks = futures::stream::iter(std::iter::from_fn(move || next_chunk(chunksize)));
+        let (pool, entry) = (self.pool.clone(), self.entry);
+        let tasks = chunks.map(move |chunk| {
+            let pool = pool.clone();
+            async move { run_chunk::<R>(&pool, entry, chunk).await }
+        });
+        let window = self.pool.window();
+        let chunks: Pin<Box<dyn Stream<Item = Vec<Result<R>>> + Send>> = if self.ordered {
+            tasks.buffered(window).boxed()
+        } else {
+            tasks.buffer_unordered(window).boxed()
+        };
+        chunks.flat_map(futures::stream::iter).boxed()
+    }
+}
+
+async fn run_chunk<R: Serialize + DeserializeOwned + Send + 'static>(
+    pool: &Pool,
+    entry: i64,
+    chunk: Chunk,
+) -> Vec<Result<R>> {
+    let items = chunk.items;
+    let task = pool
+        .submit_encoded::<Vec<ItemOutcome<R>>>(entry, chunk.encoded)
+        .await;
+    match task.await {
+        Ok(outcomes) => outcomes
+            .into_iter()
+            .map(|outcome| outcome.map_err(|panic| Error::Process(ProcessFailure::Panicked(panic))))
+            .collect(),
+        Err(e) => (0..items).map(|_| Err(e.duplicate())).collect(),
+    }
+}
+
+impl<R: Serialize + DeserializeOwned + Send + 'static> Stream for Map<R> {
+    type Item = Result<R>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<R>>> {
+        if self.results.is_none() {
+            let results = self.start();
+            self.results = Some(results);
+        }
+        self.results
+            .as_mut()
+            .expect("started above")
+            .as_mut()
+            .poll_next(cx)
+    }
+}

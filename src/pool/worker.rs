@@ -1,0 +1,188 @@
+//! The worker process of a pool: runs the initializer, then calls as they come, up to
+//! `concurrency` at once, until its task queue closes.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+
+use futures::FutureExt;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::{Deserialize, Serialize};
+
+use super::wire::{Call, Calls, Done, Outcome, Reply};
+use crate::connection::Connection;
+use crate::process::entry::{ChildCall, Returned};
+use crate::sys::code_address::{self, Trampoline};
+use crate::{Error, Queue, Result};
+
+/// A worker's spawn arguments.
+#[derive(Serialize, Deserialize)]
+pub(super) struct WorkerArgs {
+    pub(super) tasks: Queue<Vec<u8>>,
+    pub(super) results: Queue<Vec<u8>>,
+    pub(super) socket: Connection<()>,
+    pub(super) parent_exe: (u64, u64),
+    pub(super) concurrency: usize,
+    /// The initializer's trampoline and encoded arguments.
+    pub(super) init: Option<(i64, Vec<u8>)>,
+}
+
+/// The entry of every pool worker.
+pub(super) async fn worker_main(args: WorkerArgs) {
+    let WorkerArgs {
+        tasks,
+        results,
+        mut socket,
+        parent_exe,
+        concurrency,
+        init,
+    } = args;
+    let mut entries: HashMap<i64, Trampoline> = HashMap::new();
+    if let Some((entry, init_args)) = init {
+        let call = Call {
+            id: 0,
+            entry,
+            args: init_args,
+            nfds: 0,
+        };
+        let (done, _, failed) = run_owned(&mut entries, parent_exe, call, Vec::new()).await;
+        let why = match done.outcome {
+            Outcome::Panicked(why) | Outcome::Failed(why) => Some(why),
+            Outcome::Returned { .. } if failed => Some("the initializer returned an error".into()),
+            Outcome::Returned { .. } => None,
+        };
+        if let Some(why) = why {
+            let reply = postcard::to_allocvec(&Reply::InitFailed(why)).unwrap_or_default();
+            let _ = results.put_bytes(&reply).await;
+            return;
+        }
+    }
+    let mut running = FuturesUnordered::new();
+    let (mut tasks_open, mut socket_open) = (true, true);
+    loop {
+        let room = running.len() < concurrency.max(1);
+        tokio::select! {
+            got = tasks.get_bytes(), if room && tasks_open => match got {
+                Ok(bytes) => {
+                    for call in decode_calls(&bytes) {
+                        running.push(run_owned(&mut entries, parent_exe, call, Vec::new()));
+                    }
+                }
+                Err(_) => tasks_open = false,
+            },
+            frame = socket.recv_frame(), if room && socket_open => match frame {
+                Ok(frame) => {
+                    let mut fds = frame.fds.into_iter();
+                    for call in decode_calls(&frame.payload) {
+                        let mine: Vec<OwnedFd> = fds.by_ref().take(call.nfds as usize).collect();
+                        running.push(run_owned(&mut entries, parent_exe, call, mine));
+                    }
+                }
+                Err(_) => socket_open = false,
+            },
+            Some((done, fds, _)) = running.next() => {
+                send_reply(&results, &socket, done, fds).await;
+            }
+            else => return,
+        }
+        if !tasks_open && running.is_empty() {
+            return;
+        }
+    }
+}
+
+fn decode_calls(bytes: &[u8]) -> Vec<Call> {
+    postcard::from_bytes::<Calls>(bytes)
+        .map(|calls| calls.0)
+        .unwrap_or_default()
+}
+
+/// Sends a finished call back: over the queue, or over the socket when its result holds fds.
+async fn send_reply(
+    results: &Queue<Vec<u8>>,
+    socket: &Connection<()>,
+    done: Done,
+    fds: Vec<OwnedFd>,
+) {
+    let Ok(message) = postcard::to_allocvec(&Reply::Done(vec![done])) else {
+        return;
+    };
+    if fds.is_empty() {
+        let _ = results.put_bytes(&message).await;
+    } else {
+        let _ = socket.send_frame(&message, fds).await;
+    }
+}
+
+/// A call being run: its answer, the fds of its result, and whether the result is an `Err`.
+type Running = std::pin::Pin<Box<dyn std::future::Future<Output = (Done, Vec<OwnedFd>, bool)>>>;
+
+/// Runs one call: its trampoline found (once per entry), panics caught.
+fn run_owned(
+    entries: &mut HashMap<i64, Trampoline>,
+    parent_exe: (u64, u64),
+    call: Call,
+    fds: Vec<OwnedFd>,
+) -> Running {
+    let id = call.id;
+    let trampoline = resolve(entries, parent_exe, call.entry);
+    let args = call.args;
+    Box::pin(async move {
+        let trampoline = match trampoline {
+            Ok(t) => t,
+            Err(e) => {
+                return (
+                    Done {
+                        id,
+                        outcome: Outcome::Failed(e.to_string()),
+                    },
+                    Vec::new(),
+                    false,
+                );
+            }
+        };
+        let ran = std::panic::AssertUnwindSafe(trampoline(Box::new(ChildCall { args, fds })))
+            .catch_unwind()
+            .await;
+        outcome_of(id, ran)
+    })
+}
+
+fn outcome_of(
+    id: u64,
+    ran: std::result::Result<Box<dyn std::any::Any + Send>, Box<dyn std::any::Any + Send>>,
+) -> (Done, Vec<OwnedFd>, bool) {
+    let (outcome, fds, failed) = match ran {
+        Err(panic) => (
+            Outcome::Panicked(crate::process::panic_message(&*panic)),
+            Vec::new(),
+            false,
+        ),
+        Ok(returned) => match returned.downcast::<Returned>().map(|r| *r) {
+            Ok(Ok((bytes, fds, failed))) => {
+                let nfds = fds.len() as u32;
+                (Outcome::Returned { bytes, nfds }, fds, failed)
+            }
+            Ok(Err(e)) => (Outcome::Failed(e.to_string()), Vec::new(), false),
+            Err(_) => (
+                Outcome::Failed("the task returned the wrong type".into()),
+                Vec::new(),
+                false,
+            ),
+        },
+    };
+    (Done { id, outcome }, fds, failed)
+}
+
+fn resolve(
+    entries: &mut HashMap<i64, Trampoline>,
+    parent_exe: (u64, u64),
+    entry: i64,
+) -> Result<Trampoline> {
+    if let Some(t) = entries.get(&entry) {
+        return Ok(*t);
+    }
+    let t = code_address::resolve(entry, parent_exe).map_err(|e| Error::Corrupt(e.to_string()))?;
+    entries.insert(entry, t);
+    Ok(t)
+}
