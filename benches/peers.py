@@ -53,8 +53,71 @@ def queue_echo(requests, replies, count):
         replies.put(requests.get())
 
 
+def inc(x):
+    return x + 1
+
+
+def burn(ms):
+    end = time.perf_counter() + ms / 1000.0
+    x = 0
+    while time.perf_counter() < end:
+        for i in range(1000):
+            x = (x * 6364136223846793005 + i) & 0xFFFFFFFFFFFFFFFF
+    return x
+
+
+def pool_workloads(workload, count, size):
+    """W6/W7; `size` is the number of processes (for w7cpu: ms * 1000 + processes)."""
+    if workload == "w6ppe":
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(size) as ex:
+            list(ex.map(inc, range(10)))  # start the workers
+            start = time.perf_counter()
+            results = list(ex.map(inc, range(count)))
+            elapsed = time.perf_counter() - start
+        assert results[-1] == count
+        print(count / elapsed)
+        return
+    processes = size % 1000 if workload == "w7cpu" else size
+    with mp.Pool(processes) as pool:
+        pool.map(inc, range(100))  # start the workers
+        if workload == "w6map":
+            start = time.perf_counter()
+            results = pool.map(inc, range(count))
+            elapsed = time.perf_counter() - start
+            assert results[-1] == count
+            print(count / elapsed)
+        elif workload == "w6imap1":
+            start = time.perf_counter()
+            total = sum(pool.imap(inc, range(count), chunksize=1))
+            elapsed = time.perf_counter() - start
+            assert total == count * (count + 1) // 2
+            print(count / elapsed)
+        elif workload == "w7apply":
+            samples = []
+            for x in range(count):
+                t = time.perf_counter()
+                pool.apply(inc, (x,))
+                samples.append((time.perf_counter() - t) * 1e6)
+            samples.sort()
+            print(samples[len(samples) // 2], samples[int(len(samples) * 0.99)])
+        elif workload == "w7cpu":
+            ms = size // 1000
+            start = time.perf_counter()
+            for _ in range(count):
+                burn(ms)
+            serial = time.perf_counter() - start
+            start = time.perf_counter()
+            pool.map(burn, [ms] * count, chunksize=1)
+            parallel = time.perf_counter() - start
+            print(serial / parallel)
+
+
 def main():
     workload, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    if workload.startswith("w6") or workload.startswith("w7"):
+        pool_workloads(workload, count, size)
+        return
     ours, theirs = mp.Pipe()
     if workload in ("w1", "w3"):
         p = mp.Process(target=sender, args=(theirs, count, size))

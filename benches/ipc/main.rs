@@ -13,6 +13,10 @@
 //!   checked exact)
 //! - W5: one process sets an Event, another that is parked notices (µs, timestamps through
 //!   shared memory)
+//! - W6: 100k tiny pool tasks (`x → x + 1`) through `map` and through `map_unordered` with
+//!   chunksize 1 (tasks/s)
+//! - W7: pool `apply` round trip (µs), and the speed-up of CPU-bound tasks on all workers over
+//!   running them serially
 //!
 //! Systems: this crate's Pipe and Queue (W1–W3), Lock + Value (W4) and Event (W5), async and
 //! blocking; a hand-rolled tokio `UnixStream` + `LengthDelimitedCodec` (one message per `send`,
@@ -30,6 +34,7 @@ use tokio_multiprocessing::{self as mp, Connection, Pipe};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 mod limits;
+mod pool;
 
 // ----- a raw socket handle, so the tokio-codec peer runs across processes too -----
 
@@ -957,6 +962,108 @@ async fn main() -> mp::Result<()> {
             row.p99s.push(percentile(&mut s, 0.99));
         }
         rows.push(row);
+    }
+    // W6 and W7: a pool with one worker per CPU.
+    if wanted("W6") || wanted("W7") {
+        let processes = mp::cpu_count();
+        let pool = mp::Pool::new(processes)?;
+        if wanted("W6") {
+            let w6 = 100_000 / scale as u64;
+            let mut row = Row::new("W6", "Pool map (auto chunks)", true, "tasks/s", true);
+            for _ in 0..3 {
+                row.runs.push(pool::map_rate(&pool, w6).await?);
+            }
+            rows.push(row);
+            let mut row = Row::new(
+                "W6",
+                "Pool map_unordered, chunksize 1",
+                true,
+                "tasks/s",
+                true,
+            );
+            for _ in 0..3 {
+                row.runs.push(pool::unordered_rate(&pool, w6).await?);
+            }
+            rows.push(row);
+            let have = python_version.is_some();
+            let w6 = w6 as usize;
+            rows.push(python_row(
+                "W6",
+                "Python Pool.map (default chunksize)",
+                "w6map",
+                w6,
+                processes,
+                "tasks/s",
+                true,
+                have,
+            ));
+            rows.push(python_row(
+                "W6",
+                "Python Pool.imap(chunksize=1)",
+                "w6imap1",
+                w6 / 4,
+                processes,
+                "tasks/s",
+                true,
+                have,
+            ));
+            rows.push(python_row(
+                "W6",
+                "Python ProcessPoolExecutor.map",
+                "w6ppe",
+                w6 / 20,
+                processes,
+                "tasks/s",
+                true,
+                have,
+            ));
+        }
+        if wanted("W7") {
+            let w7 = 5_000 / scale as u64;
+            let mut row = Row::new("W7", "Pool apply round trip", true, "µs p50", false);
+            for _ in 0..3 {
+                let mut s = pool::apply_round_trips(&pool, w7).await?;
+                row.runs.push(percentile(&mut s, 0.5));
+                row.p99s.push(percentile(&mut s, 0.99));
+            }
+            rows.push(row);
+            let have = python_version.is_some();
+            rows.push(python_row(
+                "W7",
+                "Python Pool.apply round trip",
+                "w7apply",
+                w7 as usize / 4,
+                processes,
+                "µs p50",
+                false,
+                have,
+            ));
+            let (tasks, ms) = (4 * processes as u64, 100 / scale as u64);
+            // The ideal is `processes` (printed in the machine line: one worker per CPU).
+            let mut row = Row::new(
+                "W7c",
+                "Pool CPU-bound speed-up over serial",
+                true,
+                "x",
+                true,
+            );
+            for _ in 0..3 {
+                row.runs.push(pool::cpu_speedup(&pool, tasks, ms).await?);
+            }
+            rows.push(row);
+            rows.push(python_row(
+                "W7c",
+                "Python Pool CPU-bound speed-up",
+                "w7cpu",
+                tasks as usize,
+                ms as usize * 1000 + processes,
+                "x",
+                true,
+                have,
+            ));
+        }
+        pool.close();
+        pool.join().await;
     }
     print(&rows);
     Ok(())

@@ -209,14 +209,15 @@ async fn serve(
                     return End::Kill { culprit: id, error: Error::Closed };
                 }
             }
-            got = worker.results.get_bytes() => match got {
-                Ok(bytes) => {
+            // Wait without spinning (this task also waits for jobs and its worker), then take
+            // every reply that is there.
+            () = worker.results.readable() => {
+                while let Ok(bytes) = worker.results.try_get_bytes() {
                     if let Some(end) = take_reply(shared, held, &bytes, Vec::new()) {
                         return end;
                     }
                 }
-                Err(_) => return End::Died(ProcessFailure::Exited(0)),
-            },
+            }
             frame = worker.socket.recv_frame() => match frame {
                 Ok(Frame { payload, fds }) => {
                     if let Some(end) = take_reply(shared, held, &payload, fds) {

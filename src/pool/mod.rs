@@ -399,9 +399,10 @@ impl Pool {
         task
     }
 
-    /// How many chunks a `map` keeps in flight.
+    /// How many chunks a `map` keeps in flight: enough to keep every worker's queue full (so
+    /// even one-item chunks stream), bounded so a long iterator never floods the pool.
     fn window(&self) -> usize {
-        2 * self.inner.processes * self.inner.concurrency
+        2 * self.inner.processes * (self.inner.concurrency + 32)
     }
 
     /// Takes no more tasks (Python's `close`); what is queued still runs.

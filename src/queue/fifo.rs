@@ -753,6 +753,12 @@ impl<T: DeserializeOwned> Queue<T> {
         }
     }
 
+    /// Waits until the queue holds something or is closed, without spinning first (for a task
+    /// that waits for other things at the same time); takes nothing.
+    pub(crate) async fn readable(&self) {
+        self.ring.wait_items_parked().await;
+    }
+
     /// Takes the oldest item's raw bytes without waiting (the raw twin of
     /// [`try_get`](Self::try_get), as [`get_bytes`](Self::get_bytes) is of `get`).
     ///

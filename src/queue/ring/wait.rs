@@ -99,6 +99,13 @@ impl Ring {
             .is_some()
     }
 
+    /// [`wait_items`](Self::wait_items) without the spin: for a task that also waits for other
+    /// things in the same `select!` and must not hold its thread while it spins.
+    pub(crate) async fn wait_items_parked(&self) {
+        let ready = || (self.is_closed() || self.has_items()).then_some(());
+        let _ = self.seg.channel.wait(ready, None, SAFETY_RECHECK).await;
+    }
+
     pub(crate) fn wait_items_blocking(&self, deadline: Option<Instant>) -> bool {
         let ready = || (self.is_closed() || self.has_items()).then_some(());
         if ready().is_some() {
