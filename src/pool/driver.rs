@@ -59,6 +59,9 @@ impl Shared {
     }
 }
 
+/// A task answered this soon after it was sent lets more queue behind the running ones.
+const QUICK: Duration = Duration::from_micros(200);
+
 /// Bytes of arguments a worker may hold at once (its task queue's ring is 1 MiB). One task
 /// larger than that is still sent alone (it spills to a segment of its own).
 const HELD_BYTES: usize = 256 << 10;
@@ -186,8 +189,10 @@ async fn serve(
     aborts_tx: &mpsc::UnboundedSender<u64>,
     terminate: &mut watch::Receiver<bool>,
 ) -> End {
-    let depth = shared.depth();
     let mut no_more_jobs = false;
+    // Tasks are queued behind the running ones only once they prove quick: queued behind a
+    // slow task, a task would wait while another worker idles.
+    let mut quick = false;
     loop {
         let retiring = shared
             .max_tasks_per_child
@@ -195,6 +200,11 @@ async fn serve(
         if (retiring || (no_more_jobs && retry.is_empty())) && held.is_empty() {
             return End::Retire;
         }
+        let depth = if quick {
+            shared.depth()
+        } else {
+            shared.concurrency
+        };
         let held_bytes: usize = held.values().map(|(job, _)| job.args.len()).sum();
         let room = held.is_empty() || (held.len() < depth && held_bytes < HELD_BYTES && !retiring);
         let room = room && !retiring;
@@ -209,18 +219,24 @@ async fn serve(
                     return End::Kill { culprit: id, error: Error::Closed };
                 }
             }
-            // Wait without spinning (this task also waits for jobs and its worker), then take
-            // every reply that is there.
-            () = worker.results.readable() => {
+            // Wait for replies, then take every reply that is there. While the worker holds
+            // only what it runs and nothing waits to be sent (calls one after another, as
+            // `apply` makes them) an answer is due soon: spin a few µs first. With a backlog (a
+            // map streaming) answers keep coming anyway, and this thread is better left to
+            // the tasks that submit.
+            () = replies_ready(
+                &worker.results,
+                !held.is_empty() && held.len() <= shared.concurrency && jobs.is_empty(),
+            ) => {
                 while let Ok(bytes) = worker.results.try_get_bytes() {
-                    if let Some(end) = take_reply(shared, held, &bytes, Vec::new()) {
+                    if let Some(end) = take_reply(shared, held, &bytes, Vec::new(), &mut quick) {
                         return end;
                     }
                 }
             }
             frame = worker.socket.recv_frame() => match frame {
                 Ok(Frame { payload, fds }) => {
-                    if let Some(end) = take_reply(shared, held, &payload, fds) {
+                    if let Some(end) = take_reply(shared, held, &payload, fds, &mut quick) {
                         return end;
                     }
                 }
@@ -241,6 +257,17 @@ async fn serve(
                 None => no_more_jobs = true,
             },
         }
+    }
+}
+
+/// Until the worker's results queue has something. When an answer is due `soon`, first checks
+/// for a bounded few µs as any queue getter does: an answer that comes that quickly costs no
+/// reactor wake-up (which on a small VM costs tens of µs).
+async fn replies_ready(results: &Queue<Vec<u8>>, soon: bool) {
+    if soon {
+        results.readable_after_spin().await;
+    } else {
+        results.readable().await;
     }
 }
 
@@ -311,6 +338,7 @@ fn take_reply(
     held: &mut HashMap<u64, (Job, Instant)>,
     message: &[u8],
     fds: Vec<OwnedFd>,
+    quick: &mut bool,
 ) -> Option<End> {
     let reply = match postcard::from_bytes::<Reply>(message) {
         Ok(reply) => reply,
@@ -335,7 +363,9 @@ fn take_reply(
                         "the worker could not run the task: {message}"
                     ))),
                 };
-                if let Some((job, _)) = held.remove(&id) {
+                if let Some((job, sent)) = held.remove(&id) {
+                    // Quick: answered within 200 µs of being sent (queueing included).
+                    *quick = sent.elapsed() < QUICK;
                     job.answer(answer);
                 }
             }

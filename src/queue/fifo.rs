@@ -759,6 +759,11 @@ impl<T: DeserializeOwned> Queue<T> {
         self.ring.wait_items_parked().await;
     }
 
+    /// [`readable`](Self::readable) after the usual short spin (for an item that is due).
+    pub(crate) async fn readable_after_spin(&self) {
+        self.ring.wait_items(None).await;
+    }
+
     /// Takes the oldest item's raw bytes without waiting (the raw twin of
     /// [`try_get`](Self::try_get), as [`get_bytes`](Self::get_bytes) is of `get`).
     ///
