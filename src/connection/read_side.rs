@@ -5,7 +5,10 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a receiver keeps reading the socket directly before it parks on the reactor.
+const RECV_SPIN: Duration = Duration::from_micros(20);
 
 use tokio::io::unix::AsyncFd;
 
@@ -87,9 +90,43 @@ impl ReadSide {
 
     /// Receives one frame.
     ///
+    /// A frame that is there or arrives within a few µs is read straight from the socket:
+    /// waiting through tokio's reactor costs a wake-up of the runtime, tens of µs on a small
+    /// VM, and a peer answering a request usually answers sooner than that. Only then does it
+    /// register for readiness and park, so an idle receiver costs nothing.
+    ///
     /// Cancel-safe: partial input stays in the reader.
     pub(crate) async fn recv(&mut self) -> Result<Frame> {
+        if let Some(frame) = self.recv_soon()? {
+            return Ok(frame);
+        }
         poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// A frame that is complete now or within [`RECV_SPIN`], read without the reactor.
+    fn recv_soon(&mut self) -> Result<Option<Frame>> {
+        let start = Instant::now();
+        let mut pauses = 1u32;
+        loop {
+            match self.try_recv() {
+                Ok(frame) => return Ok(Some(frame)),
+                Err(Error::Empty) => {}
+                Err(e) => return Err(e),
+            }
+            if start.elapsed() >= RECV_SPIN {
+                return Ok(None);
+            }
+            // A few pauses between reads first (each read is a system call), then give the
+            // CPU away between reads, so the sender gets to run on a busy machine.
+            if pauses < 64 {
+                for _ in 0..pauses {
+                    std::hint::spin_loop();
+                }
+                pauses *= 2;
+            } else {
+                std::thread::yield_now();
+            }
+        }
     }
 
     /// A frame if one can be completed without waiting; [`Error::Empty`] otherwise.
