@@ -10,9 +10,16 @@ use std::fmt;
 
 use serde::ser::{self, Serialize};
 
-/// Why a value could not be pickled.
+/// Why a value could not be pickled, or a pickle was refused or did not fit the type asked
+/// for (shared with the unpickler).
 #[derive(Debug)]
 pub(crate) struct PickleError(String);
+
+impl PickleError {
+    pub(crate) fn new(what: impl fmt::Display) -> PickleError {
+        PickleError(what.to_string())
+    }
+}
 
 impl fmt::Display for PickleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -24,7 +31,13 @@ impl std::error::Error for PickleError {}
 
 impl ser::Error for PickleError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        PickleError(msg.to_string())
+        PickleError::new(msg)
+    }
+}
+
+impl serde::de::Error for PickleError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        PickleError::new(msg)
     }
 }
 
@@ -142,41 +155,29 @@ impl ser::SerializeMap for Open<'_> {
     }
 }
 
-impl ser::SerializeStruct for Open<'_> {
-    type Ok = ();
-    type Error = PickleError;
+macro_rules! fields {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for Open<'_> {
+            type Ok = ();
+            type Error = PickleError;
 
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), PickleError> {
-        self.pickler.text(key);
-        value.serialize(&mut *self.pickler)
-    }
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), PickleError> {
+                self.pickler.text(key);
+                value.serialize(&mut *self.pickler)
+            }
 
-    fn end(self) -> Result<(), PickleError> {
-        Open::end(self)
-    }
+            fn end(self) -> Result<(), PickleError> {
+                Open::end(self)
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeStructVariant for Open<'_> {
-    type Ok = ();
-    type Error = PickleError;
-
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), PickleError> {
-        self.pickler.text(key);
-        value.serialize(&mut *self.pickler)
-    }
-
-    fn end(self) -> Result<(), PickleError> {
-        Open::end(self)
-    }
-}
+fields!(SerializeStruct, SerializeStructVariant);
 
 impl<'a> ser::Serializer for &'a mut Pickler {
     type Ok = ();

@@ -15,6 +15,8 @@ use std::fmt;
 
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visitor};
 
+pub(crate) use super::pickle::PickleError;
+
 /// Deepest nesting accepted (CPython's own recursion limit is 1000; plain data rarely nests
 /// past a few dozen levels).
 pub(crate) const MAX_DEPTH: usize = 256;
@@ -23,26 +25,8 @@ pub(crate) const MAX_EXPANDED: u64 = 1 << 24;
 /// Most bytes of text and bytes a pickle may expand to.
 pub(crate) const MAX_EXPANDED_BYTES: u64 = 1 << 30;
 
-/// Why a pickle was refused, or did not fit the type asked for.
-#[derive(Debug)]
-pub(crate) struct PickleError(String);
-
-impl fmt::Display for PickleError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for PickleError {}
-
-impl de::Error for PickleError {
-    fn custom<T: fmt::Display>(msg: T) -> Self {
-        PickleError(msg.to_string())
-    }
-}
-
 fn refuse<T>(what: impl fmt::Display) -> Result<T, PickleError> {
-    Err(PickleError(what.to_string()))
+    Err(PickleError::new(what))
 }
 
 /// Deserialises a pickle (protocols 0 to 5) into `T`.

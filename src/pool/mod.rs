@@ -327,17 +327,23 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'static,
     {
-        let _ = f;
-        Map::new(
-            self.clone(),
-            entry::chunk_offset_for::<F, A, Fut, R>(),
-            items.into_iter(),
-            true,
-        )
+        self.map_in_order(f, items, true)
     }
 
     /// [`map`](Self::map) in completion order (Python's `imap_unordered`).
     pub fn map_unordered<F, A, Fut, R, I>(&self, f: F, items: I) -> Map<R>
+    where
+        F: Fn(A) -> Fut + Copy + Send + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'static,
+    {
+        self.map_in_order(f, items, false)
+    }
+
+    fn map_in_order<F, A, Fut, R, I>(&self, f: F, items: I, ordered: bool) -> Map<R>
     where
         F: Fn(A) -> Fut + Copy + Send + 'static,
         A: Serialize + DeserializeOwned + Send + 'static,
@@ -351,7 +357,7 @@ impl Pool {
             self.clone(),
             entry::chunk_offset_for::<F, A, Fut, R>(),
             items.into_iter(),
-            false,
+            ordered,
         )
     }
 

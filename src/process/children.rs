@@ -68,7 +68,11 @@ pub fn active_children() -> Vec<ProcessInfo> {
 /// Outside a tokio runtime.
 pub async fn shutdown() -> Result<()> {
     let watched = {
-        let all = children();
+        let mut all = children();
+        all.retain(|child| !pidfd::has_exited(&child.pidfd).unwrap_or(true));
+        for child in all.iter().filter(|child| child.daemon) {
+            tracing::info!(target: "tokio_multiprocessing::process", pid = child.info.pid, name = %child.info.name, "daemon child left running: it is killed when this process exits");
+        }
         all.iter()
             .filter(|child| !child.daemon)
             .map(|child| pidfd::AsyncPidfd::register(&child.pidfd))

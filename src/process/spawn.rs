@@ -161,7 +161,7 @@ impl Builder {
         drop(child);
         let pidfd = pidfd::open(pid)?;
         super::children::record(&name, pid, self.daemon, &pidfd);
-        tracing::info!(target: "tokio_multiprocessing::process", %pid, name = %name, daemon = self.daemon, "child spawned");
+        tracing::info!(target: "tokio_multiprocessing::process", %pid, name = %name, daemon = self.daemon, dies_with_parent = true, "child spawned");
 
         // The bootstrap goes out from a short-lived thread of its own, so the child starts even if
         // the caller blocks its runtime thread right after spawning (as Python programs do with
