@@ -104,7 +104,7 @@ async fn pipe_sender((mut conn, count, size, mode): (Connection<Vec<u8>>, usize,
         }
         Mode::Batched | Mode::BatchedBytes => {
             for _ in 0..count {
-                conn.feed(&payload).await.unwrap();
+                conn.feed_bytes(&payload).await.unwrap();
             }
             conn.flush().await.unwrap();
         }
@@ -660,7 +660,7 @@ async fn main() -> mp::Result<()> {
     if wanted("W1") {
         for (system, mode) in [
             ("Pipe send_bytes (async, awaits each write)", Mode::Send),
-            ("Pipe feed + flush (async, batched)", Mode::Batched),
+            ("Pipe feed_bytes + flush (async, batched)", Mode::Batched),
             ("Pipe send_bytes_blocking (threads)", Mode::Blocking),
         ] {
             let mut row = Row::new("W1", system, true, "msg/s", true);

@@ -138,6 +138,22 @@ impl<T> Sender<T> {
         self.side.send(bytes, Vec::new()).await
     }
 
+    /// Queues `bytes` as one frame without serialisation and returns without waiting for the
+    /// write (only for room in the queue): the raw twin of [`feed`](Self::feed). Call
+    /// [`flush`](Self::flush) before relying on delivery.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_bytes`](Self::send_bytes).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: if cancelled while waiting for room, nothing was queued.
+    pub async fn feed_bytes(&self, bytes: &[u8]) -> Result<()> {
+        self.side.wait_for_space().await?;
+        self.side.enqueue(bytes, Vec::new())
+    }
+
     /// [`send_bytes`](Self::send_bytes) for plain threads.
     ///
     /// # Errors
@@ -572,6 +588,19 @@ impl<T> Connection<T> {
     /// As [`Sender::send_bytes`].
     pub async fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
         self.tx.send_bytes(bytes).await
+    }
+
+    /// See [`Sender::feed_bytes`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::send_bytes`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Sender::feed_bytes`].
+    pub async fn feed_bytes(&self, bytes: &[u8]) -> Result<()> {
+        self.tx.feed_bytes(bytes).await
     }
 
     /// See [`Sender::send_bytes_blocking`].
