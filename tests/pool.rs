@@ -229,6 +229,25 @@ async fn terminate_fails_what_is_unfinished_and_leaves_no_worker() -> mp::Result
     Ok(())
 }
 
+/// Dropping the last handle terminates the pool, as leaving Python's `with Pool()` block
+/// does: the workers are killed and reaped, and no segment is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_pool_leaves_no_worker_and_no_segment() -> mp::Result<()> {
+    mp::init().await?;
+    let never = Event::new()?;
+    let shm_before = support::our_shm_entries().len();
+    let pool = Pool::builder().name("Dropped").processes(2).build()?;
+    let running = pool.spawn(wait_for, (never.clone(), 1)).await;
+    assert_eq!(pool.apply(add_one, 1).await?, 2);
+    drop(pool);
+    assert!(matches!(running.await, Err(Error::Closed)));
+    assert!(support::eventually(|| !mp::active_children()
+        .iter()
+        .any(|c| c.name.starts_with("Dropped-worker"))));
+    assert_eq!(support::our_shm_entries().len(), shm_before);
+    Ok(())
+}
+
 /// About 50 µs of work (a spin: tokio's timer would round a short sleep up to a millisecond).
 async fn slow_add_one(x: u64) -> u64 {
     let start = std::time::Instant::now();
