@@ -106,10 +106,7 @@ fn connect(owned: HashMap<String, u64>) -> Option<Client> {
     let stream = inherited
         .as_deref()
         .and_then(|address| Some((address.to_owned(), dial(address).ok()?)))
-        .or_else(|| {
-            let address = launch()?;
-            Some((address.clone(), dial(&address).ok()?))
-        });
+        .or_else(launch);
     let (address, mut stream) = stream?;
     for (name, inode) in &owned {
         stream
@@ -127,8 +124,10 @@ fn dial(address: &str) -> std::io::Result<UnixStream> {
     UnixStream::connect_addr(&SocketAddr::from_abstract_name(address)?)
 }
 
-/// Starts a tracker: this program again, told by its first argument to become one.
-fn launch() -> Option<String> {
+/// Starts a tracker: this program again, told by its first argument to become one. Returns
+/// its address and our connection to it — the first one it accepts: a probe connection that
+/// closed again would make it exit at once, its last connection gone.
+fn launch() -> Option<(String, UnixStream)> {
     if !sys::pre_main::hook_ran() {
         return None;
     }
@@ -150,17 +149,20 @@ fn launch() -> Option<String> {
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut child = command.spawn().ok()?;
     let started = Instant::now();
-    while dial(&address).is_err() {
-        if started.elapsed() > START_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
+    let stream = loop {
+        match dial(&address) {
+            Ok(stream) => break stream,
+            Err(_) if started.elapsed() > START_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(2)),
         }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    };
     // Reap it when it exits (after our own connection closed, normally after we did).
     std::thread::spawn(move || child.wait());
-    Some(address)
+    Some((address, stream))
 }
 
 // ----- the tracker itself -----
