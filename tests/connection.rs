@@ -366,10 +366,17 @@ async fn connect_and_talk((address, key): (String, Option<Vec<u8>>)) -> String {
     let address: Address = address.parse().unwrap();
     match Client::connect::<String>(address, key.as_deref()).await {
         Ok(mut conn) => {
-            conn.send(&format!("hello from {}", std::process::id()))
+            // A keyless client reads the listener's challenge as its first message (as in
+            // Python), which is not a String: report it instead of panicking.
+            if let Err(e) = conn
+                .send(&format!("hello from {}", std::process::id()))
                 .await
-                .unwrap();
-            conn.recv().await.unwrap()
+            {
+                return format!("send error: {e:?}");
+            }
+            conn.recv()
+                .await
+                .unwrap_or_else(|e| format!("recv error: {e:?}"))
         }
         Err(e) => format!("client error: {e:?}"),
     }
