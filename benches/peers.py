@@ -1,11 +1,53 @@
 """Python multiprocessing peers for benches/ipc.rs: the same workloads, timed the same way.
 
 Usage: python3 peers.py WORKLOAD COUNT SIZE
-Prints one line: "<value>" or "<p50> <p99>" for latencies. Process start-up is not timed.
+Prints one line: "<value>", "<p50> <p99>" for latencies, or "<p50> <p99> <cpu>" for W2 ping-pongs
+(cpu: µs of CPU per round trip, both processes, measured as benches/ipc/cpu.rs does). Process
+start-up is neither timed nor counted.
 """
+import glob
 import multiprocessing as mp
 import sys
 import time
+
+
+def process_ns(pid):
+    """Run time of every thread of `pid` so far (ns), from /proc/<pid>/task/*/schedstat."""
+    total = 0
+    for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+        try:
+            with open(path) as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+class CpuMeter:
+    """CPU of this process (every thread) and of one child since creation."""
+
+    def __init__(self, child_pid):
+        self.child = child_pid
+        self.ours = time.process_time_ns()
+        self.theirs = process_ns(child_pid)
+
+    def per_round_us(self, rounds):
+        spent = time.process_time_ns() - self.ours + process_ns(self.child) - self.theirs
+        return spent / 1000.0 / max(rounds, 1)
+
+
+def ping_pong(child_pid, count, round_trip):
+    """Times `count` round trips; the CPU meter starts after the first (start-up excluded)."""
+    samples, meter = [], None
+    for _ in range(count):
+        t = time.perf_counter()
+        round_trip()
+        samples.append((time.perf_counter() - t) * 1e6)
+        if meter is None:
+            meter = CpuMeter(child_pid)
+    cpu = meter.per_round_us(count - 1)
+    samples.sort()
+    print(samples[len(samples) // 2], samples[int(len(samples) * 0.99)], cpu)
 
 
 def sender(conn, count, size):
@@ -150,15 +192,13 @@ def main():
         requests, replies = make(), make()
         p = mp.Process(target=queue_echo, args=(requests, replies, count))
         p.start()
-        samples = []
-        for _ in range(count):
-            t = time.perf_counter()
+
+        def round_trip():
             requests.put(b"12345678")
             replies.get()
-            samples.append((time.perf_counter() - t) * 1e6)
+
+        ping_pong(p.pid, count, round_trip)
         p.join()
-        samples.sort()
-        print(samples[len(samples) // 2], samples[int(len(samples) * 0.99)])
     elif workload == "w4":
         lock, value, go = mp.Lock(), mp.RawValue("q", 0), mp.Event()
         ps = [mp.Process(target=locker, args=(lock, value, count, go)) for _ in range(2)]
@@ -188,16 +228,13 @@ def main():
     elif workload == "w2":
         p = mp.Process(target=echo, args=(theirs, count))
         p.start()
-        msg = b"12345678"
-        samples = []
-        for _ in range(count):
-            t = time.perf_counter()
-            ours.send_bytes(msg)
+
+        def round_trip():
+            ours.send_bytes(b"12345678")
             ours.recv_bytes()
-            samples.append((time.perf_counter() - t) * 1e6)
+
+        ping_pong(p.pid, count, round_trip)
         p.join()
-        samples.sort()
-        print(samples[len(samples) // 2], samples[int(len(samples) * 0.99)])
 
 
 if __name__ == "__main__":

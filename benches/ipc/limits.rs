@@ -17,6 +17,7 @@ use rustix::thread::futex;
 use tokio_multiprocessing::{self as mp, SharedMemory};
 
 use super::now_ns;
+use crate::cpu::CpuMeter;
 
 // Words of the ring and of the futex pairs, each on its own cache line.
 const HEAD: usize = 0;
@@ -118,25 +119,30 @@ async fn futex_echo((shm, rounds): (SharedMemory, usize)) {
 }
 
 /// W2 limit: µs per round trip of a futex ping-pong where both sides park.
-pub async fn futex_ping_pong(rounds: usize) -> mp::Result<Vec<f64>> {
+/// Also µs of CPU per round trip (both processes), as for the other W2 rows.
+pub async fn futex_ping_pong(rounds: usize) -> mp::Result<(Vec<f64>, f64)> {
     let shm = SharedMemory::create(128)?;
     let mut child = mp::Process::spawn(futex_echo, (shm.clone(), rounds))?;
-    let samples = tokio::task::spawn_blocking(move || {
+    let pid = child.pid();
+    let trips = tokio::task::spawn_blocking(move || {
         let (ping, pong) = (shm.atomic_u32(PING)?, shm.atomic_u32(PONG)?);
         let mut samples = Vec::with_capacity(rounds);
         let mut seen = 0;
+        let mut meter = None;
         for _ in 0..rounds {
             let t = Instant::now();
             bump_and_wake(ping);
             seen = park_while(pong, seen);
             samples.push(t.elapsed().as_secs_f64() * 1e6);
+            meter.get_or_insert_with(|| CpuMeter::start(pid));
         }
-        Ok::<_, mp::Error>(samples)
+        let cpu = meter.map_or(0.0, |m| m.per_round_us(rounds - 1));
+        Ok::<_, mp::Error>((samples, cpu))
     })
     .await
     .expect("timing thread")?;
     child.join().await?;
-    Ok(samples)
+    Ok(trips)
 }
 
 async fn futex_waiter((shm, rounds): (SharedMemory, usize)) -> Vec<f64> {

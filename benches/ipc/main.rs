@@ -33,8 +33,14 @@ use tokio_multiprocessing::handle::{self, FdIndex, FdSink, FdSource, Handle};
 use tokio_multiprocessing::{self as mp, Connection, Pipe};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+mod cpu;
 mod limits;
 mod pool;
+
+use cpu::CpuMeter;
+
+/// A ping-pong's round-trip times in µs, and µs of CPU (both processes) per round trip.
+type RoundTrips = (Vec<f64>, f64);
 
 // ----- a raw socket handle, so the tokio-codec peer runs across processes too -----
 
@@ -379,37 +385,44 @@ async fn one_way_queue(count: usize, size: usize, mode: Mode) -> mp::Result<f64>
     Ok(secs)
 }
 
-async fn ping_pong_queue(count: usize, blocking: bool) -> mp::Result<Vec<f64>> {
+async fn ping_pong_queue(count: usize, blocking: bool) -> mp::Result<RoundTrips> {
     let (requests, replies) = (mp::Queue::<Vec<u8>>::new(0)?, mp::Queue::<Vec<u8>>::new(0)?);
     let mut child = mp::Process::spawn(
         queue_echo,
         (requests.clone(), replies.clone(), count, blocking),
     )?;
-    let samples = if blocking {
+    let pid = child.pid();
+    let trips = if blocking {
         tokio::task::spawn_blocking(move || {
             let mut samples = Vec::with_capacity(count);
+            let mut meter = None;
             for _ in 0..count {
                 let t = Instant::now();
                 requests.put_bytes_blocking(b"12345678")?;
                 replies.get_bytes_blocking()?;
                 samples.push(t.elapsed().as_secs_f64() * 1e6);
+                meter.get_or_insert_with(|| CpuMeter::start(pid));
             }
-            Ok::<_, mp::Error>(samples)
+            let cpu = meter.map_or(0.0, |m| m.per_round_us(count - 1));
+            Ok::<_, mp::Error>((samples, cpu))
         })
         .await
         .expect("timing thread")?
     } else {
         let mut samples = Vec::with_capacity(count);
+        let mut meter = None;
         for _ in 0..count {
             let t = Instant::now();
             requests.put_bytes(b"12345678").await?;
             replies.get_bytes().await?;
             samples.push(t.elapsed().as_secs_f64() * 1e6);
+            meter.get_or_insert_with(|| CpuMeter::start(pid));
         }
-        samples
+        let cpu = meter.map_or(0.0, |m| m.per_round_us(count - 1));
+        (samples, cpu)
     };
     child.join().await?;
-    Ok(samples)
+    Ok(trips)
 }
 
 // ----- one-way (W1, W3) and ping-pong (W2) drivers -----
@@ -454,50 +467,59 @@ async fn one_way_codec(count: usize, size: usize, batched: bool) -> mp::Result<f
     Ok(secs)
 }
 
-/// Round-trip times in µs.
-async fn ping_pong_pipe(count: usize, blocking: bool) -> mp::Result<Vec<f64>> {
+async fn ping_pong_pipe(count: usize, blocking: bool) -> mp::Result<RoundTrips> {
     let (mut ours, theirs) = Pipe::<Vec<u8>>::duplex()?;
     let mut child = mp::Process::spawn(pipe_echo, (theirs, count, blocking))?;
-    let samples = if blocking {
+    let pid = child.pid();
+    let trips = if blocking {
         tokio::task::spawn_blocking(move || {
             let mut samples = Vec::with_capacity(count);
+            let mut meter = None;
             for _ in 0..count {
                 let t = Instant::now();
                 ours.send_bytes_blocking(b"12345678").unwrap();
                 ours.recv_bytes_blocking().unwrap();
                 samples.push(t.elapsed().as_secs_f64() * 1e6);
+                meter.get_or_insert_with(|| CpuMeter::start(pid));
             }
-            samples
+            let cpu = meter.map_or(0.0, |m| m.per_round_us(count - 1));
+            (samples, cpu)
         })
         .await
         .unwrap()
     } else {
         let mut samples = Vec::with_capacity(count);
+        let mut meter = None;
         for _ in 0..count {
             let t = Instant::now();
             ours.send_bytes(b"12345678").await?;
             ours.recv_bytes().await?;
             samples.push(t.elapsed().as_secs_f64() * 1e6);
+            meter.get_or_insert_with(|| CpuMeter::start(pid));
         }
-        samples
+        let cpu = meter.map_or(0.0, |m| m.per_round_us(count - 1));
+        (samples, cpu)
     };
     child.join().await?;
-    Ok(samples)
+    Ok(trips)
 }
 
-async fn ping_pong_codec(count: usize) -> mp::Result<Vec<f64>> {
+async fn ping_pong_codec(count: usize) -> mp::Result<RoundTrips> {
     let (ours, theirs) = raw_pair();
     let mut child = mp::Process::spawn(codec_echo, (theirs, count))?;
     let mut f = framed(ours);
     let mut samples = Vec::with_capacity(count);
+    let mut meter = None;
     for _ in 0..count {
         let t = Instant::now();
         f.send(bytes::Bytes::from_static(b"12345678")).await?;
         f.next().await.unwrap()?;
         samples.push(t.elapsed().as_secs_f64() * 1e6);
+        meter.get_or_insert_with(|| CpuMeter::start(child.pid()));
     }
+    let cpu = meter.map_or(0.0, |m| m.per_round_us(count - 1));
     child.join().await?;
-    Ok(samples)
+    Ok((samples, cpu))
 }
 
 fn python(workload: &str, count: usize, size: usize) -> Option<Vec<f64>> {
@@ -531,6 +553,8 @@ struct Row {
     /// One value per run (for latencies: the run's p50), plus the p99s.
     runs: Vec<f64>,
     p99s: Vec<f64>,
+    /// µs of CPU per round trip, both processes (W2), one per run.
+    cpus: Vec<f64>,
     note: Option<String>,
 }
 
@@ -550,6 +574,7 @@ impl Row {
             higher_is_better: higher,
             runs: vec![],
             p99s: vec![],
+            cpus: vec![],
             note: None,
         }
     }
@@ -568,13 +593,13 @@ fn percentile(samples: &mut [f64], p: f64) -> f64 {
 
 fn print(rows: &[Row]) {
     println!(
-        "\n{:<4} {:<48} {:>12} {:<7} {:>21} {:>10}",
-        "", "system", "median", "unit", "min – max", "p99"
+        "\n{:<4} {:<48} {:>12} {:<7} {:>21} {:>10} {:>9}",
+        "", "system", "median", "unit", "min – max", "p99", "CPU µs/rt"
     );
     let mut last = "";
     for row in rows {
         if row.workload != last {
-            println!("{}", "-".repeat(108));
+            println!("{}", "-".repeat(118));
             last = row.workload;
         }
         match (&row.note, row.median()) {
@@ -583,15 +608,18 @@ fn print(rows: &[Row]) {
             (None, Some(median)) => {
                 let min = row.runs.iter().copied().fold(f64::INFINITY, f64::min);
                 let max = row.runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let p99 = if row.p99s.is_empty() {
-                    String::new()
-                } else {
-                    let mut p = row.p99s.clone();
-                    format!("{:.1}", percentile(&mut p, 0.5))
+                let median_of = |values: &[f64], digits: usize| {
+                    if values.is_empty() {
+                        String::new()
+                    } else {
+                        let mut v = values.to_vec();
+                        format!("{:.digits$}", percentile(&mut v, 0.5))
+                    }
                 };
+                let (p99, cpu) = (median_of(&row.p99s, 1), median_of(&row.cpus, 2));
                 println!(
-                    "{:<4} {:<48} {:>12.2} {:<7} {:>10.2} – {:<8.2} {:>10}",
-                    row.workload, row.system, median, row.unit, min, max, p99
+                    "{:<4} {:<48} {:>12.2} {:<7} {:>10.2} – {:<8.2} {:>10} {:>9}",
+                    row.workload, row.system, median, row.unit, min, max, p99, cpu
                 );
             }
         }
@@ -747,9 +775,10 @@ async fn main() -> mp::Result<()> {
         for (system, blocking) in [("Pipe async", false), ("Pipe blocking (threads)", true)] {
             let mut row = Row::new("W2", system, true, "µs p50", false);
             for _ in 0..3 {
-                let mut s = ping_pong_pipe(w2, blocking).await?;
+                let (mut s, cpu) = ping_pong_pipe(w2, blocking).await?;
                 row.runs.push(percentile(&mut s, 0.5));
                 row.p99s.push(percentile(&mut s, 0.99));
+                row.cpus.push(cpu);
             }
             rows.push(row);
         }
@@ -761,17 +790,19 @@ async fn main() -> mp::Result<()> {
             false,
         );
         for _ in 0..3 {
-            let mut s = ping_pong_codec(w2).await?;
+            let (mut s, cpu) = ping_pong_codec(w2).await?;
             row.runs.push(percentile(&mut s, 0.5));
             row.p99s.push(percentile(&mut s, 0.99));
+            row.cpus.push(cpu);
         }
         rows.push(row);
         for (system, blocking) in [("Queue (async)", false), ("Queue blocking (threads)", true)] {
             let mut row = Row::new("W2", system, true, "µs p50", false);
             for _ in 0..3 {
-                let mut s = ping_pong_queue(w2, blocking).await?;
+                let (mut s, cpu) = ping_pong_queue(w2, blocking).await?;
                 row.runs.push(percentile(&mut s, 0.5));
                 row.p99s.push(percentile(&mut s, 0.99));
+                row.cpus.push(cpu);
             }
             rows.push(row);
         }
@@ -783,9 +814,10 @@ async fn main() -> mp::Result<()> {
             false,
         );
         for _ in 0..3 {
-            let mut s = limits::futex_ping_pong(w2).await?;
+            let (mut s, cpu) = limits::futex_ping_pong(w2).await?;
             row.runs.push(percentile(&mut s, 0.5));
             row.p99s.push(percentile(&mut s, 0.99));
+            row.cpus.push(cpu);
         }
         rows.push(row);
         rows.push(python_row(
@@ -1091,6 +1123,9 @@ fn python_row(
                 row.runs.push(v[0]);
                 if let Some(p99) = v.get(1) {
                     row.p99s.push(*p99);
+                }
+                if let Some(cpu) = v.get(2) {
+                    row.cpus.push(*cpu);
                 }
             }
             _ => {
