@@ -759,9 +759,11 @@ impl<T: DeserializeOwned> Queue<T> {
         self.ring.wait_items_parked().await;
     }
 
-    /// [`readable`](Self::readable) after the usual short spin (for an item that is due).
-    pub(crate) async fn readable_after_spin(&self) {
-        self.ring.wait_items(None).await;
+    /// Spins (pausing, then yielding the CPU) for up to `limit` until the queue holds
+    /// something or closes, without parking; `true` if it does. For a process that waits for
+    /// nothing else: it holds its thread for that long.
+    pub(crate) fn spin_until_readable(&self, limit: std::time::Duration) -> bool {
+        self.ring.spin_for_items(limit)
     }
 
     /// Takes the oldest item's raw bytes without waiting (the raw twin of

@@ -14,6 +14,11 @@ use crate::notify::SAFETY_RECHECK;
 /// yields its CPU between checks, so that on a machine with fewer free CPUs than busy
 /// processes the other side gets to run instead of watching us spin. Never a busy loop.
 fn spin(ready: impl Fn() -> Option<()>) -> bool {
+    spin_for(ready, SPIN_FOR)
+}
+
+/// [`spin`] with the yielding phase bounded by `limit` instead of [`SPIN_FOR`].
+fn spin_for(ready: impl Fn() -> Option<()>, limit: Duration) -> bool {
     const PAUSES: u32 = 64;
     let (mut spent, mut gap) = (0, 1);
     while spent < PAUSES {
@@ -27,7 +32,7 @@ fn spin(ready: impl Fn() -> Option<()>) -> bool {
         gap = (gap * 2).min(32);
     }
     let start = Instant::now();
-    while start.elapsed() < SPIN_FOR {
+    while start.elapsed() < limit {
         if ready().is_some() {
             return true;
         }
@@ -97,6 +102,15 @@ impl Ring {
             .wait(ready, deadline, SAFETY_RECHECK)
             .await
             .is_some()
+    }
+
+    /// Checks for items (or a close) for up to `limit`, pausing then yielding as a waiter's
+    /// spin does, without parking: for a process that has nothing else to do but wait for
+    /// this queue (an idle pool worker), where a longer spin keeps back-to-back jobs off the
+    /// wake-up path and takes no thread from anyone. `true` once something is there.
+    pub(crate) fn spin_for_items(&self, limit: Duration) -> bool {
+        let ready = || (self.is_closed() || self.has_items()).then_some(());
+        ready().is_some() || spin_for(ready, limit)
     }
 
     /// [`wait_items`](Self::wait_items) without the spin: for a task that also waits for other
