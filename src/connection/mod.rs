@@ -23,6 +23,13 @@
 //! carries the file descriptors of the handles inside it (`SCM_RIGHTS`). Receivers are
 //! [`Stream`](futures::Stream)s and senders [`Sink`](futures::Sink)s.
 //!
+//! Latency: a receiver reads the socket directly for up to 20 µs before it parks on tokio's
+//! reactor, so a peer that answers quickly costs no wake-up. When it does park, a task on a
+//! runtime worker is woken by the thread that read the reactor; `main`'s own future (the one
+//! `#[tokio::main]` runs in `block_on`) is woken through a second thread. For request/reply
+//! loops that care about µs, run them in a spawned task: in the W2 benchmark a round trip
+//! took 8.3 µs from a spawned task and 17 µs from `main` (Python's `Pipe`: 84–86 µs).
+//!
 //! ```
 //! use tokio_multiprocessing::Pipe;
 //!
