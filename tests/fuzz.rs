@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::unique_name;
+use support::{plant_segment, unique_name};
 use tokio_multiprocessing::{
     self as mp, Item, LifoQueue, PriorityQueue, Queue, ShareableList, SharedMemory,
 };
@@ -41,17 +41,6 @@ impl Rng {
     }
 }
 
-fn plant(name: &str, contents: &[u8]) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(format!("/dev/shm/{name}"))
-        .unwrap();
-    std::io::Write::write_all(&mut f, contents).unwrap();
-}
-
 #[test]
 fn mutated_segment_headers_and_list_tables_are_values_or_errors() {
     let list = ShareableList::create_named(
@@ -79,7 +68,7 @@ fn mutated_segment_headers_and_list_tables_are_values_or_errors() {
             bytes.truncate(rng.below(bytes.len()));
         }
         let name = unique_name("fuzz-seg");
-        plant(&name, &bytes);
+        plant_segment(&name, &bytes);
         if let Ok(shm) = SharedMemory::open(&name) {
             let _ = shm.to_vec();
         }

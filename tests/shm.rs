@@ -8,7 +8,7 @@ mod support;
 
 use std::os::fd::AsFd;
 
-use support::{our_shm_entries, unique_name};
+use support::{our_shm_entries, plant_segment, unique_name};
 use tokio_multiprocessing::{self as mp, Error, Item, ShareableList, SharedMemory, Slot};
 
 /// Attaches by name, checks what the parent wrote, writes an answer.
@@ -93,18 +93,6 @@ fn opening_a_missing_name_says_not_found() {
         Err(Error::NotFound(n)) => assert_eq!(n, name),
         other => panic!("expected NotFound, got {other:?}"),
     }
-}
-
-/// Makes `/dev/shm/<name>` by hand, 0600, with the given contents.
-fn plant_segment(name: &str, contents: &[u8]) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(format!("/dev/shm/{name}"))
-        .unwrap();
-    std::io::Write::write_all(&mut f, contents).unwrap();
 }
 
 #[test]

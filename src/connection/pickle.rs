@@ -398,35 +398,20 @@ mod tests {
     struct Everything {
         ints: (i8, u64, i128, u128, i64),
         text: String,
-        bytes: serde_bytes_like::Bytes,
+        bytes: serde_bytes_vec::Bytes,
         list: Vec<Option<bool>>,
         map: BTreeMap<String, Vec<Shape>>,
         unit: (),
     }
 
-    mod serde_bytes_like {
-        #[derive(Debug, PartialEq)]
-        pub struct Bytes(pub Vec<u8>);
-        impl serde::Serialize for Bytes {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_bytes(&self.0)
-            }
-        }
-        impl<'de> serde::Deserialize<'de> for Bytes {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                Ok(Bytes(
-                    <bytes::Bytes as serde::Deserialize>::deserialize(d)?.to_vec(),
-                ))
-            }
-        }
-    }
+    use crate::connection::wire::serde_bytes_vec;
 
     #[test]
     fn round_trips_through_our_unpickler() {
         let value = Everything {
             ints: (-5, u64::MAX, i128::MIN, u128::MAX, -(1 << 40)),
             text: "héllo".into(),
-            bytes: serde_bytes_like::Bytes(vec![0, 255, 7]),
+            bytes: serde_bytes_vec::Bytes(vec![0, 255, 7]),
             list: vec![Some(true), None, Some(false)],
             map: BTreeMap::from([(
                 "shapes".to_string(),

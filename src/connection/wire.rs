@@ -27,8 +27,8 @@ pub struct ConnectionWire {
 }
 
 /// `Vec<u8>` serialised as bytes (one length and a copy), not as a sequence of numbers.
-mod serde_bytes_vec {
-    #[derive(Debug, Default)]
+pub(super) mod serde_bytes_vec {
+    #[derive(Debug, Default, PartialEq)]
     pub struct Bytes(pub Vec<u8>);
 
     impl serde::Serialize for Bytes {

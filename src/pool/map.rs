@@ -93,6 +93,11 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Map<R> {
     /// # Errors
     ///
     /// The first item's error, as the stream gives it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: the stream is consumed, so dropping this future loses the results
+    /// gathered so far (as dropping the stream does; chunks already sent run to the end).
     pub async fn collect_vec(self) -> Result<Vec<R>> {
         self.try_collect().await
     }

@@ -18,6 +18,19 @@ pub fn unique_name(tag: &str) -> String {
     )
 }
 
+/// Makes `/dev/shm/<name>` by hand, 0600, with the given contents (a segment an attacker or
+/// another program could have left there).
+pub fn plant_segment(name: &str, contents: &[u8]) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(format!("/dev/shm/{name}"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, contents).unwrap();
+}
+
 /// `/dev/shm` entries made by this process's tests.
 pub fn our_shm_entries() -> Vec<String> {
     let prefix = format!("tkmp-test-{}-", std::process::id());
