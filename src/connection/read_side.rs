@@ -5,7 +5,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a receiver keeps reading the socket directly before it parks on the reactor.
 const RECV_SPIN: Duration = Duration::from_micros(20);
@@ -14,6 +14,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::fd_channel::would_block;
 use super::frame::{Frame, FrameReader, Framing, Step};
+use crate::notify::spin_until;
 use crate::sys::scm_rights;
 use crate::{Error, Result};
 
@@ -105,28 +106,12 @@ impl ReadSide {
 
     /// A frame that is complete now or within [`RECV_SPIN`], read without the reactor.
     fn recv_soon(&mut self) -> Result<Option<Frame>> {
-        let start = Instant::now();
-        let mut pauses = 1u32;
-        loop {
-            match self.try_recv() {
-                Ok(frame) => return Ok(Some(frame)),
-                Err(Error::Empty) => {}
-                Err(e) => return Err(e),
-            }
-            if start.elapsed() >= RECV_SPIN {
-                return Ok(None);
-            }
-            // A few pauses between reads first (each read is a system call), then give the
-            // CPU away between reads, so the sender gets to run on a busy machine.
-            if pauses < 64 {
-                for _ in 0..pauses {
-                    std::hint::spin_loop();
-                }
-                pauses *= 2;
-            } else {
-                std::thread::yield_now();
-            }
-        }
+        // Each attempt is a read (a system call); the spin's pauses and yields space them out.
+        spin_until(RECV_SPIN, || match self.try_recv() {
+            Err(Error::Empty) => None,
+            other => Some(other),
+        })
+        .transpose()
     }
 
     /// A frame if one can be completed without waiting; [`Error::Empty`] otherwise.

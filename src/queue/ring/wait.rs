@@ -4,41 +4,12 @@
 use std::time::{Duration, Instant};
 
 use super::{HEAD, RECORD_HEADER, Ring, TAIL};
-use crate::notify::SAFETY_RECHECK;
+use crate::notify::{SAFETY_RECHECK, spin_until};
 
-/// Checks `ready` for a bounded while before a waiter parks: a getter that finds the queue
-/// empty usually sees the next item within a microsecond or two, far sooner than a futex or
-/// eventfd round trip (and a parked waiter costs whoever wakes it a system call). The checks
-/// back off (1, 2, 4 … 32 pauses apart, about 2 µs in all) so a waiter does not keep pulling
-/// the other side's commit line away from it; then, for up to [`SPIN_FOR`] in all, the waiter
-/// yields its CPU between checks, so that on a machine with fewer free CPUs than busy
-/// processes the other side gets to run instead of watching us spin. Never a busy loop.
+/// A queue waiter's spin before it parks ([`spin_until`] for [`SPIN_FOR`]): a getter that
+/// finds the queue empty usually sees the next item within a microsecond or two.
 fn spin(ready: impl Fn() -> Option<()>) -> bool {
-    spin_for(ready, SPIN_FOR)
-}
-
-/// [`spin`] with the yielding phase bounded by `limit` instead of [`SPIN_FOR`].
-fn spin_for(ready: impl Fn() -> Option<()>, limit: Duration) -> bool {
-    const PAUSES: u32 = 64;
-    let (mut spent, mut gap) = (0, 1);
-    while spent < PAUSES {
-        if ready().is_some() {
-            return true;
-        }
-        for _ in 0..gap {
-            std::hint::spin_loop();
-        }
-        spent += gap;
-        gap = (gap * 2).min(32);
-    }
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if ready().is_some() {
-            return true;
-        }
-        std::thread::yield_now();
-    }
-    ready().is_some()
+    spin_until(SPIN_FOR, ready).is_some()
 }
 
 /// How long a queue waiter keeps checking (pausing, then yielding) before it parks.
@@ -110,7 +81,7 @@ impl Ring {
     /// wake-up path and takes no thread from anyone. `true` once something is there.
     pub(crate) fn spin_for_items(&self, limit: Duration) -> bool {
         let ready = || (self.is_closed() || self.has_items()).then_some(());
-        ready().is_some() || spin_for(ready, limit)
+        ready().is_some() || spin_until(limit, ready).is_some()
     }
 
     /// [`wait_items`](Self::wait_items) without the spin: for a task that also waits for other
