@@ -73,6 +73,11 @@ pub enum Error {
     /// An operating-system error.
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// A method of a managed object panicked in the manager, or the manager could not run it
+    /// (no such object or method, arguments that do not decode); the message says which. The
+    /// manager goes on serving.
+    #[error("the manager could not complete the call: {0}")]
+    Remote(String),
 }
 
 impl Error {
@@ -145,6 +150,7 @@ enum ErrorWire {
     Process(ProcessFailure),
     Io { kind: String, message: String },
     WorkerDied { pid: u32, cause: ProcessFailure },
+    Remote(String),
 }
 
 /// The I/O error kinds that keep their identity across processes (the others arrive as
@@ -197,6 +203,7 @@ impl From<&Error> for ErrorWire {
                 pid: *pid,
                 cause: cause.clone(),
             },
+            Error::Remote(m) => ErrorWire::Remote(m.clone()),
             Error::Io(e) => ErrorWire::Io {
                 kind: format!("{:?}", e.kind()),
                 message: e.to_string(),
@@ -229,6 +236,7 @@ impl From<ErrorWire> for Error {
             ErrorWire::InvalidArgument(m) => Error::InvalidArgument(m),
             ErrorWire::Process(p) => Error::Process(p),
             ErrorWire::WorkerDied { pid, cause } => Error::WorkerDied { pid, cause },
+            ErrorWire::Remote(m) => Error::Remote(m),
             ErrorWire::Io { kind, message } => {
                 let kind = IO_KINDS
                     .iter()

@@ -61,6 +61,7 @@ mod fuzz_tests;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 pub mod handle;
+pub mod manager;
 mod notify;
 pub mod pool;
 pub mod process;
@@ -68,11 +69,16 @@ pub mod queue;
 pub mod shm;
 pub mod sync;
 mod sys;
+
+/// serde, for the code [`managed!`] writes; not an API.
+#[doc(hidden)]
+pub use serde as __serde;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
 
 pub use connection::{Client, Connection, Listener, Pipe};
 pub use error::{Error, ProcessFailure, Result};
+pub use manager::{Manager, SharedMemoryManager};
 pub use pool::{Pool, PoolBuilder, Task};
 pub use process::{
     Builder, Process, ProcessInfo, ProcessSet, active_children, cpu_count, current_process,

@@ -54,7 +54,7 @@ mod pickle;
 mod pipe;
 mod read_side;
 pub(crate) mod unpickle;
-mod wire;
+pub(crate) mod wire;
 mod write_side;
 
 pub use connection::{Connection, Credentials, Receiver, Sender};

@@ -27,7 +27,7 @@ pub struct ConnectionWire {
 }
 
 /// `Vec<u8>` serialised as bytes (one length and a copy), not as a sequence of numbers.
-pub(super) mod serde_bytes_vec {
+pub(crate) mod serde_bytes_vec {
     #[derive(Debug, Default, PartialEq)]
     pub struct Bytes(pub Vec<u8>);
 

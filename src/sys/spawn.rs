@@ -123,3 +123,11 @@ pub(crate) fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     rustix::io::fcntl_setfd(&owned, FdFlags::CLOEXEC)?;
     Ok(owned)
 }
+
+/// Undoes [`die_with_parent`] in this process: it is no longer killed when its parent dies.
+/// For a process that must notice the death and clean up first (a manager), and watches its
+/// parent by other means.
+pub(crate) fn outlive_parent() -> io::Result<()> {
+    rustix::process::set_parent_process_death_signal(None)?;
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! A shared event ([`Manager::event`], Python's `manager.Event()`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::builtin_proxy;
+use crate::manager::Manager;
+use crate::manager::served::{Call, Reply, Served, unknown_method};
+use crate::manager::wire::encode;
+use crate::Result;
+
+pub(crate) const TYPE_NAME: &str = "mp.event";
+
+struct Event {
+    flag: Mutex<bool>,
+    changed: Notify,
+}
+
+pub(crate) fn construct(_init: &[u8]) -> Result<Arc<dyn Served>> {
+    Ok(Arc::new(Event {
+        flag: Mutex::new(false),
+        changed: Notify::new(),
+    }))
+}
+
+impl Event {
+    fn flag(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.flag.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn run(self: Arc<Self>, call: Call) -> Result<Vec<u8>> {
+        match call.method.as_str() {
+            "set" => {
+                *self.flag() = true;
+                self.changed.notify_waiters();
+                encode(&())
+            }
+            "clear" => {
+                *self.flag() = false;
+                encode(&())
+            }
+            "is_set" => encode(&*self.flag()),
+            "wait" => {
+                let (timeout_ms,): (Option<u64>,) = call.args()?;
+                let deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+                loop {
+                    let notified = self.changed.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if *self.flag() {
+                        return encode(&true);
+                    }
+                    match deadline {
+                        None => notified.await,
+                        Some(deadline) => {
+                            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                                return encode(&*self.flag());
+                            }
+                        }
+                    }
+                }
+            }
+            other => Err(unknown_method("Event", other)),
+        }
+    }
+}
+
+impl Served for Event {
+    fn call(self: Arc<Self>, call: Call) -> Reply {
+        Box::pin(self.run(call))
+    }
+}
+
+builtin_proxy!(
+    /// A proxy of an event in a manager ([`Manager::event`]): a flag that processes wait for.
+    ///
+    /// # Errors
+    ///
+    /// Every method fails with [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Every method is cancel-safe: waiting takes nothing, and a dropped `set` or `clear` may
+    /// still have happened.
+    EventProxy,
+    TYPE_NAME
+);
+
+impl EventProxy {
+    /// Sets the flag and wakes every waiter, in every process.
+    pub async fn set(&self) -> Result<()> {
+        self.core.call("set", &()).await
+    }
+
+    /// Clears the flag.
+    pub async fn clear(&self) -> Result<()> {
+        self.core.call("clear", &()).await
+    }
+
+    /// Whether the flag is set.
+    pub async fn is_set(&self) -> Result<bool> {
+        self.core.call("is_set", &()).await
+    }
+
+    /// Waits until the flag is set.
+    pub async fn wait(&self) -> Result<()> {
+        let _: bool = self.core.call("wait", &(None::<u64>,)).await?;
+        Ok(())
+    }
+
+    /// Waits at most `timeout` for the flag; returns whether it is set (Python's
+    /// `wait(timeout)`).
+    pub async fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.core.call("wait", &(Some(ms),)).await
+    }
+}
+
+impl Manager {
+    /// A new event, not set (Python's `manager.Event()`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: an event made for a dropped call is released again.
+    pub async fn event(&self) -> Result<EventProxy> {
+        self.create_builtin(&()).await
+    }
+}

@@ -1,0 +1,369 @@
+//! The manager's side: the object table, reference counts, and one task per connection.
+//!
+//! Every object has one count: a reference per connection that holds proxies of it (however
+//! many proxies that process has), one per published name, and one per proxy in flight (a
+//! *hold*, released by whoever receives the proxy). When a connection closes — its process
+//! exited, dropped its last proxy, or was killed — its references go with it; an object whose
+//! count reaches zero is dropped.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+use super::served::{Call, Served, TypeTable};
+use super::wire::{self, Message};
+use crate::connection::wire::serde_bytes_vec::Bytes;
+use crate::connection::{Connection, Listener, Sender};
+use crate::{Error, Result};
+
+struct Entry {
+    served: Arc<dyn Served>,
+    type_name: &'static str,
+    refs: usize,
+}
+
+#[derive(Default)]
+struct State {
+    objects: HashMap<u64, Entry>,
+    next_object: u64,
+    names: HashMap<String, u64>,
+    holds: HashMap<u128, u64>,
+    /// Releases that arrived before their hold (they travel on different connections).
+    early_releases: HashSet<u128>,
+    conn_refs: HashMap<u64, HashMap<u64, usize>>,
+}
+
+impl State {
+    fn incref(&mut self, object: u64) -> bool {
+        match self.objects.get_mut(&object) {
+            Some(entry) => {
+                entry.refs += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn incref_for(&mut self, conn: u64, object: u64) {
+        if self.incref(object) {
+            *self
+                .conn_refs
+                .entry(conn)
+                .or_default()
+                .entry(object)
+                .or_insert(0) += 1;
+        }
+    }
+
+    /// Drops one reference; returns the object if that was the last.
+    #[must_use]
+    fn decref(&mut self, object: u64) -> Option<Arc<dyn Served>> {
+        let entry = self.objects.get_mut(&object)?;
+        entry.refs -= 1;
+        if entry.refs > 0 {
+            return None;
+        }
+        self.objects.remove(&object).map(|e| e.served)
+    }
+
+    #[must_use]
+    fn decref_for(&mut self, conn: u64, object: u64) -> Option<Arc<dyn Served>> {
+        let refs = self.conn_refs.get_mut(&conn)?;
+        let count = refs.get_mut(&object)?;
+        *count -= 1;
+        if *count == 0 {
+            refs.remove(&object);
+        }
+        self.decref(object)
+    }
+}
+
+/// A running manager.
+pub(crate) struct Server {
+    types: TypeTable,
+    state: Mutex<State>,
+    stop: CancellationToken,
+    next_conn: AtomicU64,
+}
+
+impl Server {
+    pub(crate) fn new(types: TypeTable) -> Arc<Server> {
+        Arc::new(Server {
+            types,
+            state: Mutex::new(State {
+                next_object: 1,
+                ..State::default()
+            }),
+            stop: CancellationToken::new(),
+            next_conn: AtomicU64::new(1),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A token cancelled when the manager stops.
+    pub(crate) fn stopped(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Stops serving and drops every object.
+    pub(crate) fn stop(&self) {
+        self.stop.cancel();
+        let objects = {
+            let mut state = self.state();
+            state.names.clear();
+            state.holds.clear();
+            state.conn_refs.clear();
+            std::mem::take(&mut state.objects)
+        };
+        // Dropped outside the lock: a user object's `Drop` may take its time.
+        drop(objects);
+    }
+
+    /// How many objects the manager holds.
+    pub(crate) fn object_count(&self) -> usize {
+        self.state().objects.len()
+    }
+
+    /// Accepts connections until stopped, then drops every object.
+    pub(crate) async fn run(self: Arc<Self>, mut listener: Listener<Message>) {
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => {
+                        let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+                        tokio::spawn(self.clone().serve_connection(conn, conn_id));
+                    }
+                    Err(e) => tracing::debug!(error = %e, "a manager client failed to connect"),
+                },
+            }
+        }
+        drop(listener);
+        self.stop();
+    }
+
+    async fn serve_connection(self: Arc<Self>, connection: Connection<Message>, conn: u64) {
+        let (mut rx, tx) = connection.into_split();
+        let inflight: Arc<Mutex<HashMap<u64, CancellationToken>>> = Arc::default();
+        loop {
+            let message = tokio::select! {
+                () = self.stop.cancelled() => break,
+                message = rx.recv() => message,
+            };
+            match message {
+                Ok(message) => {
+                    if self.handle(conn, message, &tx, &inflight).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    if !matches!(e, Error::Closed) {
+                        tracing::debug!(error = %e, "dropping a manager client that sent garbage");
+                    }
+                    break;
+                }
+            }
+        }
+        for token in lock(&inflight).drain().map(|(_, t)| t) {
+            token.cancel();
+        }
+        self.connection_closed(conn);
+    }
+
+    fn connection_closed(&self, conn: u64) {
+        let (released, everyone) = {
+            let mut state = self.state();
+            let refs = state.conn_refs.remove(&conn).unwrap_or_default();
+            let mut released = Vec::new();
+            for (object, count) in refs {
+                for _ in 0..count {
+                    released.extend(state.decref(object));
+                }
+            }
+            let everyone: Vec<_> = state.objects.values().map(|e| e.served.clone()).collect();
+            (released, everyone)
+        };
+        for object in released.iter().chain(&everyone) {
+            object.caller_gone(conn);
+        }
+    }
+
+    /// Handles one message; `Err` only when the connection is broken.
+    async fn handle(
+        &self,
+        conn: u64,
+        message: Message,
+        tx: &Sender<Message>,
+        inflight: &Arc<Mutex<HashMap<u64, CancellationToken>>>,
+    ) -> Result<()> {
+        let reply = |id: u64, outcome: Result<Vec<u8>>| Message::Reply {
+            id,
+            outcome: outcome.map(Bytes),
+        };
+        match message {
+            Message::Call {
+                id,
+                object,
+                method,
+                args,
+            } => {
+                let served = self.state().objects.get(&object).map(|e| e.served.clone());
+                let Some(served) = served else {
+                    if id != 0 {
+                        let e = Error::Remote(format!("no object {object} (it was dropped)"));
+                        tx.send(&reply(id, Err(e))).await?;
+                    }
+                    return Ok(());
+                };
+                let mut future = served.call(Call {
+                    method,
+                    args: args.0,
+                    conn,
+                });
+                if let Some(outcome) = (&mut future).now_or_never() {
+                    if id != 0 {
+                        tx.send(&reply(id, outcome)).await?;
+                    }
+                    return Ok(());
+                }
+                let token = CancellationToken::new();
+                if id != 0 {
+                    lock(inflight).insert(id, token.clone());
+                }
+                let tx = tx.clone();
+                let inflight = inflight.clone();
+                tokio::spawn(async move {
+                    let message = tokio::select! {
+                        biased;
+                        outcome = future => reply(id, outcome),
+                        () = token.cancelled() => Message::Cancelled { id },
+                    };
+                    if id != 0 {
+                        lock(&inflight).remove(&id);
+                        let _ = tx.send(&message).await;
+                    }
+                });
+            }
+            Message::Cancel { id } => {
+                if let Some(token) = lock(inflight).get(&id) {
+                    token.cancel();
+                }
+            }
+            Message::Create {
+                id,
+                type_name,
+                init,
+            } => {
+                let outcome = self.create(conn, &type_name, &init.0);
+                tx.send(&reply(id, outcome.and_then(|o| wire::encode(&o))))
+                    .await?;
+            }
+            Message::Publish { id, name, object } => {
+                let outcome = self.publish(name, object);
+                tx.send(&reply(id, outcome.and_then(|()| wire::encode(&()))))
+                    .await?;
+            }
+            Message::Lookup { id, name } => {
+                let outcome = self.lookup(conn, &name);
+                tx.send(&reply(id, outcome.and_then(|o| wire::encode(&o))))
+                    .await?;
+            }
+            Message::IncRef { object } => self.state().incref_for(conn, object),
+            Message::DecRef { object } => {
+                let released = self.state().decref_for(conn, object);
+                drop(released);
+            }
+            Message::Hold { object, token } => {
+                let mut state = self.state();
+                if !state.early_releases.remove(&token) && state.incref(object) {
+                    state.holds.insert(token, object);
+                }
+            }
+            Message::Release { token } => {
+                let released = {
+                    let mut state = self.state();
+                    match state.holds.remove(&token) {
+                        Some(object) => state.decref(object),
+                        None => {
+                            state.early_releases.insert(token);
+                            None
+                        }
+                    }
+                };
+                drop(released);
+            }
+            Message::ObjectCount { id } => {
+                let count = self.object_count() as u64;
+                tx.send(&reply(id, wire::encode(&count))).await?;
+            }
+            Message::Shutdown { id } => {
+                tx.send(&reply(id, wire::encode(&()))).await?;
+                self.stop();
+            }
+            Message::Reply { .. } | Message::Cancelled { .. } => {
+                return Err(Error::Corrupt("a client sent a reply".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn create(&self, conn: u64, type_name: &str, init: &[u8]) -> Result<u64> {
+        let (&type_name, constructor) = self
+            .types
+            .0
+            .get_key_value(type_name)
+            .ok_or_else(|| Error::Remote(format!("no type {type_name:?} is registered")))?;
+        let served = std::panic::catch_unwind(|| constructor(init))
+            .map_err(|p| Error::Remote(crate::process::panic_message(&*p)))??;
+        let mut state = self.state();
+        let object = state.next_object;
+        state.next_object += 1;
+        state.objects.insert(
+            object,
+            Entry {
+                served,
+                type_name,
+                refs: 0,
+            },
+        );
+        state.incref_for(conn, object);
+        Ok(object)
+    }
+
+    fn publish(&self, name: String, object: u64) -> Result<()> {
+        let replaced = {
+            let mut state = self.state();
+            if !state.incref(object) {
+                return Err(Error::Remote(format!("no object {object} (it was dropped)")));
+            }
+            match state.names.insert(name, object) {
+                Some(old) => state.decref(old),
+                None => None,
+            }
+        };
+        drop(replaced);
+        Ok(())
+    }
+
+    fn lookup(&self, conn: u64, name: &str) -> Result<(u64, String)> {
+        let mut state = self.state();
+        let object = *state
+            .names
+            .get(name)
+            .ok_or_else(|| Error::Remote(format!("nothing is published as {name:?}")))?;
+        let type_name = state.objects.get(&object).map(|e| e.type_name.to_owned());
+        let type_name = type_name.ok_or_else(|| Error::Remote(format!("nothing is published as {name:?}")))?;
+        state.incref_for(conn, object);
+        Ok((object, type_name))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

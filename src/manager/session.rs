@@ -1,0 +1,369 @@
+//! A process's connection to one manager, shared by every proxy of that manager in the process.
+//!
+//! Calls from many tasks go over the one socket at once, each tagged with an id; a driver task
+//! reads the replies and hands each to its caller. One-way messages (reference counts, holds,
+//! cancellations) go through an ordered queue that the driver writes, so they can be sent from
+//! `Drop` and from serde, where nothing can be awaited.
+//!
+//! Sessions are found by manager address and authkey: proxies that arrive in messages join the
+//! process's existing session. A session closes when its last proxy (and manager handle) is
+//! dropped; the manager then drops this process's references, which is also what happens when
+//! the process dies.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::address::ManagerAddress;
+use super::wire::{self, Message};
+use crate::connection::wire::serde_bytes_vec::Bytes;
+use crate::connection::{Client, Sender};
+use crate::{Error, Result};
+
+/// What a request withdrawn too late must undo.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Undo {
+    /// Run `method` of `object` with the reply's bytes as its arguments (a queue's `get` puts
+    /// the item back; a lock's `acquire` releases).
+    Call { object: u64, method: &'static str },
+    /// The reply names a new object counted for us: give the reference back.
+    Unref,
+}
+
+enum Pending {
+    /// A caller awaits the reply.
+    Waiting(oneshot::Sender<Result<Vec<u8>>>),
+    /// The caller went away; the reply, if it brings something, is undone.
+    Abandoned(Option<Undo>),
+}
+
+#[derive(Clone)]
+enum Link {
+    Connecting,
+    Up(Sender<Message>),
+    Down,
+}
+
+/// The state the driver task shares with callers.
+struct Shared {
+    pending: Mutex<HashMap<u64, Pending>>,
+    control: mpsc::UnboundedSender<Message>,
+    link: watch::Receiver<Link>,
+    next_id: AtomicU64,
+    /// How many live proxies of each object this process has; the manager counts one reference
+    /// for any number of them.
+    local_refs: Mutex<HashMap<u64, usize>>,
+}
+
+/// One process's connection to one manager.
+pub(crate) struct Session {
+    pub(crate) address: ManagerAddress,
+    pub(crate) authkey: Vec<u8>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+type SessionKey = (ManagerAddress, Vec<u8>);
+
+static SESSIONS: Mutex<Option<HashMap<SessionKey, Weak<Session>>>> = Mutex::new(None);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Session {
+    /// This process's session with the manager at `address`, connecting (in the background) if
+    /// there is none or the old one is closed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] outside a tokio runtime.
+    pub(crate) fn get(address: &ManagerAddress, authkey: &[u8]) -> Result<Arc<Session>> {
+        let key = (address.clone(), authkey.to_vec());
+        let mut sessions = lock(&SESSIONS);
+        let sessions = sessions.get_or_insert_with(HashMap::new);
+        if let Some(session) = sessions.get(&key).and_then(Weak::upgrade)
+            && !session.shared.control.is_closed()
+            && !matches!(*session.shared.link.borrow(), Link::Down)
+        {
+            return Ok(session);
+        }
+        sessions.retain(|_, s| s.strong_count() > 0);
+        let session = Session::connect(address.clone(), authkey.to_vec())?;
+        sessions.insert(key, Arc::downgrade(&session));
+        Ok(session)
+    }
+
+    fn connect(address: ManagerAddress, authkey: Vec<u8>) -> Result<Arc<Session>> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::InvalidArgument("manager proxies are used inside a tokio runtime".into())
+        })?;
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (link_tx, link) = watch::channel(Link::Connecting);
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(HashMap::new()),
+            control,
+            link,
+            next_id: AtomicU64::new(1),
+            local_refs: Mutex::new(HashMap::new()),
+        });
+        runtime.spawn(drive(
+            address.clone(),
+            authkey.clone(),
+            Arc::downgrade(&shared),
+            control_rx,
+            link_tx,
+        ));
+        Ok(Arc::new(Session {
+            address,
+            authkey,
+            shared,
+        }))
+    }
+
+    /// Sends a one-way message, in order with the others; lost only if the session is closed.
+    pub(crate) fn post(&self, message: Message) {
+        let _ = self.shared.control.send(message);
+    }
+
+    /// One more live proxy of `object` in this process.
+    pub(crate) fn add_ref(&self, object: u64) {
+        let mut refs = lock(&self.shared.local_refs);
+        let count = refs.entry(object).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            self.post(Message::IncRef { object });
+        }
+    }
+
+    /// A proxy of `object` whose reference the manager has already counted (a create or a
+    /// lookup): if this process had one already, give the extra back.
+    pub(crate) fn adopt_ref(&self, object: u64) {
+        let mut refs = lock(&self.shared.local_refs);
+        let count = refs.entry(object).or_insert(0);
+        *count += 1;
+        if *count > 1 {
+            self.post(Message::DecRef { object });
+        }
+    }
+
+    /// One live proxy of `object` fewer.
+    pub(crate) fn drop_ref(&self, object: u64) {
+        let mut refs = lock(&self.shared.local_refs);
+        if let Some(count) = refs.get_mut(&object) {
+            *count -= 1;
+            if *count == 0 {
+                refs.remove(&object);
+                self.post(Message::DecRef { object });
+            }
+        }
+    }
+
+    /// Sends the request `make(id)` and awaits its reply.
+    ///
+    /// # Cancel safety
+    ///
+    /// If the returned future is dropped before the reply, the manager is told to withdraw the
+    /// request; a request it had already completed is undone with `undo`, if given.
+    pub(crate) async fn request(
+        &self,
+        make: impl FnOnce(u64) -> Message,
+        undo: Option<Undo>,
+    ) -> Result<Vec<u8>> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.shared.pending).insert(id, Pending::Waiting(tx));
+        let mut guard = CallGuard {
+            shared: &self.shared,
+            id,
+            undo,
+            rx: Some(rx),
+        };
+        let sender = match self.sender().await {
+            Ok(sender) => sender,
+            Err(e) => {
+                guard.forget();
+                return Err(e);
+            }
+        };
+        if let Err(e) = sender.send(&make(id)).await {
+            guard.forget();
+            return Err(match e {
+                Error::Closed | Error::Io(_) => Error::Closed,
+                e => e,
+            });
+        }
+        let rx = guard.rx.as_mut().expect("present until completion");
+        let outcome = rx.await.unwrap_or(Err(Error::Closed));
+        guard.rx = None;
+        outcome
+    }
+
+    async fn sender(&self) -> Result<Sender<Message>> {
+        let mut link = self.shared.link.clone();
+        let link = link
+            .wait_for(|l| !matches!(l, Link::Connecting))
+            .await
+            .map_err(|_| Error::Closed)?;
+        match &*link {
+            Link::Up(sender) => Ok(sender.clone()),
+            _ => Err(Error::Closed),
+        }
+    }
+}
+
+/// Withdraws a request whose caller went away before its reply.
+struct CallGuard<'a> {
+    shared: &'a Shared,
+    id: u64,
+    undo: Option<Undo>,
+    rx: Option<oneshot::Receiver<Result<Vec<u8>>>>,
+}
+
+impl CallGuard<'_> {
+    /// The request was never sent: nothing to withdraw.
+    fn forget(&mut self) {
+        lock(&self.shared.pending).remove(&self.id);
+        self.rx = None;
+    }
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        let mut pending = lock(&self.shared.pending);
+        if pending.contains_key(&self.id) {
+            pending.insert(self.id, Pending::Abandoned(self.undo));
+            drop(pending);
+            let _ = self.shared.control.send(Message::Cancel { id: self.id });
+        } else if let (Ok(Ok(bytes)), Some(undo)) = (rx.try_recv(), self.undo) {
+            // The reply arrived but nobody took it.
+            let _ = self.shared.control.send(undo_call(undo, bytes));
+        }
+    }
+}
+
+fn undo_call(undo: Undo, bytes: Vec<u8>) -> Message {
+    match undo {
+        Undo::Call { object, method } => Message::Call {
+            id: 0,
+            object,
+            method: method.to_owned(),
+            args: Bytes(bytes),
+        },
+        Undo::Unref => match wire::decode::<u64>(&bytes) {
+            Ok(object) => Message::DecRef { object },
+            // A lookup's reply: `(object, type_name)`.
+            Err(_) => match wire::decode::<(u64, String)>(&bytes) {
+                Ok((object, _)) => Message::DecRef { object },
+                Err(_) => Message::DecRef { object: 0 },
+            },
+        },
+    }
+}
+
+/// Connects, then writes one-way messages and routes replies until the connection or the
+/// session ends. Every caller still waiting then gets [`Error::Closed`].
+async fn drive(
+    address: ManagerAddress,
+    authkey: Vec<u8>,
+    shared: Weak<Shared>,
+    mut control: mpsc::UnboundedReceiver<Message>,
+    link: watch::Sender<Link>,
+) {
+    let connected = Client::builder(address.to_address())
+        .authkey(Some(&authkey))
+        .connect::<Message>()
+        .await;
+    let (mut rx, tx) = match connected {
+        Ok(conn) => conn.into_split(),
+        Err(e) => {
+            tracing::debug!(%address, error = %e, "could not connect to the manager");
+            link.send_replace(Link::Down);
+            fail_all(&shared);
+            return;
+        }
+    };
+    link.send_replace(Link::Up(tx.clone()));
+    loop {
+        tokio::select! {
+            message = control.recv() => match message {
+                Some(message) => {
+                    if tx.feed(&message).await.is_err() {
+                        break;
+                    }
+                    // Send what queued up meanwhile in the same write.
+                    while let Ok(message) = control.try_recv() {
+                        if tx.feed(&message).await.is_err() {
+                            break;
+                        }
+                    }
+                    if tx.flush().await.is_err() {
+                        break;
+                    }
+                }
+                // The session was dropped and everything it queued is written.
+                None => break,
+            },
+            message = rx.recv() => match message {
+                Ok(message) => {
+                    let Some(shared) = shared.upgrade() else { break };
+                    route(&shared, message);
+                }
+                Err(e) => {
+                    tracing::debug!(%address, error = %e, "the manager connection closed");
+                    break;
+                }
+            },
+        }
+    }
+    link.send_replace(Link::Down);
+    fail_all(&shared);
+}
+
+/// Hands a reply to its caller, or undoes it if the caller went away.
+fn route(shared: &Shared, message: Message) {
+    let (id, outcome) = match message {
+        Message::Reply { id, outcome } => (id, outcome.map(|b| b.0)),
+        Message::Cancelled { id } => (id, Err(Error::Closed)),
+        other => {
+            tracing::debug!(?other, "a manager sent a request to a client; ignored");
+            return;
+        }
+    };
+    let entry = lock(&shared.pending).remove(&id);
+    match entry {
+        Some(Pending::Waiting(tx)) => {
+            let _ = tx.send(outcome);
+        }
+        Some(Pending::Abandoned(Some(undo))) => {
+            if let Ok(bytes) = outcome {
+                let _ = shared.control.send(undo_call(undo, bytes));
+            }
+        }
+        Some(Pending::Abandoned(None)) | None => {}
+    }
+}
+
+fn fail_all(shared: &Weak<Shared>) {
+    if let Some(shared) = shared.upgrade() {
+        // Dropping the senders wakes every caller with `Closed`.
+        lock(&shared.pending).clear();
+    }
+}
+
+/// Decodes a reply.
+pub(crate) fn decode_reply<R: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<R> {
+    wire::decode(bytes)
+}
