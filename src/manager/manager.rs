@@ -51,7 +51,7 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// let manager = mp::Manager::builder().serve().await?;
 /// let scores = manager.dict::<String, u32>().await?;
 /// scores.insert("ada".into(), 36).await?;
-/// assert_eq!(scores.get("ada".into()).await?, Some(36));
+/// assert_eq!(scores.get("ada").await?, Some(36));
 /// manager.shutdown().await
 /// # }
 /// ```
@@ -62,6 +62,8 @@ pub struct Manager {
 }
 
 /// What the `Manager` that started a manager owns, so that dropping it stops the manager.
+// One per manager, behind an `Arc`: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Owner {
     Child {
         /// Closing it (by dropping, or by dying) tells the child to shut down.

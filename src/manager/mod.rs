@@ -68,7 +68,7 @@ mod session;
 mod shared_memory_manager;
 mod wire;
 
-pub use managed::{Managed, __private};
+pub use managed::{__private, Managed};
 pub use manager::{Manager, ManagerBuilder};
 pub use objects::barrier::BarrierProxy;
 pub use objects::condition::ConditionProxy;

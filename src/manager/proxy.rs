@@ -9,8 +9,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::address::ManagerAddress;
 use super::session::{self, Session, Undo};
 use super::wire::{self, Message};
-use crate::connection::wire::serde_bytes_vec::Bytes;
 use crate::Result;
+use crate::connection::wire::serde_bytes_vec::Bytes;
 
 /// A typed handle to an object that lives in a manager.
 ///

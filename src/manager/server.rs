@@ -340,7 +340,9 @@ impl Server {
         let replaced = {
             let mut state = self.state();
             if !state.incref(object) {
-                return Err(Error::Remote(format!("no object {object} (it was dropped)")));
+                return Err(Error::Remote(format!(
+                    "no object {object} (it was dropped)"
+                )));
             }
             match state.names.insert(name, object) {
                 Some(old) => state.decref(old),
@@ -358,7 +360,8 @@ impl Server {
             .get(name)
             .ok_or_else(|| Error::Remote(format!("nothing is published as {name:?}")))?;
         let type_name = state.objects.get(&object).map(|e| e.type_name.to_owned());
-        let type_name = type_name.ok_or_else(|| Error::Remote(format!("nothing is published as {name:?}")))?;
+        let type_name =
+            type_name.ok_or_else(|| Error::Remote(format!("nothing is published as {name:?}")))?;
         state.incref_for(conn, object);
         Ok((object, type_name))
     }

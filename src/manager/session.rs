@@ -11,7 +11,7 @@
 //! the process dies.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -52,6 +52,9 @@ struct Shared {
     control: mpsc::UnboundedSender<Message>,
     link: watch::Receiver<Link>,
     next_id: AtomicU64,
+    /// One-way messages queued and not yet written: while there are any, requests queue behind
+    /// them, so that a call never overtakes a release (or a count) made before it.
+    queued: AtomicUsize,
     /// How many live proxies of each object this process has; the manager counts one reference
     /// for any number of them.
     local_refs: Mutex<HashMap<u64, usize>>,
@@ -114,6 +117,7 @@ impl Session {
             control,
             link,
             next_id: AtomicU64::new(1),
+            queued: AtomicUsize::new(0),
             local_refs: Mutex::new(HashMap::new()),
         });
         runtime.spawn(drive(
@@ -132,7 +136,7 @@ impl Session {
 
     /// Sends a one-way message, in order with the others; lost only if the session is closed.
     pub(crate) fn post(&self, message: Message) {
-        let _ = self.shared.control.send(message);
+        self.shared.post(message);
     }
 
     /// One more live proxy of `object` in this process.
@@ -195,7 +199,11 @@ impl Session {
                 return Err(e);
             }
         };
-        if let Err(e) = sender.send(&make(id)).await {
+        let message = make(id);
+        if self.shared.queued.load(Ordering::Acquire) > 0 {
+            // Behind the one-way messages queued before it.
+            self.shared.post(message);
+        } else if let Err(e) = sender.send(&message).await {
             guard.forget();
             return Err(match e {
                 Error::Closed | Error::Io(_) => Error::Closed,
@@ -217,6 +225,15 @@ impl Session {
         match &*link {
             Link::Up(sender) => Ok(sender.clone()),
             _ => Err(Error::Closed),
+        }
+    }
+}
+
+impl Shared {
+    fn post(&self, message: Message) {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if self.control.send(message).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -243,13 +260,13 @@ impl Drop for CallGuard<'_> {
             return;
         };
         let mut pending = lock(&self.shared.pending);
-        if pending.contains_key(&self.id) {
-            pending.insert(self.id, Pending::Abandoned(self.undo));
+        if let Some(entry) = pending.get_mut(&self.id) {
+            *entry = Pending::Abandoned(self.undo);
             drop(pending);
-            let _ = self.shared.control.send(Message::Cancel { id: self.id });
+            self.shared.post(Message::Cancel { id: self.id });
         } else if let (Ok(Ok(bytes)), Some(undo)) = (rx.try_recv(), self.undo) {
             // The reply arrived but nobody took it.
-            let _ = self.shared.control.send(undo_call(undo, bytes));
+            self.shared.post(undo_call(undo, bytes));
         }
     }
 }
@@ -300,17 +317,22 @@ async fn drive(
         tokio::select! {
             message = control.recv() => match message {
                 Some(message) => {
+                    let mut written = 1;
                     if tx.feed(&message).await.is_err() {
                         break;
                     }
                     // Send what queued up meanwhile in the same write.
                     while let Ok(message) = control.try_recv() {
+                        written += 1;
                         if tx.feed(&message).await.is_err() {
                             break;
                         }
                     }
                     if tx.flush().await.is_err() {
                         break;
+                    }
+                    if let Some(shared) = shared.upgrade() {
+                        shared.queued.fetch_sub(written, Ordering::AcqRel);
                     }
                 }
                 // The session was dropped and everything it queued is written.
@@ -349,7 +371,7 @@ fn route(shared: &Shared, message: Message) {
         }
         Some(Pending::Abandoned(Some(undo))) => {
             if let Ok(bytes) = outcome {
-                let _ = shared.control.send(undo_call(undo, bytes));
+                shared.post(undo_call(undo, bytes));
             }
         }
         Some(Pending::Abandoned(None)) | None => {}

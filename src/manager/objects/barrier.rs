@@ -37,7 +37,9 @@ struct BarrierState {
 pub(crate) fn construct(init: &[u8]) -> Result<Arc<dyn Served>> {
     let (parties,): (u64,) = crate::manager::wire::decode(init)?;
     if parties == 0 {
-        return Err(Error::InvalidArgument("a barrier needs at least one party".into()));
+        return Err(Error::InvalidArgument(
+            "a barrier needs at least one party".into(),
+        ));
     }
     Ok(Arc::new(Barrier {
         state: Mutex::new(BarrierState {
@@ -104,7 +106,11 @@ impl Barrier {
                 let round = lock(&round);
                 if round.released || round.broken {
                     breaker.0 = None;
-                    return if round.released { Ok(index) } else { Err(Error::Broken) };
+                    return if round.released {
+                        Ok(index)
+                    } else {
+                        Err(Error::Broken)
+                    };
                 }
             }
             match deadline {

@@ -130,7 +130,11 @@ builtin_proxy!(
 lock_methods!(ConditionProxy);
 
 impl ConditionProxy {
-    async fn wait_with(&self, guard: &mut ManagedLockGuard, timeout_ms: Option<u64>) -> Result<bool> {
+    async fn wait_with(
+        &self,
+        guard: &mut ManagedLockGuard,
+        timeout_ms: Option<u64>,
+    ) -> Result<bool> {
         if guard.core().object_id() != self.core.object_id() {
             return Err(Error::InvalidArgument(
                 "the guard is of another lock".into(),

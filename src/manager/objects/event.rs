@@ -7,10 +7,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::builtin_proxy;
+use crate::Result;
 use crate::manager::Manager;
 use crate::manager::served::{Call, Reply, Served, unknown_method};
 use crate::manager::wire::encode;
-use crate::Result;
 
 pub(crate) const TYPE_NAME: &str = "mp.event";
 

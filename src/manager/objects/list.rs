@@ -122,7 +122,12 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 
     /// Replaces the item at `index`; returns the old one (Python: `l[i] = item`).
     pub async fn set(&self, index: usize, item: T) -> Result<T> {
-        decoded(&self.core.call("set", &(index as u64, encoded(&item)?)).await?)
+        decoded(
+            &self
+                .core
+                .call("set", &(index as u64, encoded(&item)?))
+                .await?,
+        )
     }
 
     /// Inserts `item` before `index` (`index == len` appends).

@@ -142,8 +142,7 @@ impl LockCore {
         Some(match call.method.as_str() {
             "acquire" => match call.args::<(Option<u64>,)>() {
                 Ok((timeout_ms,)) => {
-                    let deadline =
-                        timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+                    let deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
                     self.acquire(call.conn, 1, deadline)
                         .await
                         .and_then(|outcome| encode(&outcome))
@@ -318,7 +317,9 @@ macro_rules! lock_methods {
             ///
             /// Cancel-safe: a dropped call takes nothing (the manager releases a lock it had
             /// already handed to the dropped call).
-            pub async fn acquire(&self) -> Result<$crate::manager::ManagedLockGuard, $crate::manager::ManagedLockError> {
+            pub async fn acquire(
+                &self,
+            ) -> Result<$crate::manager::ManagedLockGuard, $crate::manager::ManagedLockError> {
                 $crate::manager::objects::lock::acquire(&self.core, None).await
             }
 
@@ -335,7 +336,11 @@ macro_rules! lock_methods {
                 &self,
                 timeout: ::std::time::Duration,
             ) -> Result<$crate::manager::ManagedLockGuard, $crate::manager::ManagedLockError> {
-                $crate::manager::objects::lock::acquire(&self.core, Some($crate::manager::objects::lock::timeout_ms(timeout))).await
+                $crate::manager::objects::lock::acquire(
+                    &self.core,
+                    Some($crate::manager::objects::lock::timeout_ms(timeout)),
+                )
+                .await
             }
 
             /// [`acquire`](Self::acquire) if the lock is free now (Python's
@@ -348,7 +353,9 @@ macro_rules! lock_methods {
             /// # Cancel safety
             ///
             /// As [`acquire`](Self::acquire).
-            pub async fn try_acquire(&self) -> Result<$crate::manager::ManagedLockGuard, $crate::manager::ManagedLockError> {
+            pub async fn try_acquire(
+                &self,
+            ) -> Result<$crate::manager::ManagedLockGuard, $crate::manager::ManagedLockError> {
                 $crate::manager::objects::lock::acquire(&self.core, Some(0)).await
             }
 

@@ -6,11 +6,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{builtin_proxy, decoded, encoded};
+use crate::Result;
 use crate::connection::wire::serde_bytes_vec::Bytes;
 use crate::manager::Manager;
 use crate::manager::served::{Call, Reply, Served, ready, unknown_method};
 use crate::manager::wire::encode;
-use crate::Result;
 
 pub(crate) const TYPE_NAME: &str = "mp.value";
 
