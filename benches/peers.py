@@ -7,6 +7,7 @@ start-up is neither timed nor counted.
 """
 import glob
 import multiprocessing as mp
+from multiprocessing.managers import BaseManager
 import sys
 import time
 
@@ -155,10 +156,51 @@ def pool_workloads(workload, count, size):
             print(serial / parallel)
 
 
+class Maths:
+    def add(self, x, y):
+        return x + y
+
+
+class MathsManager(BaseManager):
+    pass
+
+
+MathsManager.register("Maths", Maths)
+
+
+def manager_workloads(workload, count):
+    """W8: a BaseManager proxy call round trip (Unix socket, or TCP loopback), dict sets/s."""
+    if workload == "w8dict":
+        with mp.Manager() as manager:
+            d = manager.dict()
+            start = time.perf_counter()
+            for i in range(count):
+                d[i] = i
+            elapsed = time.perf_counter() - start
+            assert len(d) == count
+            print(count / elapsed)
+        return
+    address = ("127.0.0.1", 0) if workload == "w8tcp" else None
+    with MathsManager(address=address, authkey=b"bench") as manager:
+        maths = manager.Maths()
+        for _ in range(200):
+            maths.add(4, 3)
+        samples = []
+        for _ in range(count):
+            t = time.perf_counter()
+            maths.add(4, 3)
+            samples.append((time.perf_counter() - t) * 1e6)
+        samples.sort()
+        print(samples[len(samples) // 2], samples[int(len(samples) * 0.99)])
+
+
 def main():
     workload, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     if workload.startswith("w6") or workload.startswith("w7"):
         pool_workloads(workload, count, size)
+        return
+    if workload.startswith("w8"):
+        manager_workloads(workload, count)
         return
     ours, theirs = mp.Pipe()
     if workload in ("w1", "w3"):

@@ -328,25 +328,25 @@ async fn a_dropped_get_loses_and_duplicates_no_item() -> mp::Result<()> {
     let manager = Manager::builder().serve().await?;
     let queue = manager.queue::<u32>(0).await?;
     let mut received = Vec::new();
-    for round in 0..300u32 {
+    for round in 0..1000u32 {
         // Race a get against the put that satisfies it, dropping the get at varied moments:
         // before it was sent, while the manager waits, and after the manager handed it the item.
         let get = queue.get();
         queue.put(round).await.map_err(Error::from)?;
-        let wait = Duration::from_micros(u64::from(round % 10) * 15);
+        let wait = Duration::from_micros(u64::from(round % 10) * 5);
         if let Ok(item) = tokio::time::timeout(wait, get).await {
             received.push(item?);
         }
     }
     // Items handed to dropped gets come back to the queue.
-    while received.len() < 300 {
+    while received.len() < 1000 {
         match queue.get_timeout(LIVENESS).await {
             Ok(item) => received.push(item),
-            Err(e) => panic!("{} items missing: {e}", 300 - received.len()),
+            Err(e) => panic!("{} items missing: {e}", 1000 - received.len()),
         }
     }
     received.sort_unstable();
-    assert_eq!(received, (0..300).collect::<Vec<_>>());
+    assert_eq!(received, (0..1000).collect::<Vec<_>>());
     assert!(matches!(queue.try_get().await, Err(Error::Empty)));
     manager.shutdown().await
 }

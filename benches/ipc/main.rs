@@ -17,6 +17,8 @@
 //!   chunksize 1 (tasks/s)
 //! - W7: pool `apply` round trip (µs), and the speed-up of CPU-bound tasks on all workers over
 //!   running them serially
+//! - W8: a manager: proxy call round trip (µs) over a Unix socket and over TCP loopback, and
+//!   `dict` inserts from one task and from eight tasks sharing a proxy (calls/s)
 //!
 //! Systems: this crate's Pipe and Queue (W1–W3), Lock + Value (W4) and Event (W5), async and
 //! blocking; a hand-rolled tokio `UnixStream` + `LengthDelimitedCodec` (one message per `send`,
@@ -35,6 +37,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 mod cpu;
 mod limits;
+mod manager;
 mod pool;
 
 use cpu::CpuMeter;
@@ -1117,6 +1120,67 @@ async fn main() -> mp::Result<()> {
         }
         pool.close();
         pool.join().await;
+    }
+    if wanted("W8") {
+        let w8 = 5_000 / scale as u64;
+        let have = python_version.is_some();
+        for (tcp, system, python_system, python_name) in [
+            (
+                false,
+                "Manager proxy call (Unix socket)",
+                "Python BaseManager proxy call",
+                "w8call",
+            ),
+            (
+                true,
+                "Manager proxy call (TCP loopback)",
+                "Python BaseManager call over TCP",
+                "w8tcp",
+            ),
+        ] {
+            let manager = manager::start(tcp).await?;
+            let mut row = Row::new("W8", system, true, "µs p50", false);
+            for _ in 0..3 {
+                let mut s = manager::call_round_trips(&manager, w8).await?;
+                row.runs.push(percentile(&mut s, 0.5));
+                row.p99s.push(percentile(&mut s, 0.99));
+            }
+            rows.push(row);
+            rows.push(python_row(
+                "W8",
+                python_system,
+                python_name,
+                w8 as usize / 2,
+                0,
+                "µs p50",
+                false,
+                have,
+            ));
+            manager.shutdown().await?;
+        }
+        let manager = manager::start(false).await?;
+        for (tasks, system) in [
+            (1, "Manager dict insert, 1 task"),
+            (8, "Manager dict insert, 8 tasks"),
+        ] {
+            let mut row = Row::new("W8d", system, true, "calls/s", true);
+            for _ in 0..3 {
+                row.runs
+                    .push(manager::dict_inserts(&manager, 4 * w8, tasks).await?);
+            }
+            rows.push(row);
+        }
+        manager.shutdown().await?;
+        rows.push(python_row(
+            "W8d",
+            "Python SyncManager dict set",
+            "w8dict",
+            w8 as usize,
+            0,
+            "calls/s",
+            true,
+            have,
+        ));
     }
     print(&rows);
     Ok(())

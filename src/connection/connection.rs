@@ -427,6 +427,15 @@ impl<T: DeserializeOwned> Receiver<T> {
         decode(self.side.framing(), self.side.recv().await?)
     }
 
+    /// The socket's readiness: await `readable()` on it, then drain with
+    /// [`try_recv`](Self::try_recv) and clear the readiness (which keeps any edge that came
+    /// after the guard was taken).
+    pub(crate) fn readiness(
+        &self,
+    ) -> std::sync::Arc<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+        self.side.readiness()
+    }
+
     /// A value if a whole frame is already waiting; [`Error::Empty`] otherwise. Never waits.
     ///
     /// # Errors

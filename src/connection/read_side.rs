@@ -104,6 +104,11 @@ impl ReadSide {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
+    /// The socket's readiness, for a task that waits for input while others may read it.
+    pub(crate) fn readiness(&self) -> Arc<AsyncFd<OwnedFd>> {
+        self.sock.clone()
+    }
+
     /// A frame that is complete now or within [`RECV_SPIN`], read without the reactor.
     fn recv_soon(&mut self) -> Result<Option<Frame>> {
         // Each attempt is a read (a system call); the spin's pauses and yields space them out.

@@ -67,7 +67,7 @@ pub struct Manager {
 enum Owner {
     Child {
         /// Closing it (by dropping, or by dying) tells the child to shut down.
-        _lifeline: Connection<Result<()>>,
+        _lifeline: Connection<Result<ManagerAddress>>,
         process: tokio::sync::Mutex<Process<Result<()>>>,
     },
     Local(Arc<Server>),
@@ -360,6 +360,18 @@ impl<R: Registry> ManagerBuilder<R> {
         self
     }
 
+    /// [`settle`](Self::settle), refusing TCP without an explicit authkey.
+    fn settle_checked(self) -> Result<(ManagerAddress, Vec<u8>)> {
+        let explicit_key = self.authkey.is_some();
+        let (address, authkey) = self.settle()?;
+        if address.is_tcp() && !explicit_key {
+            return Err(Error::InvalidArgument(
+                "a manager on TCP needs an authkey that its remote clients know".into(),
+            ));
+        }
+        Ok((address, authkey))
+    }
+
     fn settle(self) -> Result<(ManagerAddress, Vec<u8>)> {
         let authkey = match self.authkey {
             Some(key) => key,
@@ -408,8 +420,8 @@ impl<R: Registry> ManagerBuilder<R> {
     /// Not cancel-safe in one respect: a manager process started by a dropped call shuts
     /// itself down when it finds nobody on the other end, which takes a moment.
     pub async fn start(self) -> Result<Manager> {
-        let (address, authkey) = self.settle()?;
-        let (mut lifeline, child_end) = Pipe::<Result<()>>::duplex()?;
+        let (address, authkey) = self.settle_checked()?;
+        let (mut lifeline, child_end) = Pipe::<Result<ManagerAddress>>::duplex()?;
         let process = Process::builder().name("Manager").spawn(
             run_child::<R>,
             ChildArgs {
@@ -418,8 +430,9 @@ impl<R: Registry> ManagerBuilder<R> {
                 lifeline: child_end,
             },
         )?;
-        match tokio::time::timeout(START_TIMEOUT, lifeline.recv()).await {
-            Ok(Ok(Ok(()))) => {}
+        // The address it really listens on (the port of a TCP `:0`).
+        let address = match tokio::time::timeout(START_TIMEOUT, lifeline.recv()).await {
+            Ok(Ok(Ok(address))) => address,
             Ok(Ok(Err(e))) => return Err(e),
             Ok(Err(_)) => {
                 let mut process = process;
@@ -433,7 +446,7 @@ impl<R: Registry> ManagerBuilder<R> {
                 let _ = process.kill();
                 return Err(Error::Timeout);
             }
-        }
+        };
         Ok(Manager {
             session: Session::get(&address, &authkey)?,
             owner: Some(Arc::new(Owner::Child {
@@ -460,13 +473,7 @@ impl<R: Registry> ManagerBuilder<R> {
     ///
     /// Outside a tokio runtime.
     pub async fn serve(self) -> Result<Manager> {
-        let explicit_key = self.authkey.is_some();
-        let (address, authkey) = self.settle()?;
-        if address.is_tcp() && !explicit_key {
-            return Err(Error::InvalidArgument(
-                "a manager on TCP needs an authkey that its remote clients know".into(),
-            ));
-        }
+        let (address, authkey) = self.settle_checked()?;
         let server = Server::new(type_table::<R>());
         let listener = listen(&address, &authkey).await?;
         let address = ManagerAddress::from(listener.local_addr());
@@ -498,7 +505,7 @@ async fn listen(address: &ManagerAddress, authkey: &[u8]) -> Result<Listener<Mes
 struct ChildArgs {
     address: ManagerAddress,
     authkey: Bytes,
-    lifeline: Connection<Result<()>>,
+    lifeline: Connection<Result<ManagerAddress>>,
 }
 
 /// The manager process: serve until the parent hangs up (or dies), or a client asks to stop.
@@ -515,7 +522,9 @@ async fn run_child<R: Registry>(args: ChildArgs) -> Result<()> {
             return Err(e);
         }
     };
-    lifeline.send(&Ok(())).await?;
+    lifeline
+        .send(&Ok(ManagerAddress::from(listener.local_addr())))
+        .await?;
     let stopped = server.stopped();
     let serving = tokio::spawn(server.clone().run(listener));
     tokio::select! {

@@ -12,14 +12,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::address::ManagerAddress;
 use super::wire::{self, Message};
 use crate::connection::wire::serde_bytes_vec::Bytes;
-use crate::connection::{Client, Sender};
+use crate::connection::{Client, Receiver, Sender};
 use crate::{Error, Result};
 
 /// What a request withdrawn too late must undo.
@@ -55,9 +55,16 @@ struct Shared {
     /// One-way messages queued and not yet written: while there are any, requests queue behind
     /// them, so that a call never overtakes a release (or a count) made before it.
     queued: AtomicUsize,
+    /// The receiving half, once connected: whichever caller expects a reply soon reads the
+    /// socket itself (no task hop, no reactor wake-up); the driver reads when nobody does.
+    reader: OnceLock<Reader>,
     /// How many live proxies of each object this process has; the manager counts one reference
     /// for any number of them.
     local_refs: Mutex<HashMap<u64, usize>>,
+}
+
+struct Reader {
+    rx: tokio::sync::Mutex<Receiver<Message>>,
 }
 
 /// One process's connection to one manager.
@@ -118,6 +125,7 @@ impl Session {
             link,
             next_id: AtomicU64::new(1),
             queued: AtomicUsize::new(0),
+            reader: OnceLock::new(),
             local_refs: Mutex::new(HashMap::new()),
         });
         runtime.spawn(drive(
@@ -211,7 +219,10 @@ impl Session {
             });
         }
         let rx = guard.rx.as_mut().expect("present until completion");
-        let outcome = rx.await.unwrap_or(Err(Error::Closed));
+        let outcome = match self.shared.read_reply_soon(rx) {
+            Some(outcome) => outcome,
+            None => rx.await.unwrap_or(Err(Error::Closed)),
+        };
         guard.rx = None;
         outcome
     }
@@ -230,6 +241,32 @@ impl Session {
 }
 
 impl Shared {
+    /// Reads replies from the socket for up to [`REPLY_SPIN`], routing each, until the one
+    /// `mine` waits for has come; `None` if it has not (or someone else is reading).
+    fn read_reply_soon(
+        &self,
+        mine: &mut oneshot::Receiver<Result<Vec<u8>>>,
+    ) -> Option<Result<Vec<u8>>> {
+        let reader = self.reader.get()?;
+        let mut rx = reader.rx.try_lock().ok()?;
+        crate::notify::spin_until(REPLY_SPIN, || {
+            loop {
+                match rx.try_recv() {
+                    Ok(message) => route(self, message),
+                    Err(Error::Empty) => break,
+                    // Broken: the driver finds out and fails every call.
+                    Err(_) => return Some(None),
+                }
+            }
+            match mine.try_recv() {
+                Ok(outcome) => Some(Some(outcome)),
+                Err(oneshot::error::TryRecvError::Empty) => None,
+                Err(oneshot::error::TryRecvError::Closed) => Some(Some(Err(Error::Closed))),
+            }
+        })
+        .flatten()
+    }
+
     fn post(&self, message: Message) {
         self.queued.fetch_add(1, Ordering::AcqRel);
         if self.control.send(message).is_err() {
@@ -290,6 +327,11 @@ fn undo_call(undo: Undo, bytes: Vec<u8>) -> Message {
     }
 }
 
+/// How long a caller reads the socket for its own reply before leaving it to the driver and
+/// parking: longer than a manager takes to answer a small call, far shorter than a call that
+/// waits (a queue's `get` on an empty queue).
+const REPLY_SPIN: std::time::Duration = std::time::Duration::from_micros(30);
+
 /// Connects, then writes one-way messages and routes replies until the connection or the
 /// session ends. Every caller still waiting then gets [`Error::Closed`].
 async fn drive(
@@ -303,7 +345,7 @@ async fn drive(
         .authkey(Some(&authkey))
         .connect::<Message>()
         .await;
-    let (mut rx, tx) = match connected {
+    let (rx, tx) = match connected {
         Ok(conn) => conn.into_split(),
         Err(e) => {
             tracing::debug!(%address, error = %e, "could not connect to the manager");
@@ -312,6 +354,15 @@ async fn drive(
             return;
         }
     };
+    let readiness = rx.readiness();
+    match shared.upgrade() {
+        Some(s) => {
+            let _ = s.reader.set(Reader {
+                rx: tokio::sync::Mutex::new(rx),
+            });
+        }
+        None => return,
+    }
     link.send_replace(Link::Up(tx.clone()));
     loop {
         tokio::select! {
@@ -338,13 +389,25 @@ async fn drive(
                 // The session was dropped and everything it queued is written.
                 None => break,
             },
-            message = rx.recv() => match message {
-                Ok(message) => {
-                    let Some(shared) = shared.upgrade() else { break };
-                    route(&shared, message);
-                }
-                Err(e) => {
-                    tracing::debug!(%address, error = %e, "the manager connection closed");
+            ready = readiness.readable() => {
+                let Ok(mut ready) = ready else { break };
+                let Some(shared) = shared.upgrade() else { break };
+                let Some(reader) = shared.reader.get() else { break };
+                // A caller reading its own reply holds the reader for a few µs at most.
+                let mut rx = reader.rx.lock().await;
+                let broken = loop {
+                    match rx.try_recv() {
+                        Ok(message) => route(&shared, message),
+                        Err(Error::Empty) => break false,
+                        Err(e) => {
+                            tracing::debug!(%address, error = %e, "the manager connection closed");
+                            break true;
+                        }
+                    }
+                };
+                // Keeps readiness that arrived after `readable` returned.
+                ready.clear_ready();
+                if broken {
                     break;
                 }
             },
@@ -364,7 +427,10 @@ fn route(shared: &Shared, message: Message) {
             return;
         }
     };
-    let entry = lock(&shared.pending).remove(&id);
+    // Under the lock: a caller going away in between would otherwise find neither the entry
+    // nor the reply, and could not undo it.
+    let mut pending = lock(&shared.pending);
+    let entry = pending.remove(&id);
     match entry {
         Some(Pending::Waiting(tx)) => {
             let _ = tx.send(outcome);
