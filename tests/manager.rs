@@ -603,3 +603,129 @@ async fn eight_tasks_share_one_proxy() -> mp::Result<()> {
     assert!(support::eventually(|| !support::is_running(pid)));
     Ok(())
 }
+
+async fn worker_takes_jobs(jobs: QueueProxy<u32>) -> mp::Result<u32> {
+    let mut done = 0;
+    loop {
+        let job = jobs.get().await?;
+        jobs.task_done().await?;
+        if job == 0 {
+            return Ok(done);
+        }
+        done += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joinable_queue_join_waits_for_task_done_in_other_processes() -> mp::Result<()> {
+    mp::init().await?;
+    let manager = Manager::start().await?;
+    // A bounded queue: the producer waits for room (backpressure) as the workers take.
+    let jobs = manager.joinable_queue::<u32>(4).await?;
+    let a = Process::spawn(worker_takes_jobs, jobs.clone())?;
+    let b = Process::spawn(worker_takes_jobs, jobs.clone())?;
+    for job in 1..=50 {
+        jobs.put(job).await.map_err(Error::from)?;
+    }
+    tokio::time::timeout(LIVENESS, jobs.join())
+        .await
+        .expect("join returns once every item is done")?;
+    jobs.put(0).await.map_err(Error::from)?;
+    jobs.put(0).await.map_err(Error::from)?;
+    let mut total = 0;
+    for mut child in [a, b] {
+        total += child.join().await??;
+    }
+    assert_eq!(total, 50);
+    assert!(matches!(
+        jobs.task_done().await,
+        Err(Error::InvalidArgument(_))
+    ));
+    manager.shutdown().await
+}
+
+async fn add_with_pool_task(maths: MathsProxy) -> i64 {
+    maths
+        .add(20, 22)
+        .await
+        .expect("the manager answers a pool worker")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_travel_in_messages_and_to_pool_tasks() -> mp::Result<()> {
+    mp::init().await?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("manager.sock");
+    let manager = Manager::builder()
+        .register::<Maths>()
+        .bind(path.as_path())
+        .start()
+        .await?;
+    // The socket file is for its owner only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path)?.permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+    let maths = manager.create(Maths::default()).await?;
+    // Inside a message on a pipe, within this process and back.
+    let (ours, mut theirs) = mp::Pipe::<MathsProxy>::duplex()?;
+    ours.send(&maths).await?;
+    let received = theirs.recv().await?;
+    assert_eq!(received.add(1, 2).await?, 3);
+    // As a pool task's argument.
+    let pool = mp::Pool::new(2)?;
+    assert_eq!(pool.apply(add_with_pool_task, maths.clone()).await?, 42);
+    pool.close();
+    pool.join().await;
+    // A client that only knows the path and the key.
+    let client = Manager::connect(path.as_path(), manager.authkey()).await?;
+    let named = client.dict::<String, String>().await?;
+    client.publish("greetings", &named).await?;
+    named.insert("hello".into(), "world".into()).await?;
+    let found: DictProxy<String, String> = manager.lookup("greetings").await?;
+    assert_eq!(found.get("hello").await?.as_deref(), Some("world"));
+    assert_eq!(maths.calls().await?, 2);
+    drop((received, found, named));
+    manager.shutdown().await?;
+    assert!(matches!(client.object_count().await, Err(Error::Closed)));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_lose_only_their_own_connection() -> mp::Result<()> {
+    mp::init().await?;
+    let manager = Manager::builder()
+        .bind("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())
+        .authkey(b"key")
+        .serve()
+        .await?;
+    let list = manager.list::<u32>([1, 2, 3]).await?;
+    let address = manager.address().to_string();
+    // Bytes an attacker chose: a huge announced frame, random bytes, a half frame left open,
+    // and a client that authenticates and then sends messages that are not ours.
+    let mut raw = Vec::new();
+    for bytes in [
+        vec![0xff, 0xff, 0xff, 0x7f, 1, 2, 3],
+        (0..=255u8).cycle().take(10_000).collect::<Vec<_>>(),
+        vec![0, 0, 0, 9, 1],
+    ] {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(address.as_str()).await?;
+        let _ = stream.write_all(&bytes).await;
+        raw.push(stream);
+    }
+    let conn = mp::Client::builder(manager.address())
+        .authkey(Some(b"key"))
+        .connect::<Vec<u8>>()
+        .await?;
+    conn.send(&vec![7u8; 100]).await?;
+    conn.send(&(0..=255u8).collect::<Vec<_>>()).await?;
+    // Everyone else is served throughout.
+    for _ in 0..10 {
+        assert_eq!(list.len().await?, 3);
+    }
+    drop(raw);
+    assert_eq!(list.to_vec().await?, [1, 2, 3]);
+    manager.shutdown().await
+}
