@@ -310,8 +310,8 @@ macro_rules! lock_methods {
             ///
             /// # Errors
             ///
-            /// [`ManagedLockError::OwnerDied`] (holding the lock) when its previous holder's
-            /// process died holding it; [`ManagedLockError::Manager`] when the manager is gone.
+            /// [`ManagedLockError::OwnerDied`](crate::manager::ManagedLockError::OwnerDied) (holding the lock) when its previous holder's
+            /// process died holding it; [`ManagedLockError::Manager`](crate::manager::ManagedLockError::Manager) when the manager is gone.
             ///
             /// # Cancel safety
             ///
@@ -327,7 +327,7 @@ macro_rules! lock_methods {
             ///
             /// # Errors
             ///
-            /// [`ManagedLockError::Timeout`], or as [`acquire`](Self::acquire).
+            /// [`ManagedLockError::Timeout`](crate::manager::ManagedLockError::Timeout), or as [`acquire`](Self::acquire).
             ///
             /// # Cancel safety
             ///
@@ -348,7 +348,7 @@ macro_rules! lock_methods {
             ///
             /// # Errors
             ///
-            /// [`ManagedLockError::Timeout`] when it is held, or as [`acquire`](Self::acquire).
+            /// [`ManagedLockError::Timeout`](crate::manager::ManagedLockError::Timeout) when it is held, or as [`acquire`](Self::acquire).
             ///
             /// # Cancel safety
             ///
@@ -381,7 +381,7 @@ builtin_proxy!(
     ///
     /// The lock is held by a *process*: another task of the same process waits like anyone
     /// else. A holder whose process dies (or whose last proxy of this manager is dropped)
-    /// releases it, and the next acquirer gets [`ManagedLockError::OwnerDied`] with the lock.
+    /// releases it, and the next acquirer gets [`ManagedLockError::OwnerDied`](crate::manager::ManagedLockError::OwnerDied) with the lock.
     LockProxy,
     TYPE_NAME
 );
