@@ -427,6 +427,12 @@ impl<T: DeserializeOwned> Receiver<T> {
         decode(self.side.framing(), self.side.recv().await?)
     }
 
+    /// [`recv`](Self::recv) without the short spin before parking (a manager that also waits
+    /// on a ring).
+    pub(crate) async fn recv_parked(&mut self) -> Result<T> {
+        decode(self.side.framing(), self.side.recv_parked().await?)
+    }
+
     /// The socket's readiness: await `readable()` on it, then drain with
     /// [`try_recv`](Self::try_recv) and clear the readiness (which keeps any edge that came
     /// after the guard was taken).

@@ -109,6 +109,13 @@ impl ReadSide {
         self.sock.clone()
     }
 
+    /// Receives one frame without spinning first: for a task that also waits for other things.
+    ///
+    /// Cancel-safe: partial input stays in the reader.
+    pub(crate) async fn recv_parked(&mut self) -> Result<Frame> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
     /// A frame that is complete now or within [`RECV_SPIN`], read without the reactor.
     fn recv_soon(&mut self) -> Result<Option<Frame>> {
         // Each attempt is a read (a system call); the spin's pauses and yields space them out.

@@ -14,7 +14,7 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::served::{Call, Served, TypeTable};
-use super::wire::{self, Message};
+use super::wire::{self, Message, Ring};
 use crate::connection::wire::serde_bytes_vec::Bytes;
 use crate::connection::{Connection, Listener, Sender};
 use crate::{Error, Result};
@@ -150,15 +150,39 @@ impl Server {
 
     async fn serve_connection(self: Arc<Self>, connection: Connection<Message>, conn: u64) {
         let (mut rx, tx) = connection.into_split();
+        let mut reply = ReplyPath::Socket(tx);
+        // A local client's rings, once it attached them.
+        let mut requests: Option<Ring> = None;
         let inflight: Arc<Mutex<HashMap<u64, CancellationToken>>> = Arc::default();
         loop {
-            let message = tokio::select! {
-                () = self.stop.cancelled() => break,
-                message = rx.recv() => message,
+            let message = match &requests {
+                None => tokio::select! {
+                    () = self.stop.cancelled() => break,
+                    message = rx.recv() => message,
+                },
+                // The socket only says when the client is gone (or brings stray messages).
+                Some(ring) => tokio::select! {
+                    () = self.stop.cancelled() => break,
+                    message = rx.recv_parked() => message,
+                    bytes = ring.get_bytes() => {
+                        bytes.and_then(|b| wire::decode::<Message>(&b))
+                    }
+                },
+            };
+            let message = match message {
+                Ok(Message::Attach {
+                    requests: ring,
+                    replies,
+                }) if requests.is_none() => {
+                    requests = Some(ring);
+                    reply = ReplyPath::Ring(replies);
+                    continue;
+                }
+                other => other,
             };
             match message {
                 Ok(message) => {
-                    if self.handle(conn, message, &tx, &inflight).await.is_err() {
+                    if self.handle(conn, message, &reply, &inflight).await.is_err() {
                         break;
                     }
                 }
@@ -199,7 +223,7 @@ impl Server {
         &self,
         conn: u64,
         message: Message,
-        tx: &Sender<Message>,
+        tx: &ReplyPath,
         inflight: &Arc<Mutex<HashMap<u64, CancellationToken>>>,
     ) -> Result<()> {
         let reply = |id: u64, outcome: Result<Vec<u8>>| Message::Reply {
@@ -306,8 +330,10 @@ impl Server {
                 tx.send(&reply(id, wire::encode(&()))).await?;
                 self.stop();
             }
-            Message::Reply { .. } | Message::Cancelled { .. } => {
-                return Err(Error::Corrupt("a client sent a reply".into()));
+            Message::Reply { .. } | Message::Cancelled { .. } | Message::Attach { .. } => {
+                return Err(Error::Corrupt(
+                    "a client sent a message out of place".into(),
+                ));
             }
         }
         Ok(())
@@ -364,6 +390,22 @@ impl Server {
             type_name.ok_or_else(|| Error::Remote(format!("nothing is published as {name:?}")))?;
         state.incref_for(conn, object);
         Ok((object, type_name))
+    }
+}
+
+/// How replies reach one client.
+#[derive(Clone)]
+enum ReplyPath {
+    Socket(Sender<Message>),
+    Ring(Ring),
+}
+
+impl ReplyPath {
+    async fn send(&self, message: &Message) -> Result<()> {
+        match self {
+            ReplyPath::Socket(sender) => sender.send(message).await,
+            ReplyPath::Ring(ring) => ring.put_bytes(&wire::encode(message)?).await,
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::address::ManagerAddress;
-use super::wire::{self, Message};
+use super::wire::{self, Message, Ring};
 use crate::connection::wire::serde_bytes_vec::Bytes;
 use crate::connection::{Client, Receiver, Sender};
 use crate::{Error, Result};
@@ -42,8 +42,26 @@ enum Pending {
 #[derive(Clone)]
 enum Link {
     Connecting,
-    Up(Sender<Message>),
+    Up(Path),
     Down,
+}
+
+/// How requests reach the manager.
+#[derive(Clone)]
+enum Path {
+    /// Over the socket (TCP, or a Unix socket whose rings could not be set up).
+    Socket(Sender<Message>),
+    /// Through a shared-memory ring (a manager on this machine).
+    Ring(Ring),
+}
+
+impl Path {
+    async fn send(&self, message: &Message) -> Result<()> {
+        match self {
+            Path::Socket(sender) => sender.send(message).await,
+            Path::Ring(ring) => ring.put_bytes(&wire::encode(message)?).await,
+        }
+    }
 }
 
 /// The state the driver task shares with callers.
@@ -65,6 +83,8 @@ struct Shared {
 
 struct Reader {
     rx: tokio::sync::Mutex<Receiver<Message>>,
+    /// The ring replies come through, for a manager on this machine.
+    replies: Option<Ring>,
 }
 
 /// One process's connection to one manager.
@@ -200,8 +220,8 @@ impl Session {
             undo,
             rx: Some(rx),
         };
-        let sender = match self.sender().await {
-            Ok(sender) => sender,
+        let path = match self.path().await {
+            Ok(path) => path,
             Err(e) => {
                 guard.forget();
                 return Err(e);
@@ -211,7 +231,7 @@ impl Session {
         if self.shared.queued.load(Ordering::Acquire) > 0 {
             // Behind the one-way messages queued before it.
             self.shared.post(message);
-        } else if let Err(e) = sender.send(&message).await {
+        } else if let Err(e) = path.send(&message).await {
             guard.forget();
             return Err(match e {
                 Error::Closed | Error::Io(_) => Error::Closed,
@@ -227,14 +247,14 @@ impl Session {
         outcome
     }
 
-    async fn sender(&self) -> Result<Sender<Message>> {
+    async fn path(&self) -> Result<Path> {
         let mut link = self.shared.link.clone();
         let link = link
             .wait_for(|l| !matches!(l, Link::Connecting))
             .await
             .map_err(|_| Error::Closed)?;
         match &*link {
-            Link::Up(sender) => Ok(sender.clone()),
+            Link::Up(path) => Ok(path.clone()),
             _ => Err(Error::Closed),
         }
     }
@@ -248,6 +268,26 @@ impl Shared {
         mine: &mut oneshot::Receiver<Result<Vec<u8>>>,
     ) -> Option<Result<Vec<u8>>> {
         let reader = self.reader.get()?;
+        // One caller at a time reads (it routes the others' replies too): more spinning would
+        // only take the CPU the manager needs to answer.
+        if let Some(replies) = &reader.replies {
+            return crate::notify::spin_until(REPLY_SPIN, || {
+                loop {
+                    match replies.try_get_bytes().map(|b| wire::decode::<Message>(&b)) {
+                        Ok(Ok(message)) => route(self, message),
+                        Err(Error::Empty) => break,
+                        // Broken: the driver finds out and fails every call.
+                        Ok(Err(_)) | Err(_) => return Some(None),
+                    }
+                }
+                match mine.try_recv() {
+                    Ok(outcome) => Some(Some(outcome)),
+                    Err(oneshot::error::TryRecvError::Empty) => None,
+                    Err(oneshot::error::TryRecvError::Closed) => Some(Some(Err(Error::Closed))),
+                }
+            })
+            .flatten();
+        }
         let mut rx = reader.rx.try_lock().ok()?;
         crate::notify::spin_until(REPLY_SPIN, || {
             loop {
@@ -355,39 +395,68 @@ async fn drive(
         }
     };
     let readiness = rx.readiness();
+    // A manager on this machine: move to shared-memory rings (the socket stays, for its close).
+    let rings = if address.is_tcp() {
+        None
+    } else {
+        match attach(&tx).await {
+            Ok(rings) => Some(rings),
+            Err(e) => {
+                tracing::debug!(%address, error = %e, "staying on the socket");
+                None
+            }
+        }
+    };
+    let replies = rings.as_ref().map(|(_, replies)| replies.clone());
     match shared.upgrade() {
         Some(s) => {
             let _ = s.reader.set(Reader {
                 rx: tokio::sync::Mutex::new(rx),
+                replies: replies.clone(),
             });
         }
         None => return,
     }
-    link.send_replace(Link::Up(tx.clone()));
+    let path = match rings {
+        Some((requests, _)) => Path::Ring(requests),
+        None => Path::Socket(tx.clone()),
+    };
+    link.send_replace(Link::Up(path.clone()));
     loop {
+        let next_on_ring = async {
+            match &replies {
+                Some(replies) => replies.get_bytes().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             message = control.recv() => match message {
                 Some(message) => {
-                    let mut written = 1;
-                    if tx.feed(&message).await.is_err() {
+                    if write_queued(&path, &tx, message, &mut control, &shared).await.is_err() {
                         break;
-                    }
-                    // Send what queued up meanwhile in the same write.
-                    while let Ok(message) = control.try_recv() {
-                        written += 1;
-                        if tx.feed(&message).await.is_err() {
-                            break;
-                        }
-                    }
-                    if tx.flush().await.is_err() {
-                        break;
-                    }
-                    if let Some(shared) = shared.upgrade() {
-                        shared.queued.fetch_sub(written, Ordering::AcqRel);
                     }
                 }
                 // The session was dropped and everything it queued is written.
                 None => break,
+            },
+            bytes = next_on_ring => {
+                let Some(shared) = shared.upgrade() else { break };
+                let Some(replies) = &replies else { break };
+                let mut next = bytes;
+                let broken = loop {
+                    match next.map(|b| wire::decode::<Message>(&b)) {
+                        Ok(Ok(message)) => route(&shared, message),
+                        Err(Error::Empty) => break false,
+                        Ok(Err(e)) | Err(e) => {
+                            tracing::debug!(%address, error = %e, "the manager's ring failed");
+                            break true;
+                        }
+                    }
+                    next = replies.try_get_bytes();
+                };
+                if broken {
+                    break;
+                }
             },
             ready = readiness.readable() => {
                 let Ok(mut ready) = ready else { break };
@@ -415,6 +484,46 @@ async fn drive(
     }
     link.send_replace(Link::Down);
     fail_all(&shared);
+}
+
+/// Makes the two rings and hands them to the manager.
+async fn attach(tx: &Sender<Message>) -> Result<(Ring, Ring)> {
+    let requests = Ring::new(0)?;
+    let replies = Ring::new(0)?;
+    tx.send(&Message::Attach {
+        requests: requests.clone(),
+        replies: replies.clone(),
+    })
+    .await?;
+    Ok((requests, replies))
+}
+
+/// Writes `first` and whatever else is queued, in order, then counts them as written.
+async fn write_queued(
+    path: &Path,
+    tx: &Sender<Message>,
+    first: Message,
+    control: &mut mpsc::UnboundedReceiver<Message>,
+    shared: &Weak<Shared>,
+) -> Result<()> {
+    let mut written = 0;
+    let mut next = Some(first);
+    while let Some(message) = next {
+        match path {
+            // Batched into one write.
+            Path::Socket(_) => tx.feed(&message).await?,
+            Path::Ring(_) => path.send(&message).await?,
+        }
+        written += 1;
+        next = control.try_recv().ok();
+    }
+    if let Path::Socket(_) = path {
+        tx.flush().await?;
+    }
+    if let Some(shared) = shared.upgrade() {
+        shared.queued.fetch_sub(written, Ordering::AcqRel);
+    }
+    Ok(())
 }
 
 /// Hands a reply to its caller, or undoes it if the caller went away.

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::connection::wire::serde_bytes_vec::Bytes;
 
+/// A shared-memory ring carrying encoded [`Message`]s (the bytes API of a queue).
+pub(crate) type Ring = crate::Queue<Vec<u8>>;
+
 /// One frame in either direction.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Message {
@@ -32,6 +35,11 @@ pub(crate) enum Message {
     /// Find the object published as `name`: the reply is `(object, type_name)`, counted as
     /// referenced by this connection.
     Lookup { id: u64, name: String },
+    /// (Local clients, over a Unix socket.) From now on this client's messages come through
+    /// `requests` and the manager's go through `replies`: shared-memory rings, a round trip
+    /// without a system call when both sides are awake. The socket stays open: its closing
+    /// still tells each side that the other is gone.
+    Attach { requests: Ring, replies: Ring },
     /// Withdraw call `id` if it has not completed.
     Cancel { id: u64 },
     /// This connection holds one more reference to `object`.
