@@ -719,13 +719,65 @@ async fn hostile_clients_lose_only_their_own_connection() -> mp::Result<()> {
         .authkey(Some(b"key"))
         .connect::<Vec<u8>>()
         .await?;
-    conn.send(&vec![7u8; 100]).await?;
-    conn.send(&(0..=255u8).collect::<Vec<_>>()).await?;
+    conn.send(&vec![200u8; 100]).await?;
+    let mut conn = conn;
+    let hung_up = tokio::time::timeout(LIVENESS, conn.recv()).await;
+    assert!(matches!(hung_up, Ok(Err(_))), "the manager hung up");
     // Everyone else is served throughout.
     for _ in 0..10 {
         assert_eq!(list.len().await?, 3);
     }
     drop(raw);
     assert_eq!(list.to_vec().await?, [1, 2, 3]);
+    manager.shutdown().await
+}
+
+/// The manager's message enum as a hostile local client would forge it: the same variant
+/// positions, with `Attach` (index 4) handing over rings the client then fills with garbage.
+#[derive(Serialize, Deserialize)]
+enum Forged {
+    Call,
+    Create,
+    Publish,
+    Lookup,
+    Attach {
+        requests: mp::Queue<Vec<u8>>,
+        replies: mp::Queue<Vec<u8>>,
+    },
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_a_local_clients_ring_drops_only_that_client() -> mp::Result<()> {
+    mp::init().await?;
+    let manager = Manager::builder().serve().await?;
+    let list = manager.list::<u32>([1, 2, 3]).await?;
+    // Bytes that are no message: a variant index past the end, a varint that never ends, a
+    // call cut short, an `Attach` inside the ring (out of place), nothing at all.
+    for garbage in [
+        vec![200; 16],
+        vec![0xff; 64],
+        vec![0u8, 1, 2, 9, b'a'],
+        vec![4, 0, 0],
+        Vec::new(),
+    ] {
+        let conn = mp::Client::builder(manager.address())
+            .authkey(Some(manager.authkey()))
+            .connect::<Forged>()
+            .await?;
+        let requests = mp::Queue::<Vec<u8>>::new(0)?;
+        let replies = mp::Queue::<Vec<u8>>::new(0)?;
+        conn.send(&Forged::Attach {
+            requests: requests.clone(),
+            replies: replies.clone(),
+        })
+        .await?;
+        requests.put_bytes(&garbage).await?;
+        // The manager hangs up on this client, and only on it.
+        let mut conn = conn;
+        let hung_up = tokio::time::timeout(LIVENESS, conn.recv()).await;
+        assert!(matches!(hung_up, Ok(Err(_))), "the manager hung up");
+        assert!(matches!(replies.try_get_bytes(), Err(Error::Empty)));
+        assert_eq!(list.len().await?, 3);
+    }
     manager.shutdown().await
 }

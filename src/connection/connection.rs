@@ -433,6 +433,12 @@ impl<T: DeserializeOwned> Receiver<T> {
         decode(self.side.framing(), self.side.recv_parked().await?)
     }
 
+    /// Shuts the socket down both ways: the peer sees the end of the stream even while other
+    /// handles of it (a sending half, a writer task) are still around.
+    pub(crate) fn shutdown(&self) {
+        scm_rights::shutdown(self.side.readiness().get_ref());
+    }
+
     /// The socket's readiness: await `readable()` on it, then drain with
     /// [`try_recv`](Self::try_recv) and clear the readiness (which keeps any edge that came
     /// after the guard was taken).

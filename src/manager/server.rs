@@ -194,6 +194,8 @@ impl Server {
                 }
             }
         }
+        // Hang up now, whoever else still holds the socket.
+        rx.shutdown();
         for token in lock(&inflight).drain().map(|(_, t)| t) {
             token.cancel();
         }
