@@ -781,3 +781,106 @@ async fn garbage_on_a_local_clients_ring_drops_only_that_client() -> mp::Result<
     }
     manager.shutdown().await
 }
+
+/// Leaves a file behind when the manager's copy is dropped: proof that the manager dropped it.
+/// (`create` encodes the value and drops the caller's copy, which is not armed.)
+#[derive(Serialize, Deserialize)]
+struct Marker {
+    path: std::path::PathBuf,
+    #[serde(skip, default = "armed")]
+    armed: bool,
+}
+
+fn armed() -> bool {
+    true
+}
+
+impl Drop for Marker {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::write(&self.path, b"dropped");
+        }
+    }
+}
+
+mp::managed! {
+    proxy MarkerProxy for Marker {
+        fn path(&self) -> std::path::PathBuf {
+            self.path.clone()
+        }
+    }
+}
+
+async fn start_manager_with_marker_and_hang(
+    (path, ready): (std::path::PathBuf, mp::connection::Connection<u32>),
+) -> mp::Result<()> {
+    let manager = Manager::builder().register::<Marker>().start().await?;
+    let marker = manager.create(Marker { path, armed: false }).await?;
+    marker.path().await?;
+    ready.send(&manager.pid().unwrap()).await?;
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_are_dropped_at_shutdown_and_when_the_owner_is_killed() -> mp::Result<()> {
+    mp::init().await?;
+    let dir = tempfile::tempdir()?;
+    // At shutdown.
+    let manager = Manager::builder().register::<Marker>().start().await?;
+    let path = dir.path().join("at-shutdown");
+    let marker = manager
+        .create(Marker {
+            path: path.clone(),
+            armed: false,
+        })
+        .await?;
+    assert_eq!(marker.path().await?, path);
+    assert!(!path.exists());
+    manager.shutdown().await?;
+    assert!(path.exists(), "dropped at shutdown");
+    // When the process that started the manager is killed (twice, as the same role dies again).
+    for round in 0..2 {
+        let path = dir.path().join(format!("owner-killed-{round}"));
+        let (mut ours, theirs) = mp::Pipe::<u32>::duplex()?;
+        let owner = Process::spawn(start_manager_with_marker_and_hang, (path.clone(), theirs))?;
+        let _manager_pid = tokio::time::timeout(LIVENESS, ours.recv())
+            .await
+            .expect("the owner starts its manager")?;
+        assert!(!path.exists());
+        owner.kill()?;
+        let deadline = tokio::time::Instant::now() + LIVENESS;
+        while !path.exists() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the orphaned manager dropped its objects"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_restarts_at_once_on_the_same_address() -> mp::Result<()> {
+    mp::init().await?;
+    // CPython's test_rapid_restart: start, shut down, start again on the same address.
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("restart.sock");
+    for round in 0..3u32 {
+        let manager = Manager::builder().bind(path.as_path()).start().await?;
+        let value = manager.value(round).await?;
+        assert_eq!(value.get().await?, round);
+        manager.shutdown().await?;
+    }
+    // Two live managers cannot share one address.
+    let first = Manager::builder().bind(path.as_path()).serve().await?;
+    assert!(
+        Manager::builder()
+            .bind(path.as_path())
+            .serve()
+            .await
+            .is_err()
+    );
+    first.shutdown().await
+}

@@ -422,7 +422,7 @@ impl<R: Registry> ManagerBuilder<R> {
     pub async fn start(self) -> Result<Manager> {
         let (address, authkey) = self.settle_checked()?;
         let (mut lifeline, child_end) = Pipe::<Result<ManagerAddress>>::duplex()?;
-        let process = Process::builder().name("Manager").spawn(
+        let process = Process::builder().name("Manager").outlives_parent().spawn(
             run_child::<R>,
             ChildArgs {
                 address: address.clone(),
@@ -510,9 +510,9 @@ struct ChildArgs {
 
 /// The manager process: serve until the parent hangs up (or dies), or a client asks to stop.
 async fn run_child<R: Registry>(args: ChildArgs) -> Result<()> {
-    // Killed with our parent, we could not drop the objects (and unlink their segments); we
-    // watch the lifeline instead, which closes however the parent goes.
-    crate::sys::spawn::outlive_parent()?;
+    // Started without `PR_SET_PDEATHSIG` (killed with our parent, we could not drop the
+    // objects and unlink their segments): we watch the lifeline instead, which closes however
+    // the parent goes.
     let mut lifeline = args.lifeline;
     let server = Server::new(type_table::<R>());
     let listener = match listen(&args.address, &args.authkey.0).await {

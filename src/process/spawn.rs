@@ -46,6 +46,8 @@ pub struct Builder {
     /// The test a child re-runs, found when the spawner is created on the test's own thread
     /// (a pool spawns its workers later, from runtime threads).
     rerun_test: Option<Option<String>>,
+    /// Not killed with its parent: it watches for the death itself and cleans up (a manager).
+    outlives_parent: bool,
 }
 
 impl Builder {
@@ -61,6 +63,13 @@ impl Builder {
     /// exit. Either way the child dies if this process dies.
     pub fn daemon(mut self, daemon: bool) -> Self {
         self.daemon = daemon;
+        self
+    }
+
+    /// The child is not killed when this process dies; it must notice by itself (a manager
+    /// watches a pipe whose other end this process holds) and exit.
+    pub(crate) fn outlives_parent(mut self) -> Self {
+        self.outlives_parent = true;
         self
     }
 
@@ -153,7 +162,7 @@ impl Builder {
         if let Some(address) = crate::shm::tracker::address() {
             cmd.env(crate::shm::tracker::ADDRESS_VAR, address);
         }
-        sys::spawn::die_with_parent(&mut cmd, vec![theirs.as_raw_fd()]);
+        sys::spawn::die_with_parent(&mut cmd, vec![theirs.as_raw_fd()], !self.outlives_parent);
         let child = spawner::run(move || cmd.spawn())?;
         drop(theirs);
         let pid = child.id();

@@ -25,15 +25,21 @@ use rustix::process::Signal;
 ///
 /// The forking thread must live as long as the process: `PR_SET_PDEATHSIG` follows the parent
 /// *thread*, not the parent process.
-pub(crate) fn die_with_parent(cmd: &mut std::process::Command, inherit: Vec<RawFd>) {
+///
+/// With `die` false the child does not get the signal (a process that must outlive its
+/// parent briefly, to clean up, and watches for its death by other means); it still
+/// inherits the fds.
+pub(crate) fn die_with_parent(cmd: &mut std::process::Command, inherit: Vec<RawFd>, die: bool) {
     let parent = rustix::process::getpid();
     // Found before the fork: the hook must not allocate. An fd opened between here and the
     // fork by another thread comes from Rust or tokio, which open everything close-on-exec.
     let stray = inheritable_fds(&inherit);
     let hook = move || -> io::Result<()> {
-        rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+        if die {
+            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+        }
         // The parent may have died before the prctl took effect; then we were reparented.
-        if rustix::process::getppid() != Some(parent) {
+        if die && rustix::process::getppid() != Some(parent) {
             return Err(io::Error::from_raw_os_error(
                 rustix::io::Errno::SRCH.raw_os_error(),
             ));
@@ -122,12 +128,4 @@ pub(crate) fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     rustix::io::fcntl_setfd(&owned, FdFlags::CLOEXEC)?;
     Ok(owned)
-}
-
-/// Undoes [`die_with_parent`] in this process: it is no longer killed when its parent dies.
-/// For a process that must notice the death and clean up first (a manager), and watches its
-/// parent by other means.
-pub(crate) fn outlive_parent() -> io::Result<()> {
-    rustix::process::set_parent_process_death_signal(None)?;
-    Ok(())
 }
