@@ -14,9 +14,9 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::served::{Call, Served, TypeTable};
-use super::wire::{self, Message, Ring};
+use super::wire::{self, Message, Outbox, Ring};
 use crate::connection::wire::serde_bytes_vec::Bytes;
-use crate::connection::{Connection, Listener, Sender};
+use crate::connection::{Connection, Listener};
 use crate::{Error, Result};
 
 struct Entry {
@@ -150,7 +150,7 @@ impl Server {
 
     async fn serve_connection(self: Arc<Self>, connection: Connection<Message>, conn: u64) {
         let (mut rx, tx) = connection.into_split();
-        let mut reply = ReplyPath::Socket(tx);
+        let mut reply = Outbox::Socket(tx);
         // A local client's rings, once it attached them.
         let mut requests: Option<Ring> = None;
         let inflight: Arc<Mutex<HashMap<u64, CancellationToken>>> = Arc::default();
@@ -175,7 +175,7 @@ impl Server {
                     replies,
                 }) if requests.is_none() => {
                     requests = Some(ring);
-                    reply = ReplyPath::Ring(replies);
+                    reply = Outbox::Ring(replies);
                     continue;
                 }
                 other => other,
@@ -225,7 +225,7 @@ impl Server {
         &self,
         conn: u64,
         message: Message,
-        tx: &ReplyPath,
+        tx: &Outbox,
         inflight: &Arc<Mutex<HashMap<u64, CancellationToken>>>,
     ) -> Result<()> {
         let reply = |id: u64, outcome: Result<Vec<u8>>| Message::Reply {
@@ -392,22 +392,6 @@ impl Server {
             type_name.ok_or_else(|| Error::Remote(format!("nothing is published as {name:?}")))?;
         state.incref_for(conn, object);
         Ok((object, type_name))
-    }
-}
-
-/// How replies reach one client.
-#[derive(Clone)]
-enum ReplyPath {
-    Socket(Sender<Message>),
-    Ring(Ring),
-}
-
-impl ReplyPath {
-    async fn send(&self, message: &Message) -> Result<()> {
-        match self {
-            ReplyPath::Socket(sender) => sender.send(message).await,
-            ReplyPath::Ring(ring) => ring.put_bytes(&wire::encode(message)?).await,
-        }
     }
 }
 

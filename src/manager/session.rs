@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::address::ManagerAddress;
-use super::wire::{self, Message, Ring};
+use super::wire::{self, Message, Outbox, Ring};
 use crate::connection::wire::serde_bytes_vec::Bytes;
 use crate::connection::{Client, Receiver, Sender};
 use crate::{Error, Result};
@@ -42,26 +42,8 @@ enum Pending {
 #[derive(Clone)]
 enum Link {
     Connecting,
-    Up(Path),
+    Up(Outbox),
     Down,
-}
-
-/// How requests reach the manager.
-#[derive(Clone)]
-enum Path {
-    /// Over the socket (TCP, or a Unix socket whose rings could not be set up).
-    Socket(Sender<Message>),
-    /// Through a shared-memory ring (a manager on this machine).
-    Ring(Ring),
-}
-
-impl Path {
-    async fn send(&self, message: &Message) -> Result<()> {
-        match self {
-            Path::Socket(sender) => sender.send(message).await,
-            Path::Ring(ring) => ring.put_bytes(&wire::encode(message)?).await,
-        }
-    }
 }
 
 /// The state the driver task shares with callers.
@@ -74,7 +56,8 @@ struct Shared {
     /// them, so that a call never overtakes a release (or a count) made before it.
     queued: AtomicUsize,
     /// The receiving half, once connected: whichever caller expects a reply soon reads the
-    /// socket itself (no task hop, no reactor wake-up); the driver reads when nobody does.
+    /// socket (or the ring) itself, with no task hop and no reactor wake-up; the driver reads
+    /// when nobody does.
     reader: OnceLock<Reader>,
     /// How many live proxies of each object this process has; the manager counts one reference
     /// for any number of them.
@@ -247,7 +230,7 @@ impl Session {
         outcome
     }
 
-    async fn path(&self) -> Result<Path> {
+    async fn path(&self) -> Result<Outbox> {
         let mut link = self.shared.link.clone();
         let link = link
             .wait_for(|l| !matches!(l, Link::Connecting))
@@ -418,8 +401,8 @@ async fn drive(
         None => return,
     }
     let path = match rings {
-        Some((requests, _)) => Path::Ring(requests),
-        None => Path::Socket(tx.clone()),
+        Some((requests, _)) => Outbox::Ring(requests),
+        None => Outbox::Socket(tx.clone()),
     };
     link.send_replace(Link::Up(path.clone()));
     loop {
@@ -500,7 +483,7 @@ async fn attach(tx: &Sender<Message>) -> Result<(Ring, Ring)> {
 
 /// Writes `first` and whatever else is queued, in order, then counts them as written.
 async fn write_queued(
-    path: &Path,
+    path: &Outbox,
     tx: &Sender<Message>,
     first: Message,
     control: &mut mpsc::UnboundedReceiver<Message>,
@@ -511,13 +494,13 @@ async fn write_queued(
     while let Some(message) = next {
         match path {
             // Batched into one write.
-            Path::Socket(_) => tx.feed(&message).await?,
-            Path::Ring(_) => path.send(&message).await?,
+            Outbox::Socket(_) => tx.feed(&message).await?,
+            Outbox::Ring(_) => path.send(&message).await?,
         }
         written += 1;
         next = control.try_recv().ok();
     }
-    if let Path::Socket(_) = path {
+    if let Outbox::Socket(_) = path {
         tx.flush().await?;
     }
     if let Some(shared) = shared.upgrade() {

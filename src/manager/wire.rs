@@ -64,6 +64,24 @@ pub(crate) enum Message {
     Cancelled { id: u64 },
 }
 
+/// Where one side's messages go: over the socket, or through a shared-memory ring once a
+/// local client attached one.
+#[derive(Clone)]
+pub(crate) enum Outbox {
+    Socket(crate::connection::Sender<Message>),
+    Ring(Ring),
+}
+
+impl Outbox {
+    /// Sends one message, written whole or not at all.
+    pub(crate) async fn send(&self, message: &Message) -> crate::Result<()> {
+        match self {
+            Outbox::Socket(sender) => sender.send(message).await,
+            Outbox::Ring(ring) => ring.put_bytes(&encode(message)?).await,
+        }
+    }
+}
+
 /// Encodes a value the way arguments and results travel.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> crate::Result<Vec<u8>> {
     postcard::to_allocvec(value)

@@ -4,9 +4,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
-use super::builtin_proxy;
+use super::{builtin_proxy, deadline, timeout_ms, wait_until};
 use crate::manager::Manager;
 use crate::manager::served::{Call, Reply, Served, unknown_method};
 use crate::manager::wire::encode;
@@ -97,30 +96,22 @@ impl Barrier {
             }
         }
         let mut breaker = BreakOnDrop(Some(&*self));
-        let deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let round = lock(&round);
-                if round.released || round.broken {
-                    breaker.0 = None;
-                    return if round.released {
-                        Ok(index)
-                    } else {
-                        Err(Error::Broken)
-                    };
+        let ended = wait_until(&self.changed, deadline(timeout_ms), || {
+            let round = lock(&round);
+            (round.released || round.broken).then_some(round.released)
+        })
+        .await;
+        match ended {
+            Some(released) => {
+                breaker.0 = None;
+                if released {
+                    Ok(index)
+                } else {
+                    Err(Error::Broken)
                 }
             }
-            match deadline {
-                None => notified.await,
-                Some(deadline) => {
-                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                        return Err(Error::Broken);
-                    }
-                }
-            }
+            // Timed out: the breaker breaks the barrier as it goes.
+            None => Err(Error::Broken),
         }
     }
 
@@ -191,8 +182,7 @@ impl BarrierProxy {
     ///
     /// As [`wait`](Self::wait).
     pub async fn wait_timeout(&self, timeout: Duration) -> Result<u64> {
-        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        self.core.call("wait", &(Some(ms),)).await
+        self.core.call("wait", &(Some(timeout_ms(timeout)),)).await
     }
 
     /// Breaks the barrier: current and future waiters fail until [`reset`](Self::reset).

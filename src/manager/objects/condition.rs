@@ -182,8 +182,8 @@ impl ConditionProxy {
         guard: &mut ManagedLockGuard,
         timeout: Duration,
     ) -> Result<bool> {
-        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        self.wait_with(guard, Some(ms)).await
+        self.wait_with(guard, Some(super::timeout_ms(timeout)))
+            .await
     }
 
     /// Wakes up to `n` waiters; returns how many it woke.

@@ -4,9 +4,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
-use super::builtin_proxy;
+use super::{builtin_proxy, deadline, timeout_ms, wait_until};
 use crate::Result;
 use crate::manager::Manager;
 use crate::manager::served::{Call, Reply, Served, unknown_method};
@@ -45,23 +44,11 @@ impl Event {
             "is_set" => encode(&*self.flag()),
             "wait" => {
                 let (timeout_ms,): (Option<u64>,) = call.args()?;
-                let deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
-                loop {
-                    let notified = self.changed.notified();
-                    tokio::pin!(notified);
-                    notified.as_mut().enable();
-                    if *self.flag() {
-                        return encode(&true);
-                    }
-                    match deadline {
-                        None => notified.await,
-                        Some(deadline) => {
-                            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                                return encode(&*self.flag());
-                            }
-                        }
-                    }
-                }
+                let set = wait_until(&self.changed, deadline(timeout_ms), || {
+                    self.flag().then_some(())
+                })
+                .await;
+                encode(&set.is_some())
             }
             other => Err(unknown_method("Event", other)),
         }
@@ -114,8 +101,7 @@ impl EventProxy {
     /// Waits at most `timeout` for the flag; returns whether it is set (Python's
     /// `wait(timeout)`).
     pub async fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        self.core.call("wait", &(Some(ms),)).await
+        self.core.call("wait", &(Some(timeout_ms(timeout)),)).await
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::builtin_proxy;
+use super::{builtin_proxy, wait_until};
 use crate::manager::served::{Call, Reply, Served, unknown_method};
 use crate::manager::wire::encode;
 use crate::manager::{Manager, ProxyCore};
@@ -67,35 +67,24 @@ impl LockCore {
         depth: u32,
         deadline: Option<Instant>,
     ) -> Result<u8> {
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let mut state = self.state();
-                match state.holder {
-                    None => {
-                        state.holder = Some(conn);
-                        state.depth = depth;
-                        let died = std::mem::take(&mut state.owner_died);
-                        return Ok(if died { ACQUIRED_OWNER_DIED } else { ACQUIRED });
-                    }
-                    Some(holder) if holder == conn && self.reentrant => {
-                        state.depth += depth;
-                        return Ok(ACQUIRED);
-                    }
-                    Some(_) => {}
+        wait_until(&self.changed, deadline, || {
+            let mut state = self.state();
+            match state.holder {
+                None => {
+                    state.holder = Some(conn);
+                    state.depth = depth;
+                    let died = std::mem::take(&mut state.owner_died);
+                    Some(if died { ACQUIRED_OWNER_DIED } else { ACQUIRED })
                 }
-            }
-            match deadline {
-                None => notified.await,
-                Some(deadline) => {
-                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                        return Err(Error::Timeout);
-                    }
+                Some(holder) if holder == conn && self.reentrant => {
+                    state.depth += depth;
+                    Some(ACQUIRED)
                 }
+                Some(_) => None,
             }
-        }
+        })
+        .await
+        .ok_or(Error::Timeout)
     }
 
     /// Releases one level held by `conn`; with `all`, every level, returning how many.
@@ -299,10 +288,6 @@ pub(crate) async fn acquire(
     }
 }
 
-pub(crate) fn timeout_ms(timeout: Duration) -> u64 {
-    u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)
-}
-
 macro_rules! lock_methods {
     ($proxy:ident) => {
         impl $proxy {
@@ -338,7 +323,7 @@ macro_rules! lock_methods {
             ) -> Result<$crate::manager::ManagedLockGuard, $crate::manager::ManagedLockError> {
                 $crate::manager::objects::lock::acquire(
                     &self.core,
-                    Some($crate::manager::objects::lock::timeout_ms(timeout)),
+                    Some($crate::manager::objects::timeout_ms(timeout)),
                 )
                 .await
             }

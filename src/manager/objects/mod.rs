@@ -2,7 +2,11 @@
 //! object as the manager holds it (values kept as encoded bytes, so one manager serves every
 //! `T`) and its typed proxy.
 
+use std::time::Duration;
+
 use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::served::{Constructor, TypeTable};
 use crate::Result;
@@ -37,6 +41,43 @@ pub(crate) fn add_builtins(table: &mut TypeTable) {
         (shared_memory::TYPE_NAME, shared_memory::construct),
     ];
     table.0.extend(builtins);
+}
+
+/// The deadline of a wait of `timeout_ms` (`None`: forever) from now.
+pub(crate) fn deadline(timeout_ms: Option<u64>) -> Option<Instant> {
+    timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms))
+}
+
+/// A timeout as the milliseconds a call carries.
+pub(crate) fn timeout_ms(timeout: Duration) -> u64 {
+    u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Runs `attempt` until it succeeds, again each time `changed` is rung, or until the deadline
+/// passes (`None`). Cancel-safe when `attempt` either completes or changes nothing: every
+/// await is between attempts. (A ring after `attempt` failed is never missed: the waiter is
+/// registered before the attempt.)
+pub(crate) async fn wait_until<T>(
+    changed: &Notify,
+    deadline: Option<Instant>,
+    mut attempt: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    loop {
+        let notified = changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(done) = attempt() {
+            return Some(done);
+        }
+        match deadline {
+            None => notified.await,
+            Some(deadline) => {
+                if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// A value as the manager keeps it.

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{builtin_proxy, decoded, encoded};
+use super::{builtin_proxy, deadline, decoded, encoded, timeout_ms, wait_until};
 use crate::connection::wire::serde_bytes_vec::Bytes;
 use crate::manager::Manager;
 use crate::manager::served::{Call, Reply, Served, unknown_method};
@@ -45,40 +45,24 @@ pub(crate) fn construct(init: &[u8]) -> Result<Arc<dyn Served>> {
     }))
 }
 
-/// A wait of `timeout_ms` (`None`: forever) from now.
-fn deadline(timeout_ms: Option<u64>) -> Option<Instant> {
-    timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms))
-}
-
 impl Queue {
     fn state(&self) -> std::sync::MutexGuard<'_, QueueState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until `attempt` succeeds or the deadline passes. Cancel-safe: `attempt` runs
-    /// under the lock and either completes or changes nothing.
+    /// Waits until `attempt` succeeds (and then tells the other waiters) or the deadline
+    /// passes. Cancel-safe: `attempt` runs under the lock and either completes or changes
+    /// nothing.
     async fn wait_for<T>(
         &self,
         deadline: Option<Instant>,
         mut attempt: impl FnMut(&mut QueueState) -> Option<T>,
     ) -> Option<T> {
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(done) = attempt(&mut self.state()) {
-                self.changed.notify_waiters();
-                return Some(done);
-            }
-            match deadline {
-                None => notified.await,
-                Some(deadline) => {
-                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                        return None;
-                    }
-                }
-            }
+        let done = wait_until(&self.changed, deadline, || attempt(&mut self.state())).await;
+        if done.is_some() {
+            self.changed.notify_waiters();
         }
+        done
     }
 
     async fn run(self: Arc<Self>, call: Call) -> Result<Vec<u8>> {
@@ -165,10 +149,6 @@ builtin_proxy!(
     QueueProxy<T>,
     TYPE_NAME
 );
-
-fn timeout_ms(timeout: Duration) -> u64 {
-    u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)
-}
 
 impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     async fn put_with(&self, item: T, timeout_ms: Option<u64>) -> Result<(), PutError<T>> {

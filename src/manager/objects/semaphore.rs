@@ -4,9 +4,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
-use super::builtin_proxy;
+use super::{builtin_proxy, deadline, timeout_ms, wait_until};
 use crate::manager::Manager;
 use crate::manager::served::{Call, Reply, Served, unknown_method};
 use crate::manager::wire::encode;
@@ -45,27 +44,16 @@ impl Semaphore {
         match call.method.as_str() {
             "acquire" => {
                 let (timeout_ms,): (Option<u64>,) = call.args()?;
-                let deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
-                loop {
-                    let notified = self.changed.notified();
-                    tokio::pin!(notified);
-                    notified.as_mut().enable();
-                    {
-                        let mut state = self.state();
-                        if state.value > 0 {
-                            state.value -= 1;
-                            return encode(&());
-                        }
+                let taken = wait_until(&self.changed, deadline(timeout_ms), || {
+                    let mut state = self.state();
+                    let free = state.value > 0;
+                    if free {
+                        state.value -= 1;
                     }
-                    match deadline {
-                        None => notified.await,
-                        Some(deadline) => {
-                            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                                return Err(Error::Timeout);
-                            }
-                        }
-                    }
-                }
+                    free.then_some(())
+                })
+                .await;
+                taken.ok_or(Error::Timeout).and_then(|()| encode(&()))
             }
             "release" => {
                 let mut state = self.state();
@@ -104,10 +92,6 @@ builtin_proxy!(
     SemaphoreProxy,
     TYPE_NAME
 );
-
-fn timeout_ms(timeout: Duration) -> u64 {
-    u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)
-}
 
 impl SemaphoreProxy {
     async fn acquire_with(&self, timeout_ms: Option<u64>) -> Result<()> {
