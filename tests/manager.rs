@@ -884,3 +884,66 @@ async fn a_manager_restarts_at_once_on_the_same_address() -> mp::Result<()> {
     );
     first.shutdown().await
 }
+
+async fn hold_rlock_twice(args: (mp::manager::RLockProxy, EventProxy, EventProxy)) -> mp::Result<()> {
+    let (rlock, held, release) = args;
+    let outer = rlock.acquire().await?;
+    let inner = rlock.acquire().await?;
+    held.set().await?;
+    release.wait().await?;
+    inner.release().await?;
+    // Still held once: the parent keeps waiting until the outer level goes too.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    outer.release().await?;
+    Ok(())
+}
+
+async fn take_permits(args: (SemaphoreProxy, ValueProxy<u32>, ValueProxy<u32>)) -> mp::Result<()> {
+    let (semaphore, inside, most) = args;
+    for _ in 0..20 {
+        semaphore.acquire().await?;
+        let now = inside.update_with(|n| n + 1).await?;
+        most.update_with(|m| m.max(now)).await?;
+        tokio::task::yield_now().await;
+        inside.update_with(|n| n - 1).await?;
+        semaphore.release().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rlock_and_semaphore_across_processes() -> mp::Result<()> {
+    mp::init().await?;
+    let manager = Manager::start().await?;
+    // A child holds the re-entrant lock twice; we get it only after both releases.
+    let rlock = manager.rlock().await?;
+    let (held, release) = (manager.event().await?, manager.event().await?);
+    let mut child = Process::spawn(hold_rlock_twice, (rlock.clone(), held.clone(), release.clone()))?;
+    held.wait().await?;
+    assert!(matches!(rlock.try_acquire().await, Err(ManagedLockError::Timeout)));
+    release.set().await?;
+    let guard = tokio::time::timeout(LIVENESS, rlock.acquire())
+        .await
+        .expect("released twice")
+        .expect("acquired");
+    child.join().await??;
+    drop(guard);
+    // A semaphore of 2 shared by three processes never lets a third in.
+    let semaphore = manager.semaphore(2).await?;
+    let inside = manager.value(0u32).await?;
+    let most = manager.value(0u32).await?;
+    let mut children = Vec::new();
+    for _ in 0..3 {
+        children.push(Process::spawn(
+            take_permits,
+            (semaphore.clone(), inside.clone(), most.clone()),
+        )?);
+    }
+    for mut child in children {
+        child.join().await??;
+    }
+    assert!(most.get().await? <= 2);
+    assert_eq!(inside.get().await?, 0);
+    assert_eq!(semaphore.value().await?, 2);
+    manager.shutdown().await
+}

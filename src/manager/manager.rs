@@ -124,6 +124,10 @@ impl Manager {
     /// # Errors
     ///
     /// As [`ManagerBuilder::start`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`ManagerBuilder::start`].
     pub async fn start() -> Result<Manager> {
         Manager::builder().start().await
     }

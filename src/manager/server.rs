@@ -19,6 +19,9 @@ use crate::connection::wire::serde_bytes_vec::Bytes;
 use crate::connection::{Connection, Listener};
 use crate::{Error, Result};
 
+/// How many releases that arrived before their holds the manager remembers.
+const MAX_EARLY_RELEASES: usize = 1 << 16;
+
 struct Entry {
     served: Arc<dyn Served>,
     type_name: &'static str,
@@ -317,6 +320,12 @@ impl Server {
                     match state.holds.remove(&token) {
                         Some(object) => state.decref(object),
                         None => {
+                            // Bounded: a client sending releases of holds that never come
+                            // must not grow the manager without end (a forgotten early
+                            // release only keeps one object until shutdown).
+                            if state.early_releases.len() >= MAX_EARLY_RELEASES {
+                                state.early_releases.clear();
+                            }
                             state.early_releases.insert(token);
                             None
                         }

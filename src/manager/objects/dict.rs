@@ -150,6 +150,16 @@ where
     V: Serialize + DeserializeOwned,
 {
     /// The value for `key` (Python: `d.get(key)`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone;
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when a stored value does not decode as the
+    /// proxy's types.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn get<Q>(&self, key: &Q) -> Result<Option<V>>
     where
         K: Borrow<Q>,
@@ -160,6 +170,17 @@ where
     }
 
     /// Sets `key` to `value`; returns the value it replaced (Python: `d[key] = value`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone;
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when a stored value does not decode as the
+    /// proxy's types.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call is withdrawn if the manager has not run it, and took effect
+    /// whole if it had.
     pub async fn insert(&self, key: K, value: V) -> Result<Option<V>> {
         let old: Option<Bytes> = self
             .core
@@ -169,6 +190,17 @@ where
     }
 
     /// Removes `key`; returns its value (Python: `d.pop(key, None)`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone;
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when a stored value does not decode as the
+    /// proxy's types.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call is withdrawn if the manager has not run it, and took effect
+    /// whole if it had.
     pub async fn remove<Q>(&self, key: &Q) -> Result<Option<V>>
     where
         K: Borrow<Q>,
@@ -179,6 +211,14 @@ where
     }
 
     /// Whether `key` is present (Python: `key in d`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn contains_key<Q>(&self, key: &Q) -> Result<bool>
     where
         K: Borrow<Q>,
@@ -188,29 +228,75 @@ where
     }
 
     /// The number of entries (Python: `len(d)`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn len(&self) -> Result<usize> {
         let len: u64 = self.core.call("len", &()).await?;
         Ok(len as usize)
     }
 
     /// Whether the dict is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn is_empty(&self) -> Result<bool> {
         Ok(self.len().await? == 0)
     }
 
     /// The keys, in insertion order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone;
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when a stored value does not decode as the
+    /// proxy's types.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn keys(&self) -> Result<Vec<K>> {
         let keys: Vec<Bytes> = self.core.call("keys", &()).await?;
         keys.iter().map(decoded).collect()
     }
 
     /// The values, in insertion order of their keys.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone;
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when a stored value does not decode as the
+    /// proxy's types.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn values(&self) -> Result<Vec<V>> {
         let values: Vec<Bytes> = self.core.call("values", &()).await?;
         values.iter().map(decoded).collect()
     }
 
     /// The entries, in insertion order (Python: `list(d.items())`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone;
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when a stored value does not decode as the
+    /// proxy's types.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn items(&self) -> Result<Vec<(K, V)>> {
         let items: Vec<(Bytes, Bytes)> = self.core.call("items", &()).await?;
         items
@@ -220,6 +306,15 @@ where
     }
 
     /// Inserts every entry of `entries` in one call (Python: `d.update(other)`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call is withdrawn if the manager has not run it, and took effect
+    /// whole if it had.
     pub async fn update(&self, entries: impl IntoIterator<Item = (K, V)>) -> Result<()> {
         let entries = entries
             .into_iter()
@@ -229,6 +324,15 @@ where
     }
 
     /// Removes every entry.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call is withdrawn if the manager has not run it, and took effect
+    /// whole if it had.
     pub async fn clear(&self) -> Result<()> {
         self.core.call("clear", &()).await
     }
@@ -252,6 +356,16 @@ where
     /// # manager.shutdown().await
     /// # }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone;
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when a stored value does not decode as the
+    /// proxy's types.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped update wrote nothing or one whole new value.
     pub async fn update_with<Q>(
         &self,
         key: &Q,

@@ -78,21 +78,55 @@ builtin_proxy!(
 
 impl EventProxy {
     /// Sets the flag and wakes every waiter, in every process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call is withdrawn if the manager has not run it, and took effect
+    /// whole if it had.
     pub async fn set(&self) -> Result<()> {
         self.core.call("set", &()).await
     }
 
     /// Clears the flag.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call is withdrawn if the manager has not run it, and took effect
+    /// whole if it had.
     pub async fn clear(&self) -> Result<()> {
         self.core.call("clear", &()).await
     }
 
     /// Whether the flag is set.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn is_set(&self) -> Result<bool> {
         self.core.call("is_set", &()).await
     }
 
     /// Waits until the flag is set.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: waiting takes nothing.
     pub async fn wait(&self) -> Result<()> {
         let _: bool = self.core.call("wait", &(None::<u64>,)).await?;
         Ok(())
@@ -100,6 +134,14 @@ impl EventProxy {
 
     /// Waits at most `timeout` for the flag; returns whether it is set (Python's
     /// `wait(timeout)`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: waiting takes nothing.
     pub async fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
         self.core.call("wait", &(Some(timeout_ms(timeout)),)).await
     }

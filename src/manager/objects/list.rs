@@ -105,22 +105,65 @@ builtin_proxy!(
 
 impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// Appends `item` (Python: `append`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call is withdrawn if the manager has not run it, and took effect
+    /// whole if it had.
     pub async fn push(&self, item: T) -> Result<()> {
         self.core.call("push", &(encoded(&item)?,)).await
     }
 
     /// Removes and returns the last item.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone;
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when a stored value does not decode as the
+    /// proxy's types.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call is withdrawn if the manager has not run it, and took effect
+    /// whole if it had.
     pub async fn pop(&self) -> Result<Option<T>> {
         let item: Option<Bytes> = self.core.call("pop", &()).await?;
         item.as_ref().map(decoded).transpose()
     }
 
     /// The item at `index`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone;
+    /// [`Error::IndexOutOfRange`](crate::Error::IndexOutOfRange) for an index past the end
+    /// (Python's `IndexError`); [`Error::Corrupt`](crate::Error::Corrupt) when a stored value
+    /// does not decode as the proxy's types.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn get(&self, index: usize) -> Result<T> {
         decoded(&self.core.call("get", &(index as u64,)).await?)
     }
 
     /// Replaces the item at `index`; returns the old one (Python: `l[i] = item`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone;
+    /// [`Error::IndexOutOfRange`](crate::Error::IndexOutOfRange) for an index past the end
+    /// (Python's `IndexError`); [`Error::Corrupt`](crate::Error::Corrupt) when a stored value
+    /// does not decode as the proxy's types.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call is withdrawn if the manager has not run it, and took effect
+    /// whole if it had.
     pub async fn set(&self, index: usize, item: T) -> Result<T> {
         decoded(
             &self
@@ -131,6 +174,17 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     }
 
     /// Inserts `item` before `index` (`index == len` appends).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone;
+    /// [`Error::IndexOutOfRange`](crate::Error::IndexOutOfRange) for an index past the end
+    /// (Python's `IndexError`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call is withdrawn if the manager has not run it, and took effect
+    /// whole if it had.
     pub async fn insert(&self, index: usize, item: T) -> Result<()> {
         self.core
             .call("insert", &(index as u64, encoded(&item)?))
@@ -138,22 +192,59 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     }
 
     /// Removes and returns the item at `index` (Python: `pop(i)`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone;
+    /// [`Error::IndexOutOfRange`](crate::Error::IndexOutOfRange) for an index past the end
+    /// (Python's `IndexError`); [`Error::Corrupt`](crate::Error::Corrupt) when a stored value
+    /// does not decode as the proxy's types.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call is withdrawn if the manager has not run it, and took effect
+    /// whole if it had.
     pub async fn remove(&self, index: usize) -> Result<T> {
         decoded(&self.core.call("remove", &(index as u64,)).await?)
     }
 
     /// The number of items.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn len(&self) -> Result<usize> {
         let len: u64 = self.core.call("len", &()).await?;
         Ok(len as usize)
     }
 
     /// Whether the list is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn is_empty(&self) -> Result<bool> {
         Ok(self.len().await? == 0)
     }
 
     /// Appends every item of `items` in one call.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call is withdrawn if the manager has not run it, and took effect
+    /// whole if it had.
     pub async fn extend(&self, items: impl IntoIterator<Item = T>) -> Result<()> {
         let items = items
             .into_iter()
@@ -163,11 +254,30 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     }
 
     /// Removes every item.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call is withdrawn if the manager has not run it, and took effect
+    /// whole if it had.
     pub async fn clear(&self) -> Result<()> {
         self.core.call("clear", &()).await
     }
 
     /// A copy of all the items (Python: `list(l)`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone;
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when a stored value does not decode as the
+    /// proxy's types.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn to_vec(&self) -> Result<Vec<T>> {
         let items: Vec<Bytes> = self.core.call("to_vec", &()).await?;
         items.iter().map(decoded).collect()

@@ -69,22 +69,57 @@ builtin_proxy!(
 
 impl NamespaceProxy {
     /// The field `name`, if set (Python: `ns.name`, or `AttributeError`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone;
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when the field holds another type.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
         let value: Option<Bytes> = self.core.call("get", &(name,)).await?;
         value.as_ref().map(decoded).transpose()
     }
 
     /// Sets the field `name` (Python: `ns.name = value`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call is withdrawn if the manager has not run it, and took effect
+    /// whole if it had.
     pub async fn set<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
         self.core.call("set", &(name, encoded(value)?)).await
     }
 
     /// Removes the field `name`; whether it was set (Python: `del ns.name`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call is withdrawn if the manager has not run it, and took effect
+    /// whole if it had.
     pub async fn remove(&self, name: &str) -> Result<bool> {
         self.core.call("remove", &(name,)).await
     }
 
     /// The names of the fields, in the order they were first set.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn names(&self) -> Result<Vec<String>> {
         self.core.call("names", &()).await
     }

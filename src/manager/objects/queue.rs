@@ -170,6 +170,11 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// # Errors
     ///
     /// [`PutError::Closed`] when the manager is gone; the item comes back in every error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe as far as the queue goes: a dropped put was withdrawn, or queued the item
+    /// whole (which it can then no longer hand back).
     pub async fn put(&self, item: T) -> Result<(), PutError<T>> {
         self.put_with(item, None).await
     }
@@ -179,6 +184,10 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// # Errors
     ///
     /// [`PutError::Timeout`] with the item when the queue stayed full.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`put`](Self::put).
     pub async fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
         self.put_with(item, Some(timeout_ms(timeout))).await
     }
@@ -188,6 +197,10 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// # Errors
     ///
     /// [`PutError::Full`] with the item.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`put`](Self::put).
     pub async fn try_put(&self, item: T) -> Result<(), PutError<T>> {
         self.put_with(item, Some(0)).await
     }
@@ -209,6 +222,11 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// # Errors
     ///
     /// [`Error::Closed`] when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped get takes nothing — withdrawn in time, or the item the manager had
+    /// already handed it goes back to the front of the queue.
     pub async fn get(&self) -> Result<T> {
         self.get_with(None).await
     }
@@ -218,6 +236,10 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// # Errors
     ///
     /// [`Error::Timeout`] when none came.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`get`](Self::get).
     pub async fn get_timeout(&self, timeout: Duration) -> Result<T> {
         self.get_with(Some(timeout_ms(timeout))).await
     }
@@ -227,17 +249,37 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// # Errors
     ///
     /// [`Error::Empty`] when there is none.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`get`](Self::get).
     pub async fn try_get(&self) -> Result<T> {
         self.get_with(Some(0)).await
     }
 
     /// How many items wait (Python's `qsize`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn len(&self) -> Result<usize> {
         let len: u64 = self.core.call("qsize", &()).await?;
         Ok(len as usize)
     }
 
     /// Whether no item waits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn is_empty(&self) -> Result<bool> {
         Ok(self.len().await? == 0)
     }
@@ -247,11 +289,24 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] when called more often than items were put.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call is withdrawn if the manager has not run it, and took effect
+    /// whole if it had.
     pub async fn task_done(&self) -> Result<()> {
         self.core.call("task_done", &()).await
     }
 
     /// Waits until every item put has been marked done (`JoinableQueue.join`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: waiting takes nothing.
     pub async fn join(&self) -> Result<()> {
         self.core.call("join", &()).await
     }

@@ -69,11 +69,30 @@ builtin_proxy!(
 
 impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     /// The value (Python: `v.value`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone;
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when a stored value does not decode as the
+    /// proxy's types.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn get(&self) -> Result<T> {
         decoded(&self.core.call("get", &()).await?)
     }
 
     /// Replaces the value (Python: `v.value = x`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call is withdrawn if the manager has not run it, and took effect
+    /// whole if it had.
     pub async fn set(&self, value: T) -> Result<()> {
         self.core.call("set", &(encoded(&value)?,)).await
     }
@@ -81,6 +100,16 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     /// Atomically replaces the value with `f(current)` and returns the new one (Python needs
     /// `with v.get_lock(): v.value += 1`). `f` runs here and may run again when another process
     /// wrote in between; keep it free of side effects.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) when the manager is gone;
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when a stored value does not decode as the
+    /// proxy's types.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped update wrote nothing or one whole new value.
     pub async fn update_with(&self, mut f: impl FnMut(T) -> T) -> Result<T> {
         loop {
             let (current, stamp): (Bytes, u64) = self.core.call("get_stamped", &()).await?;
