@@ -885,7 +885,9 @@ async fn a_manager_restarts_at_once_on_the_same_address() -> mp::Result<()> {
     first.shutdown().await
 }
 
-async fn hold_rlock_twice(args: (mp::manager::RLockProxy, EventProxy, EventProxy)) -> mp::Result<()> {
+async fn hold_rlock_twice(
+    args: (mp::manager::RLockProxy, EventProxy, EventProxy),
+) -> mp::Result<()> {
     let (rlock, held, release) = args;
     let outer = rlock.acquire().await?;
     let inner = rlock.acquire().await?;
@@ -918,9 +920,15 @@ async fn rlock_and_semaphore_across_processes() -> mp::Result<()> {
     // A child holds the re-entrant lock twice; we get it only after both releases.
     let rlock = manager.rlock().await?;
     let (held, release) = (manager.event().await?, manager.event().await?);
-    let mut child = Process::spawn(hold_rlock_twice, (rlock.clone(), held.clone(), release.clone()))?;
+    let mut child = Process::spawn(
+        hold_rlock_twice,
+        (rlock.clone(), held.clone(), release.clone()),
+    )?;
     held.wait().await?;
-    assert!(matches!(rlock.try_acquire().await, Err(ManagedLockError::Timeout)));
+    assert!(matches!(
+        rlock.try_acquire().await,
+        Err(ManagedLockError::Timeout)
+    ));
     release.set().await?;
     let guard = tokio::time::timeout(LIVENESS, rlock.acquire())
         .await

@@ -224,7 +224,7 @@ impl Session {
         let rx = guard.rx.as_mut().expect("present until completion");
         let outcome = match self.shared.read_reply_soon(rx) {
             Some(outcome) => outcome,
-            None => rx.await.unwrap_or(Err(Error::Closed)),
+            None => self.shared.await_reply(rx).await,
         };
         guard.rx = None;
         outcome
@@ -288,6 +288,35 @@ impl Shared {
             }
         })
         .flatten()
+    }
+
+    /// Waits for the reply `mine` waits for. With rings, the waiting callers read the ring
+    /// themselves (each routes what it finds): the driver does not, so a manager answering a
+    /// caller that spins for its reply never has a parked reader to wake. Cancel-safe.
+    async fn await_reply(&self, mine: &mut oneshot::Receiver<Result<Vec<u8>>>) -> Result<Vec<u8>> {
+        let Some(replies) = self.reader.get().and_then(|r| r.replies.as_ref()) else {
+            return mine.await.unwrap_or(Err(Error::Closed));
+        };
+        loop {
+            tokio::select! {
+                biased;
+                outcome = &mut *mine => return outcome.unwrap_or(Err(Error::Closed)),
+                bytes = replies.get_bytes() => {
+                    match bytes.and_then(|b| wire::decode::<Message>(&b)) {
+                        Ok(message) => route(self, message),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a reply is due to a caller that went away (the driver then reads the ring, to
+    /// undo what it brings).
+    fn has_abandoned(&self) -> bool {
+        lock(&self.pending)
+            .values()
+            .any(|p| matches!(p, Pending::Abandoned(_)))
     }
 
     fn post(&self, message: Message) {
@@ -406,10 +435,13 @@ async fn drive(
     };
     link.send_replace(Link::Up(path.clone()));
     loop {
+        // Callers read their own replies from the ring; the driver only reads those of
+        // callers that went away (re-checked after each message: a withdrawal posts a cancel).
+        let abandoned = replies.is_some() && shared.upgrade().is_some_and(|s| s.has_abandoned());
         let next_on_ring = async {
             match &replies {
-                Some(replies) => replies.get_bytes().await,
-                None => std::future::pending().await,
+                Some(replies) if abandoned => replies.get_bytes().await,
+                _ => std::future::pending().await,
             }
         };
         tokio::select! {
