@@ -776,7 +776,11 @@ async fn garbage_on_a_local_clients_ring_drops_only_that_client() -> mp::Result<
         let mut conn = conn;
         let hung_up = tokio::time::timeout(LIVENESS, conn.recv()).await;
         assert!(matches!(hung_up, Ok(Err(_))), "the manager hung up");
-        assert!(matches!(replies.try_get_bytes(), Err(Error::Empty)));
+        // No reply came; the manager closed the rings as it hung up.
+        assert!(matches!(
+            replies.try_get_bytes(),
+            Err(Error::Empty | Error::Closed)
+        ));
         assert_eq!(list.len().await?, 3);
     }
     manager.shutdown().await
@@ -953,5 +957,64 @@ async fn rlock_and_semaphore_across_processes() -> mp::Result<()> {
     assert!(most.get().await? <= 2);
     assert_eq!(inside.get().await?, 0);
     assert_eq!(semaphore.value().await?, 2);
+    manager.shutdown().await
+}
+
+/// LEB128, postcard's integer encoding.
+fn varint(mut n: u64, out: &mut Vec<u8>) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_client_that_never_reads_its_replies_is_still_released_when_it_hangs_up()
+-> mp::Result<()> {
+    mp::init().await?;
+    let manager = Manager::builder().serve().await?;
+    let conn = mp::Client::builder(manager.address())
+        .authkey(Some(manager.authkey()))
+        .connect::<Forged>()
+        .await?;
+    let requests = mp::Queue::<Vec<u8>>::new(0)?;
+    let replies = mp::Queue::<Vec<u8>>::new(0)?;
+    conn.send(&Forged::Attach {
+        requests: requests.clone(),
+        replies: replies.clone(),
+    })
+    .await?;
+    // `Create { id: 1, type_name: "mp.dict", init: [] }`: a dict only this client holds.
+    let mut create = vec![1, 1, 7];
+    create.extend_from_slice(b"mp.dict");
+    create.push(0);
+    requests.put_bytes(&create).await?;
+    assert_eq!(wait_for_count(&manager, 1).await, 1);
+    // `ObjectCount { id }` until the manager stops taking requests: its replies have filled the
+    // reply ring, which this client never reads.
+    let mut id = 2;
+    loop {
+        let mut request = vec![10];
+        varint(id, &mut request);
+        id += 1;
+        if tokio::time::timeout(Duration::from_millis(200), requests.put_bytes(&request))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        assert!(id < 10_000_000, "the manager never stopped taking requests");
+    }
+    // The client goes away: the manager, blocked on the full ring, notices, and drops the dict.
+    drop((conn, requests, replies));
+    assert_eq!(wait_for_count(&manager, 0).await, 0);
+    // And it serves others throughout.
+    let list = manager.list([1u8]).await?;
+    assert_eq!(list.len().await?, 1);
     manager.shutdown().await
 }

@@ -152,53 +152,71 @@ impl Server {
     }
 
     async fn serve_connection(self: Arc<Self>, connection: Connection<Message>, conn: u64) {
-        let (mut rx, tx) = connection.into_split();
+        let (rx, tx) = connection.into_split();
+        // Until the client attaches its rings, requests come over the socket.
+        let mut socket = Some(rx);
         let mut reply = Outbox::Socket(tx);
-        // A local client's rings, once it attached them.
         let mut requests: Option<Ring> = None;
+        // Cancelled when the client hangs up (or we do).
+        let hangup = CancellationToken::new();
         let inflight: Arc<Mutex<HashMap<u64, CancellationToken>>> = Arc::default();
         loop {
-            let message = match &requests {
-                None => tokio::select! {
+            let message = match (&requests, socket.as_mut()) {
+                (Some(ring), _) => tokio::select! {
+                    () = self.stop.cancelled() => break,
+                    () = hangup.cancelled() => break,
+                    bytes = ring.get_bytes() => bytes.and_then(|b| wire::decode::<Message>(&b)),
+                },
+                (None, Some(rx)) => tokio::select! {
                     () = self.stop.cancelled() => break,
                     message = rx.recv() => message,
                 },
-                // The socket only says when the client is gone (or brings stray messages).
-                Some(ring) => tokio::select! {
-                    () = self.stop.cancelled() => break,
-                    message = rx.recv_parked() => message,
-                    bytes = ring.get_bytes() => {
-                        bytes.and_then(|b| wire::decode::<Message>(&b))
-                    }
-                },
+                (None, None) => break,
             };
             let message = match message {
                 Ok(Message::Attach {
                     requests: ring,
                     replies,
                 }) if requests.is_none() => {
+                    // From now on the socket only tells when the client is gone; a watcher
+                    // then closes both rings, which wakes this loop even while a reply waits
+                    // for room in a ring nobody reads.
+                    if let Some(rx) = socket.take() {
+                        tokio::spawn(watch_hangup(
+                            rx,
+                            [ring.clone(), replies.clone()],
+                            hangup.clone(),
+                        ));
+                    }
                     requests = Some(ring);
                     reply = Outbox::Ring(replies);
                     continue;
                 }
                 other => other,
             };
-            match message {
+            let handled = match message {
                 Ok(message) => {
-                    if self.handle(conn, message, &reply, &inflight).await.is_err() {
-                        break;
+                    tokio::select! {
+                        handled = self.handle(conn, message, &reply, &inflight) => handled,
+                        () = hangup.cancelled() => Err(Error::Closed),
                     }
                 }
                 Err(e) => {
                     if !matches!(e, Error::Closed) {
                         tracing::debug!(error = %e, "dropping a manager client that sent garbage");
                     }
-                    break;
+                    Err(e)
                 }
+            };
+            if handled.is_err() {
+                break;
             }
         }
-        // Hang up now, whoever else still holds the socket.
-        rx.shutdown();
+        // Hang up now, whoever else still holds the socket or the rings.
+        hangup.cancel();
+        if let Some(rx) = socket {
+            rx.shutdown();
+        }
         for token in lock(&inflight).drain().map(|(_, t)| t) {
             token.cancel();
         }
@@ -402,6 +420,24 @@ impl Server {
         state.incref_for(conn, object);
         Ok((object, type_name))
     }
+}
+
+/// Watches a ring client's socket: when the client hangs up (or sends anything there, which it
+/// never does once attached), or we do, closes both rings so that every wait on them ends.
+async fn watch_hangup(
+    mut rx: crate::connection::Receiver<Message>,
+    rings: [Ring; 2],
+    hangup: CancellationToken,
+) {
+    tokio::select! {
+        _ = rx.recv_parked() => {}
+        () = hangup.cancelled() => {}
+    }
+    hangup.cancel();
+    for ring in &rings {
+        ring.shutdown(true);
+    }
+    rx.shutdown();
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -498,6 +498,13 @@ async fn drive(
         }
     }
     link.send_replace(Link::Down);
+    // Callers blocked on a ring (a full request ring, say) wake with `Closed`.
+    if let Outbox::Ring(requests) = &path {
+        requests.shutdown(true);
+    }
+    if let Some(replies) = &replies {
+        replies.shutdown(true);
+    }
     fail_all(&shared);
 }
 
