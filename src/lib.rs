@@ -3,7 +3,8 @@
 //! Every primitive a Python programmer reaches for works **across OS processes** and is
 //! **awaited inside tokio**. This release has pipes and connections, queues, locks, events and the other
 //! synchronization primitives, shared memory, typed shared lists,
-//! child processes running async functions, and handles that cross to other processes.
+//! child processes running async functions, process pools, managers (shared objects behind
+//! typed proxies, across processes or machines), and handles that cross to other processes.
 //!
 //! | Python `multiprocessing` | tokio-multiprocessing |
 //! |---|---|
@@ -17,6 +18,8 @@
 //! | `Queue`, `SimpleQueue`, `JoinableQueue`, `queue.LifoQueue`, `queue.PriorityQueue` | [`Queue`], [`SimpleQueue`], [`JoinableQueue`], [`LifoQueue`], [`PriorityQueue`] (see [`queue`]) |
 //! | `shared_memory.SharedMemory` | [`SharedMemory`] (anonymous memfd, or named with [`SharedMemory::create_named`]) |
 //! | `shared_memory.ShareableList` | [`ShareableList`] |
+//! | `Pool(n)`: `apply`, `map`, `imap_unordered` | [`Pool`] (see [`pool`]) |
+//! | `Manager()`, `BaseManager.register`, `SharedMemoryManager` | [`Manager`], [`managed!`], [`SharedMemoryManager`] (see [`manager`]) |
 //! | passing a handle to a child | as a spawn argument, inside a message, or [`pass`] / [`inherited`] for any program |
 //!
 //! ```no_run
@@ -43,7 +46,7 @@
 //! `sys` is the only module with syscalls and `unsafe`; [`shm`] builds segments on it; [`handle`]
 //! says how any handle crosses to another process; `notify` is the one wait/wake protocol and
 //! [`sync`] the primitives built on it; [`connection`] frames messages over sockets;
-//! [`process`] starts children. Linux only.
+//! [`process`] starts children; [`pool`] and [`manager`] are built from all of these. Linux only.
 #![doc(test(attr(deny(warnings))))]
 
 #[cfg(not(target_os = "linux"))]
