@@ -533,9 +533,16 @@ async fn shared_memory_manager_cleans_up_when_its_owner_is_killed() -> mp::Resul
 async fn wait_on_condition(args: (ConditionProxy, ValueProxy<u32>)) -> mp::Result<u32> {
     let (condition, value) = args;
     let mut guard = condition.acquire().await?;
-    while value.get().await? == 0 {
-        condition.wait(&mut guard).await?;
-    }
+    // Python's `wait_for(predicate)`; a short timed wait first, which times out.
+    let early = condition
+        .wait_for_timeout(&mut guard, Duration::from_millis(10), || async {
+            Ok(value.get().await? == 99)
+        })
+        .await?;
+    assert!(!early);
+    condition
+        .wait_for(&mut guard, || async { Ok(value.get().await? != 0) })
+        .await?;
     value.get().await
 }
 

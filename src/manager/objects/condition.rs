@@ -186,6 +186,65 @@ impl ConditionProxy {
             .await
     }
 
+    /// Waits until `predicate` holds (Python's `wait_for`): checks it with the lock held,
+    /// [`wait`](Self::wait)s while it does not, and returns with the lock held. The predicate
+    /// usually reads other managed objects, so it is async and may fail.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait), and the predicate's own errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`wait`](Self::wait).
+    pub async fn wait_for<F, Fut>(
+        &self,
+        guard: &mut ManagedLockGuard,
+        mut predicate: F,
+    ) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<bool>>,
+    {
+        while !predicate().await? {
+            self.wait(guard).await?;
+        }
+        Ok(())
+    }
+
+    /// [`wait_for`](Self::wait_for) at most `timeout` in all; whether the predicate held
+    /// (Python's `wait_for(predicate, timeout)`). The lock is held on return either way.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_for`](Self::wait_for).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`wait`](Self::wait).
+    pub async fn wait_for_timeout<F, Fut>(
+        &self,
+        guard: &mut ManagedLockGuard,
+        timeout: Duration,
+        mut predicate: F,
+    ) -> Result<bool>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<bool>>,
+    {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if predicate().await? {
+                return Ok(true);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            self.wait_timeout(guard, left).await?;
+        }
+    }
+
     /// Wakes up to `n` waiters; returns how many it woke.
     ///
     /// # Errors
