@@ -46,7 +46,11 @@ async fn client(address: String) -> mp::Result<()> {
 async fn main() -> mp::Result<()> {
     mp::init().await?;
     let server = mp::Manager::builder()
-        .bind("127.0.0.1:0".parse::<std::net::SocketAddr>().expect("an address"))
+        .bind(
+            "127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .expect("an address"),
+        )
         .authkey(AUTHKEY)
         .serve()
         .await?;

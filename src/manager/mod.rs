@@ -31,6 +31,8 @@
 //! with the panic's message; the manager keeps serving. A manager that exits or becomes
 //! unreachable makes every pending and later call fail with [`Error::Closed`](crate::Error::Closed).
 //! A client that sends garbage, too much, or the wrong authkey loses its own connection only.
+//! Over TCP, a peer whose whole host goes silent (a crash, a cable) is noticed within about
+//! 20 s on either side (keepalive probes, and `TCP_USER_TIMEOUT` for unacknowledged data).
 //!
 //! # Example
 //!
@@ -55,6 +57,10 @@
 //! manager.shutdown().await
 //! # }
 //! ```
+
+/// Over TCP, how long a silent peer host (crashed, or off the network) may take to be noticed:
+/// keepalive probes while idle, a bound on unacknowledged data while busy.
+const SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 mod address;
 mod managed;

@@ -153,6 +153,9 @@ impl Server {
 
     async fn serve_connection(self: Arc<Self>, connection: Connection<Message>, conn: u64) {
         let (rx, tx) = connection.into_split();
+        // A remote client whose host vanishes is let go within about this long (not a TCP
+        // socket: nothing to do, and the call says so).
+        let _ = crate::sys::tcp::fail_after_silence(rx.readiness().get_ref(), super::SILENCE_LIMIT);
         // Until the client attaches its rings, requests come over the socket.
         let mut socket = Some(rx);
         let mut reply = Outbox::Socket(tx);

@@ -407,6 +407,10 @@ async fn drive(
         }
     };
     let readiness = rx.readiness();
+    if address.is_tcp() {
+        // A manager whose host vanishes fails the calls within about this long.
+        let _ = crate::sys::tcp::fail_after_silence(readiness.get_ref(), super::SILENCE_LIMIT);
+    }
     // A manager on this machine: move to shared-memory rings (the socket stays, for its close).
     let rings = if address.is_tcp() {
         None

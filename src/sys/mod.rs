@@ -18,6 +18,7 @@
 //! | `reactor.rs` | registering an fd with tokio's reactor (`AsyncFd`) |
 //! | `pidfd.rs` | `pidfd_open`, `pidfd_send_signal`, `waitid(P_PIDFD)` |
 //! | `spawn.rs` | `prctl(PR_SET_PDEATHSIG)` and fd inheritance between `fork` and `exec` |
+//! | `tcp.rs` | `setsockopt`: keepalive probes and `TCP_USER_TIMEOUT`, to notice a vanished host |
 //! | `pre_main.rs` | an `.init_array` hook: a copy of the program started as the resource tracker becomes it before `main` |
 //! | `code_address.rs` | turning a function into an address that survives `exec` of the same binary |
 #![allow(unsafe_code)]
@@ -35,6 +36,7 @@ pub(crate) mod scm_rights;
 pub(crate) mod shm_open;
 pub(crate) mod sigbus;
 pub(crate) mod spawn;
+pub(crate) mod tcp;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::AtomicU32;
