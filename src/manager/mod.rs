@@ -25,6 +25,12 @@
 //! and its references go with it (Python leaks those of a killed process). Everything is
 //! dropped when the manager shuts down.
 //!
+//! A proxy in flight (in a message, a spawn argument) holds its object until the receiver has
+//! it. A proxy stored *inside* a managed container (a proxy in a managed `dict`) is bytes to
+//! the manager: it holds its object only until it is first read back, so keep a proxy of the
+//! object somewhere, or [`publish`](Manager::publish) it, for as long as the container should
+//! reach it.
+//!
 //! # Failures
 //!
 //! A method that panics in the manager reaches its caller as [`Error::Remote`](crate::Error::Remote)
