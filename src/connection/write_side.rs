@@ -389,6 +389,16 @@ impl WriteSide {
 
     /// Waits while more than `QUEUE_LIMIT` bytes are queued.
     pub(crate) async fn wait_for_space(&self) -> Result<()> {
+        // The usual case, without registering as a waiter (a lock of its own) first.
+        {
+            let state = self.lock();
+            if state.failed {
+                return Err(Error::Closed);
+            }
+            if state.queued_bytes <= QUEUE_LIMIT {
+                return Ok(());
+            }
+        }
         loop {
             let progress = self.progress.notified();
             tokio::pin!(progress);
