@@ -10,7 +10,7 @@ use crate::connection::Address;
 
 /// A manager's address as proxies carry it (a [`connection::Address`](Address) that serde can
 /// encode and sessions can be keyed by).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) enum ManagerAddress {
     Unix(PathBuf),
     Abstract(Vec<u8>),
@@ -38,6 +38,13 @@ impl From<&Address> for ManagerAddress {
             Address::Abstract(n) => ManagerAddress::Abstract(n.clone()),
             Address::Tcp(a) => ManagerAddress::Tcp(*a),
         }
+    }
+}
+
+/// As the address is written (`@name`, a path, `host:port`), not as bytes.
+impl fmt::Debug for ManagerAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.to_string())
     }
 }
 
