@@ -1025,3 +1025,44 @@ async fn a_ring_client_that_never_reads_its_replies_is_still_released_when_it_ha
     assert_eq!(list.len().await?, 1);
     manager.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_dict_and_namespace_behave_as_pythons() -> mp::Result<()> {
+    mp::init().await?;
+    let manager = Manager::builder().serve().await?;
+    // CPython's test_list, in our names.
+    let a = manager.list::<i64>(0..5).await?;
+    a.extend([5, 6]).await?;
+    assert_eq!(a.to_vec().await?, [0, 1, 2, 3, 4, 5, 6]);
+    assert_eq!(a.set(2, 20).await?, 2);
+    assert_eq!(a.remove(1).await?, 1);
+    a.insert(a.len().await?, 7).await?; // at the end, as append
+    a.insert(0, -1).await?;
+    assert_eq!(a.to_vec().await?, [-1, 0, 20, 3, 4, 5, 6, 7]);
+    assert_eq!(a.pop().await?, Some(7));
+    assert!(matches!(
+        a.insert(99, 0).await,
+        Err(Error::IndexOutOfRange { index: 99, .. })
+    ));
+    a.clear().await?;
+    assert_eq!(a.pop().await?, None);
+    // CPython's test_dict: chr(i) for i in 65..70, items in insertion order.
+    let d = manager.dict::<u32, String>().await?;
+    for i in 65..70u32 {
+        d.insert(i, char::from_u32(i).unwrap().to_string()).await?;
+    }
+    assert_eq!(d.keys().await?, [65, 66, 67, 68, 69]);
+    assert_eq!(d.values().await?, ["A", "B", "C", "D", "E"]);
+    assert_eq!(d.items().await?[0], (65, "A".to_string()));
+    assert_eq!(d.insert(65, "a".into()).await?.as_deref(), Some("A"));
+    // CPython's test_namespace.
+    let n = manager.namespace().await?;
+    n.set("name", "Bob").await?;
+    n.set("job", "Builder").await?;
+    assert_eq!(n.get::<String>("name").await?.as_deref(), Some("Bob"));
+    assert!(n.remove("job").await?);
+    assert!(!n.remove("job").await?);
+    assert_eq!(n.names().await?, ["name"]);
+    assert_eq!(n.get::<String>("missing").await?, None);
+    manager.shutdown().await
+}
