@@ -57,8 +57,8 @@ builtin_proxy!(
     /// # Errors
     ///
     /// Every method fails with [`Error::Closed`](crate::Error::Closed) when the manager is gone;
-    /// [`get`](Self::get) with [`Error::Corrupt`](crate::Error::Corrupt) when the field holds
-    /// another type.
+    /// [`get`](Self::get) with [`Error::Corrupt`](crate::Error::Corrupt) when the field does not
+    /// decode as the type asked for.
     ///
     /// # Cancel safety
     ///
@@ -73,7 +73,8 @@ impl NamespaceProxy {
     /// # Errors
     ///
     /// [`Error::Closed`](crate::Error::Closed) when the manager is gone;
-    /// [`Error::Corrupt`](crate::Error::Corrupt) when the field holds another type.
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when the field does not decode as `T`. Values
+    /// travel without their type: read a field as the type it was set with.
     ///
     /// # Cancel safety
     ///
