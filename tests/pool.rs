@@ -257,9 +257,15 @@ async fn slow_add_one(x: u64) -> u64 {
     x + 1
 }
 
-/// Kills a random worker of the pool every 15 to 45 ms (a worker takes a few ms to start, so
-/// most die busy) until `stop`; returns how many.
-async fn kill_workers(stop: tokio::sync::watch::Receiver<bool>, seed: u64) -> usize {
+/// Kills a random worker of the pool named `pool` every 15 to 45 ms (a worker takes a few ms
+/// to start, so most die busy) until `stop`; returns how many. (Only that pool's: the other
+/// tests of this binary run their pools at the same time.)
+async fn kill_workers(
+    pool: &'static str,
+    stop: tokio::sync::watch::Receiver<bool>,
+    seed: u64,
+) -> usize {
+    let prefix = format!("{pool}-worker");
     let mut seed = seed | 1;
     let mut kills = 0;
     while !*stop.borrow() {
@@ -269,7 +275,7 @@ async fn kill_workers(stop: tokio::sync::watch::Receiver<bool>, seed: u64) -> us
         tokio::time::sleep(Duration::from_micros(15_000 + seed % 30_000)).await;
         let workers: Vec<_> = mp::active_children()
             .into_iter()
-            .filter(|c| c.name.starts_with("Pool-worker"))
+            .filter(|c| c.name.starts_with(&prefix))
             .collect();
         if let Some(victim) = workers.get((seed % workers.len().max(1) as u64) as usize) {
             let pid = rustix::process::Pid::from_raw(victim.pid as i32).unwrap();
@@ -283,12 +289,20 @@ async fn kill_workers(stop: tokio::sync::watch::Receiver<bool>, seed: u64) -> us
 
 /// Runs 20k-task maps while workers are SIGKILLed at random, until at least `min_kills`
 /// happened; checks every item gave its right value or its worker's death, exactly once.
-async fn map_under_fire(retries: u32, min_kills: usize) -> mp::Result<(usize, usize)> {
-    let pool = Pool::builder().processes(2).retries(retries).build()?;
+async fn map_under_fire(
+    name: &'static str,
+    retries: u32,
+    min_kills: usize,
+) -> mp::Result<(usize, usize)> {
+    let pool = Pool::builder()
+        .processes(2)
+        .retries(retries)
+        .name(name)
+        .build()?;
     let (mut kills, mut died) = (0, 0);
     while kills < min_kills {
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
-        let killer = tokio::spawn(kill_workers(stop, kills as u64 + 0x9e37));
+        let killer = tokio::spawn(kill_workers(name, stop, kills as u64 + 0x9e37));
         let results: Vec<_> = tokio::time::timeout(
             LIVENESS * 4,
             pool.map(slow_add_one, 0..20_000u64)
@@ -318,7 +332,7 @@ async fn map_under_fire(retries: u32, min_kills: usize) -> mp::Result<(usize, us
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_worker_kills_lose_only_the_tasks_they_ran() -> mp::Result<()> {
     mp::init().await?;
-    let (kills, died) = map_under_fire(0, 200).await?;
+    let (kills, died) = map_under_fire("MapUnderFire0", 0, 200).await?;
     eprintln!("{kills} kills, {died} items reported their worker's death");
     assert!(kills >= 200);
     // A worker runs one chunk (20 items) at a time: at most that many die with it.
@@ -329,8 +343,91 @@ async fn two_hundred_worker_kills_lose_only_the_tasks_they_ran() -> mp::Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_retries_every_task_completes_despite_the_kills() -> mp::Result<()> {
     mp::init().await?;
-    let (kills, died) = map_under_fire(3, 200).await?;
+    let (kills, died) = map_under_fire("MapUnderFire3", 3, 200).await?;
     eprintln!("{kills} kills with retries(3)");
     assert_eq!(died, 0, "every task completes with retries");
+    Ok(())
+}
+
+/// `apply` from four tasks at once while workers are SIGKILLed at random, until at least
+/// `min_kills`: each call gives its right value or its worker's death, and never hangs.
+async fn apply_under_fire(
+    name: &'static str,
+    retries: u32,
+    min_kills: usize,
+) -> mp::Result<(usize, usize)> {
+    let pool = Pool::builder()
+        .processes(2)
+        .retries(retries)
+        .name(name)
+        .build()?;
+    let (mut kills, mut died) = (0, 0);
+    while kills < min_kills {
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let killer = tokio::spawn(kill_workers(name, stop, kills as u64 + 0x51ed));
+        let mut callers = Vec::new();
+        for t in 0..4u64 {
+            let pool = pool.clone();
+            callers.push(tokio::spawn(async move {
+                let mut died = 0;
+                for x in (t * 1_000)..(t * 1_000 + 1_000) {
+                    match pool.apply(slow_add_one, x).await {
+                        Ok(y) => assert_eq!(y, x + 1),
+                        Err(Error::WorkerDied { .. }) => died += 1,
+                        Err(e) => panic!("apply({x}): {e}"),
+                    }
+                }
+                died
+            }));
+        }
+        for caller in callers {
+            died += tokio::time::timeout(LIVENESS * 4, caller)
+                .await
+                .expect("apply never hangs")
+                .unwrap();
+        }
+        stop_tx.send(true).unwrap();
+        kills += killer.await.unwrap();
+    }
+    pool.close();
+    tokio::time::timeout(LIVENESS, pool.join())
+        .await
+        .expect("join returns");
+    Ok((kills, died))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_under_worker_kills_loses_only_what_the_dead_ran() -> mp::Result<()> {
+    mp::init().await?;
+    let (kills, died) = apply_under_fire("ApplyUnderFire0", 0, 60).await?;
+    eprintln!("{kills} kills, {died} applies reported their worker's death");
+    // Each worker runs one task at a time; a few more may wait in its ring.
+    assert!(
+        died <= kills * 40,
+        "{died} applies died with {kills} workers"
+    );
+    let (kills, died) = apply_under_fire("ApplyUnderFire3", 3, 60).await?;
+    eprintln!("{kills} kills with retries(3)");
+    assert_eq!(died, 0, "every apply completes with retries");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_applies_leave_the_pool_working() -> mp::Result<()> {
+    mp::init().await?;
+    let pool = Pool::new(2)?;
+    // Dropped before the answer (at every stage, as the timeouts vary): the tasks still run,
+    // their answers are read by the drivers, and the workers take new calls.
+    for round in 0..300u64 {
+        let wait = Duration::from_micros(round % 20);
+        let _ = tokio::time::timeout(wait, pool.apply(slow_add_one, round)).await;
+    }
+    for x in 0..200u64 {
+        assert_eq!(pool.apply(add_one, x).await?, x + 1);
+    }
+    pool.close();
+    tokio::time::timeout(LIVENESS, pool.join())
+        .await
+        .expect("join returns: every dropped task was answered");
     Ok(())
 }

@@ -9,11 +9,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::lane::{Held, Lane};
 use super::task::{Answer, Job};
 use super::wire::{Call, Calls, Done, Outcome, Reply};
 use super::worker::{WorkerArgs, worker_main};
@@ -35,6 +37,8 @@ pub(super) struct Shared {
     pub(super) rerun_test: Option<String>,
     /// Set when the initializer failed: the pool runs nothing more.
     pub(super) broken: std::sync::Mutex<Option<String>>,
+    /// Each slot's lane while its worker runs (see `lane.rs`).
+    pub(super) lanes: Vec<std::sync::Mutex<Option<Arc<Lane>>>>,
 }
 
 impl Shared {
@@ -68,14 +72,26 @@ const HELD_BYTES: usize = 256 << 10;
 
 struct Worker {
     process: Process<()>,
-    tasks: Queue<Vec<u8>>,
-    results: Queue<Vec<u8>>,
+    lane: Arc<Lane>,
     socket: Connection<()>,
     pid: u32,
-    dispatched: usize,
 }
 
-fn start(shared: &Shared, slot: usize, generation: u64) -> Result<Worker> {
+impl Shared {
+    /// Publishes (or withdraws) slot `slot`'s lane for callers of `apply`.
+    fn set_lane(&self, slot: usize, lane: Option<Arc<Lane>>) {
+        if let Some(place) = self.lanes.get(slot) {
+            *place.lock().unwrap_or_else(|e| e.into_inner()) = lane;
+        }
+    }
+}
+
+fn start(
+    shared: &Shared,
+    slot: usize,
+    generation: u64,
+    aborts: &mpsc::UnboundedSender<u64>,
+) -> Result<Worker> {
     let tasks = Queue::new(0)?;
     let results = Queue::new(0)?;
     let (ours, theirs) = Pipe::<()>::duplex()?;
@@ -97,16 +113,21 @@ fn start(shared: &Shared, slot: usize, generation: u64) -> Result<Worker> {
     tracing::info!(target: "tokio_multiprocessing::pool", pool = %shared.name, slot, pid, "worker started");
     Ok(Worker {
         process,
-        tasks,
-        results,
+        lane: Arc::new(Lane {
+            tasks,
+            results,
+            held: std::sync::Mutex::new(Held::default()),
+            aborts: aborts.clone(),
+            dispatched: std::sync::atomic::AtomicUsize::new(0),
+            wake_driver: tokio::sync::Notify::new(),
+        }),
         socket: ours,
         pid,
-        dispatched: 0,
     })
 }
 
 /// How a worker's run ended.
-enum End {
+pub(super) enum End {
     /// It exited or was killed by someone else.
     Died(ProcessFailure),
     /// We kill it because of one task (aborted, or over its timeout).
@@ -145,7 +166,7 @@ pub(super) async fn drive(
             return;
         }
         generation += 1;
-        let mut worker = match start(&shared, slot, generation) {
+        let mut worker = match start(&shared, slot, generation, &aborts_tx) {
             Ok(worker) => worker,
             Err(e) => {
                 tracing::error!(target: "tokio_multiprocessing::pool", pool = %shared.name, slot, error = %e, "cannot start a worker");
@@ -161,11 +182,10 @@ pub(super) async fn drive(
                 continue;
             }
         };
-        let mut held: HashMap<u64, (Job, Instant)> = HashMap::new();
+        shared.set_lane(slot, Some(worker.lane.clone()));
         let end = serve(
             &shared,
             &mut worker,
-            &mut held,
             &jobs,
             &mut retry,
             &mut aborts,
@@ -173,6 +193,13 @@ pub(super) async fn drive(
             &mut terminate,
         )
         .await;
+        // No caller may add to this worker any more; what it holds is settled below.
+        shared.set_lane(slot, None);
+        let held = {
+            let mut held = worker.lane.held();
+            held.closed = true;
+            std::mem::take(&mut held.jobs)
+        };
         finish(&shared, slot, worker, held, &mut retry, end).await;
     }
 }
@@ -182,7 +209,6 @@ pub(super) async fn drive(
 async fn serve(
     shared: &Shared,
     worker: &mut Worker,
-    held: &mut HashMap<u64, (Job, Instant)>,
     jobs: &async_channel::Receiver<Job>,
     retry: &mut VecDeque<Job>,
     aborts: &mut mpsc::UnboundedReceiver<u64>,
@@ -190,53 +216,64 @@ async fn serve(
     terminate: &mut watch::Receiver<bool>,
 ) -> End {
     let mut no_more_jobs = false;
-    // Tasks are queued behind the running ones only once they prove quick: queued behind a
-    // slow task, a task would wait while another worker idles.
-    let mut quick = false;
+    let lane = worker.lane.clone();
     loop {
+        let dispatched = lane.dispatched.load(Ordering::Acquire);
         let retiring = shared
             .max_tasks_per_child
-            .is_some_and(|max| worker.dispatched >= max);
-        if (retiring || (no_more_jobs && retry.is_empty())) && held.is_empty() {
-            return End::Retire;
-        }
-        let depth = if quick {
-            shared.depth()
-        } else {
-            shared.concurrency
+            .is_some_and(|max| dispatched >= max);
+        // What the worker holds now (callers of `apply` add to it too, under the lock).
+        let (room, deadline, read_answers) = {
+            let mut held = lane.held();
+            if (retiring || (no_more_jobs && retry.is_empty())) && held.jobs.is_empty() {
+                // Under the lock: no caller adds a task to a worker that is leaving.
+                held.closed = true;
+                return End::Retire;
+            }
+            // Tasks are queued behind the running ones only once they prove quick: queued
+            // behind a slow task, a task would wait while another worker idles.
+            let depth = if held.quick {
+                shared.depth()
+            } else {
+                shared.concurrency
+            };
+            let held_bytes: usize = held.jobs.values().map(|(job, _)| job.args.len()).sum();
+            let room = held.jobs.is_empty()
+                || (held.jobs.len() < depth && held_bytes < HELD_BYTES && !retiring);
+            let room = room && !retiring;
+            let deadline = shared
+                .task_timeout
+                .and_then(|timeout| held.jobs.values().map(|(_, sent)| *sent + timeout).min());
+            // Answers for callers that read them themselves need no driver.
+            let read_answers = held.jobs.len() > held.callers_reading;
+            // While the worker holds only what it runs and nothing waits to be sent (calls one
+            // after another, as `apply` makes them) an answer is due soon: spin a few µs first.
+            // With a backlog (a map streaming) answers keep coming anyway, and this thread is
+            // better left to the tasks that submit.
+            let soon = held.jobs.len() <= shared.concurrency && jobs.is_empty();
+            (room, deadline, read_answers.then_some(soon))
         };
-        let held_bytes: usize = held.values().map(|(job, _)| job.args.len()).sum();
-        let room = held.is_empty() || (held.len() < depth && held_bytes < HELD_BYTES && !retiring);
-        let room = room && !retiring;
-        let deadline = shared
-            .task_timeout
-            .and_then(|timeout| held.values().map(|(_, sent)| *sent + timeout).min());
         tokio::select! {
             biased;
             _ = terminate.changed() => return End::Terminate,
             Some(id) = aborts.recv() => {
-                if held.contains_key(&id) {
+                if lane.held().jobs.contains_key(&id) {
                     return End::Kill { culprit: id, error: Error::Closed };
                 }
             }
-            // Wait for replies, then take every reply that is there. While the worker holds
-            // only what it runs and nothing waits to be sent (calls one after another, as
-            // `apply` makes them) an answer is due soon: spin a few µs first. With a backlog (a
-            // map streaming) answers keep coming anyway, and this thread is better left to
-            // the tasks that submit.
-            () = replies_ready(
-                &worker.results,
-                !held.is_empty() && held.len() <= shared.concurrency && jobs.is_empty(),
-            ) => {
-                while let Ok(bytes) = worker.results.try_get_bytes() {
-                    if let Some(end) = take_reply(shared, held, &bytes, Vec::new(), &mut quick) {
+            // A caller stopped reading its answer itself: look again at who reads.
+            () = lane.wake_driver.notified() => {}
+            // Wait for replies, then take every reply that is there.
+            () = replies_ready(&lane.results, read_answers.unwrap_or(false)), if read_answers.is_some() => {
+                while let Ok(bytes) = lane.results.try_get_bytes() {
+                    if let Some(end) = take_reply(shared, &lane, &bytes, Vec::new()) {
                         return end;
                     }
                 }
             }
             frame = worker.socket.recv_frame() => match frame {
                 Ok(Frame { payload, fds }) => {
-                    if let Some(end) = take_reply(shared, held, &payload, fds, &mut quick) {
+                    if let Some(end) = take_reply(shared, &lane, &payload, fds) {
                         return end;
                     }
                 }
@@ -245,7 +282,9 @@ async fn serve(
             },
             exit = worker.process.join() => return End::Died(cause(exit)),
             _ = sleep_until(deadline), if deadline.is_some() => {
-                let culprit = held
+                let culprit = lane
+                    .held()
+                    .jobs
                     .iter()
                     .min_by_key(|(_, (_, sent))| *sent)
                     .map(|(id, _)| *id)
@@ -253,7 +292,7 @@ async fn serve(
                 return End::Kill { culprit, error: Error::Timeout };
             }
             job = next_job(jobs, retry), if room && !(no_more_jobs && retry.is_empty()) => match job {
-                Some(job) => dispatch(worker, held, job, aborts_tx).await,
+                Some(job) => dispatch(worker, job, aborts_tx).await,
                 None => no_more_jobs = true,
             },
         }
@@ -264,7 +303,7 @@ async fn serve(
 /// task answers within 10–40 µs on a busy 2-CPU VM, and a parked driver pays a reactor wake-up
 /// (tens of µs there) on top. 50 µs is within tokio's guidance for the time between awaits
 /// (10–100 µs), and the spin yields its CPU after its first ~2 µs.
-const ANSWER_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+pub(super) const ANSWER_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// Until the worker's results queue has something. When an answer is due `soon`, first checks
 /// for up to [`ANSWER_SPIN`]: an answer that comes that quickly costs no reactor wake-up.
@@ -294,12 +333,7 @@ async fn next_job(jobs: &async_channel::Receiver<Job>, retry: &mut VecDeque<Job>
 
 /// Sends a job to the worker: over its task queue, or over the socket when its arguments hold
 /// fds (duplicates travel; the job keeps the originals for a retry).
-async fn dispatch(
-    worker: &mut Worker,
-    held: &mut HashMap<u64, (Job, Instant)>,
-    job: Job,
-    aborts_tx: &mpsc::UnboundedSender<u64>,
-) {
+async fn dispatch(worker: &mut Worker, job: Job, aborts_tx: &mpsc::UnboundedSender<u64>) {
     if job.is_aborted() {
         job.answer(Err(Error::Closed));
         return;
@@ -308,21 +342,15 @@ async fn dispatch(
         .running_on
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = Some(aborts_tx.clone());
-    let call = Call {
-        id: job.id,
-        entry: job.entry,
-        args: job.args.clone(),
-        nfds: job.fds.len() as u32,
-    };
-    let message = match postcard::to_allocvec(&Calls(vec![call])) {
+    let message = match encode_call(&job) {
         Ok(message) => message,
         Err(e) => {
-            job.answer(Err(Error::InvalidArgument(e.to_string())));
+            job.answer(Err(e));
             return;
         }
     };
     let sent = if job.fds.is_empty() {
-        worker.tasks.put_bytes(&message).await
+        worker.lane.tasks.put_bytes(&message).await
     } else {
         let fds: std::io::Result<Vec<OwnedFd>> = job.fds.iter().map(crate::sys::dup).collect();
         match fds {
@@ -332,20 +360,35 @@ async fn dispatch(
     };
     match sent {
         Ok(()) => {
-            worker.dispatched += 1;
-            held.insert(job.id, (job, Instant::now()));
+            worker.lane.dispatched.fetch_add(1, Ordering::AcqRel);
+            worker
+                .lane
+                .held()
+                .jobs
+                .insert(job.id, (job, Instant::now()));
         }
         Err(e) => job.answer(Err(e)),
     }
 }
 
-/// Answers the jobs a reply finishes; `Some` when the reply ends the worker's run.
-fn take_reply(
+/// The message that runs `job` in a worker.
+pub(super) fn encode_call(job: &Job) -> Result<Vec<u8>> {
+    let call = Call {
+        id: job.id,
+        entry: job.entry,
+        args: job.args.clone(),
+        nfds: job.fds.len() as u32,
+    };
+    postcard::to_allocvec(&Calls(vec![call])).map_err(|e| Error::InvalidArgument(e.to_string()))
+}
+
+/// Answers the jobs a reply finishes; `Some` when the reply ends the worker's run. Called by
+/// the driver and by callers of `apply` reading their own answers alike.
+pub(super) fn take_reply(
     shared: &Shared,
-    held: &mut HashMap<u64, (Job, Instant)>,
+    lane: &Lane,
     message: &[u8],
     fds: Vec<OwnedFd>,
-    quick: &mut bool,
 ) -> Option<End> {
     let reply = match postcard::from_bytes::<Reply>(message) {
         Ok(reply) => reply,
@@ -370,9 +413,11 @@ fn take_reply(
                         "the worker could not run the task: {message}"
                     ))),
                 };
-                if let Some((job, sent)) = held.remove(&id) {
+                let mut held = lane.held();
+                if let Some((job, sent)) = held.jobs.remove(&id) {
                     // Quick: answered within 200 µs of being sent (queueing included).
-                    *quick = sent.elapsed() < QUICK;
+                    held.quick = sent.elapsed() < QUICK;
+                    drop(held);
                     job.answer(answer);
                 }
             }
@@ -412,7 +457,7 @@ async fn finish(
     match &end {
         End::Retire => {
             // Everything it held is answered: close its queue and let it exit.
-            worker.tasks.close();
+            worker.lane.tasks.close();
             let _ = tokio::time::timeout(Duration::from_secs(10), worker.process.join()).await;
             tracing::info!(target: "tokio_multiprocessing::pool", pool = %shared.name, slot, pid, "worker retired");
             return;
@@ -431,7 +476,7 @@ async fn finish(
         End::Died(_) | End::InitFailed(_) => {}
     }
     // Tasks still in its queue were never taken: they run elsewhere, no harm done.
-    while let Ok(bytes) = worker.tasks.try_get_bytes() {
+    while let Ok(bytes) = worker.lane.tasks.try_get_bytes() {
         if let Ok(Calls(calls)) = postcard::from_bytes::<Calls>(&bytes) {
             for call in calls {
                 if let Some((job, _)) = held.remove(&call.id) {

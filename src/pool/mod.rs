@@ -49,6 +49,7 @@
 //! ```
 
 mod driver;
+mod lane;
 mod map;
 mod task;
 mod wire;
@@ -187,6 +188,7 @@ impl PoolBuilder {
             parent_exe: crate::sys::code_address::executable_identity()?,
             rerun_test: crate::process::test_to_rerun()?,
             broken: Mutex::new(None),
+            lanes: (0..processes).map(|_| Mutex::new(None)).collect(),
         });
         let (jobs_tx, jobs_rx) =
             async_channel::bounded(self.max_pending.unwrap_or(1024 * processes));
@@ -214,6 +216,7 @@ impl PoolBuilder {
                 next_id: AtomicU64::new(1),
                 processes,
                 concurrency: shared.concurrency,
+                shared: shared.clone(),
             }),
         })
     }
@@ -241,6 +244,7 @@ struct Inner {
     next_id: AtomicU64,
     processes: usize,
     concurrency: usize,
+    shared: Arc<driver::Shared>,
 }
 
 impl Inner {
@@ -318,7 +322,19 @@ impl Pool {
         Fut: Future<Output = R> + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        self.spawn(f, args).await.await
+        let _ = f;
+        let entry = entry::offset_for::<F, A, Fut, R>();
+        let encoded = crate::handle::encode(&args);
+        let task = match encoded {
+            Ok((bytes, fds)) if fds.is_empty() => {
+                match self.run_on_idle_worker::<R>(entry, bytes).await {
+                    Ok(result) => return result,
+                    Err(bytes) => self.submit_encoded(entry, Ok((bytes, fds))).await,
+                }
+            }
+            other => self.submit_encoded(entry, other).await,
+        };
+        task.await
     }
 
     /// `f` over `items`, in order: an ordered `Stream` of each item's result (Python's `map` /
@@ -371,6 +387,98 @@ impl Pool {
     async fn submit<A: Serialize + ?Sized, R>(&self, entry: i64, args: &A) -> Task<R> {
         self.submit_encoded(entry, crate::handle::encode(args))
             .await
+    }
+
+    /// `apply`'s fast path: when a worker holds nothing, run the call on it directly — record
+    /// it in the worker's lane (so its driver settles it if the worker dies), put it in the
+    /// worker's ring, and read the answer here while it is near (see `lane.rs`). Gives the
+    /// arguments back when no worker is idle, or the pool's options need the driver for every
+    /// task (a task timeout, a task budget per worker, an initializer).
+    ///
+    /// Cancel-safe as `apply` is: dropped, the task still runs (its driver reads its answer).
+    async fn run_on_idle_worker<R: DeserializeOwned>(
+        &self,
+        entry: i64,
+        args: Vec<u8>,
+    ) -> std::result::Result<Result<R>, Vec<u8>> {
+        let shared = &self.inner.shared;
+        if shared.task_timeout.is_some()
+            || shared.max_tasks_per_child.is_some()
+            || shared.init.is_some()
+            || self.inner.jobs.is_closed()
+        {
+            return Err(args);
+        }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, mut answer) = oneshot::channel();
+        let job = Job {
+            id,
+            entry,
+            args,
+            fds: Vec::new(),
+            deaths: 0,
+            reply,
+            control: Arc::new(Control::default()),
+        };
+        let message = match driver::encode_call(&job) {
+            Ok(message) => message,
+            Err(_) => return Err(job.args),
+        };
+        let mut job = Some(job);
+        let mut chosen = None;
+        for place in &shared.lanes {
+            let lane = place.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let Some(lane) = lane else { continue };
+            let mut held = lane.held();
+            if held.closed || !held.jobs.is_empty() {
+                continue;
+            }
+            let job = job.take().expect("placed once");
+            *job.control
+                .running_on
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(lane.aborts.clone());
+            held.jobs.insert(id, (job, tokio::time::Instant::now()));
+            held.callers_reading += 1;
+            drop(held);
+            chosen = Some(lane);
+            break;
+        }
+        let Some(lane) = chosen else {
+            return Err(job.expect("not placed").args);
+        };
+        // However this future ends, the driver reads the answers from then on.
+        struct Reading<'a>(&'a lane::Lane);
+        impl Drop for Reading<'_> {
+            fn drop(&mut self) {
+                self.0.held().callers_reading -= 1;
+                self.0.wake_driver.notify_one();
+            }
+        }
+        let reading = Reading(&lane);
+        lane.dispatched.fetch_add(1, Ordering::AcqRel);
+        if let Err(e) = lane.tasks.put_bytes(&message).await {
+            let unsent = lane.held().jobs.remove(&id);
+            if let Some((job, _)) = unsent {
+                job.answer(Err(e));
+            }
+        }
+        let soon = crate::notify::spin_until(driver::ANSWER_SPIN, || {
+            while let Ok(bytes) = lane.results.try_get_bytes() {
+                let _ = driver::take_reply(shared, &lane, &bytes, Vec::new());
+            }
+            match answer.try_recv() {
+                Ok(outcome) => Some(outcome),
+                Err(oneshot::error::TryRecvError::Empty) => None,
+                Err(oneshot::error::TryRecvError::Closed) => Some(Err(Error::Closed)),
+            }
+        });
+        drop(reading);
+        let outcome = match soon {
+            Some(outcome) => outcome,
+            None => answer.await.unwrap_or(Err(Error::Closed)),
+        };
+        Ok(outcome.and_then(|(bytes, fds)| crate::handle::decode(&bytes, fds)))
     }
 
     /// Queues a call of trampoline `entry` with arguments encoded already.
