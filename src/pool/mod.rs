@@ -308,6 +308,12 @@ impl Pool {
 
     /// Runs `f(args)` in a worker and returns its value (Python's `apply`).
     ///
+    /// When a worker is idle, the call goes to it directly and this future reads the answer
+    /// itself for a few µs before it parks (a round trip of a few µs, no hop through the
+    /// pool's tasks); otherwise it queues like [`spawn`](Self::spawn). Either way a worker that
+    /// dies under the call is handled as for any task (retried, or [`Error::WorkerDied`]).
+    /// Pools with a task timeout, a per-worker task budget or an initializer always queue.
+    ///
     /// # Errors
     ///
     /// As awaiting a [`Task`].
