@@ -164,11 +164,20 @@ impl Server {
         let hangup = CancellationToken::new();
         let inflight: Arc<Mutex<HashMap<u64, CancellationToken>>> = Arc::default();
         loop {
+            if self.stop.is_cancelled() || hangup.is_cancelled() {
+                break;
+            }
             let message = match (&requests, socket.as_mut()) {
-                (Some(ring), _) => tokio::select! {
-                    () = self.stop.cancelled() => break,
-                    () = hangup.cancelled() => break,
-                    bytes = ring.get_bytes() => bytes.and_then(|b| wire::decode::<Message>(&b)),
+                // A request that is there already is taken without building any waiter: a
+                // busy client's next request usually is.
+                (Some(ring), _) => match ring.try_get_bytes() {
+                    Ok(bytes) => wire::decode::<Message>(&bytes),
+                    Err(Error::Empty) => tokio::select! {
+                        () = self.stop.cancelled() => break,
+                        () = hangup.cancelled() => break,
+                        bytes = ring.get_bytes() => bytes.and_then(|b| wire::decode::<Message>(&b)),
+                    },
+                    Err(e) => Err(e),
                 },
                 (None, Some(rx)) => tokio::select! {
                     () = self.stop.cancelled() => break,
@@ -199,9 +208,16 @@ impl Server {
             };
             let handled = match message {
                 Ok(message) => {
-                    tokio::select! {
-                        handled = self.handle(conn, message, &reply, &inflight) => handled,
-                        () = hangup.cancelled() => Err(Error::Closed),
+                    let mut handling =
+                        std::pin::pin!(self.handle(conn, message, &reply, &inflight));
+                    // Usually done at once (the reply fits in the ring); only a reply that must
+                    // wait for room also watches for the client hanging up.
+                    match (&mut handling).now_or_never() {
+                        Some(handled) => handled,
+                        None => tokio::select! {
+                            handled = handling => handled,
+                            () = hangup.cancelled() => Err(Error::Closed),
+                        },
                     }
                 }
                 Err(e) => {
