@@ -19,6 +19,9 @@ use crate::connection::wire::serde_bytes_vec::Bytes;
 use crate::connection::{Connection, Listener};
 use crate::{Error, Result};
 
+/// Most requests taken from a client's ring at once.
+const BATCH: usize = 64;
+
 /// How many releases that arrived before their holds the manager remembers.
 const MAX_EARLY_RELEASES: usize = 1 << 16;
 
@@ -160,6 +163,8 @@ impl Server {
         let mut socket = Some(rx);
         let mut reply = Outbox::Socket(tx);
         let mut requests: Option<Ring> = None;
+        // Requests taken from the ring and not handled yet.
+        let mut waiting: std::collections::VecDeque<bytes::Bytes> = Default::default();
         // Cancelled when the client hangs up (or we do).
         let hangup = CancellationToken::new();
         let inflight: Arc<Mutex<HashMap<u64, CancellationToken>>> = Arc::default();
@@ -168,17 +173,33 @@ impl Server {
                 break;
             }
             let message = match (&requests, socket.as_mut()) {
-                // A request that is there already is taken without building any waiter: a
-                // busy client's next request usually is.
-                (Some(ring), _) => match ring.try_get_bytes() {
-                    Ok(bytes) => wire::decode::<Message>(&bytes),
-                    Err(Error::Empty) => tokio::select! {
-                        () = self.stop.cancelled() => break,
-                        () = hangup.cancelled() => break,
-                        bytes = ring.get_bytes() => bytes.and_then(|b| wire::decode::<Message>(&b)),
-                    },
-                    Err(e) => Err(e),
-                },
+                // Requests are taken in batches (one lock for all that wait: several tasks of a
+                // client call at once), and those already there without building any waiter.
+                (Some(ring), _) => {
+                    if waiting.is_empty() {
+                        let got = match ring.get_many_bytes(BATCH).now_or_never() {
+                            Some(got) => got,
+                            None => tokio::select! {
+                                () = self.stop.cancelled() => break,
+                                () = hangup.cancelled() => break,
+                                got = ring.get_many_bytes(BATCH) => got,
+                            },
+                        };
+                        match got {
+                            Ok(requests) => waiting.extend(requests),
+                            Err(e) => {
+                                if !matches!(e, Error::Closed) {
+                                    tracing::debug!(error = %e, "a client's ring failed");
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    match waiting.pop_front() {
+                        Some(bytes) => wire::decode::<Message>(&bytes),
+                        None => continue,
+                    }
+                }
                 (None, Some(rx)) => tokio::select! {
                     () = self.stop.cancelled() => break,
                     message = rx.recv() => message,

@@ -222,7 +222,12 @@ impl Session {
             });
         }
         let rx = guard.rx.as_mut().expect("present until completion");
-        let outcome = match self.shared.read_reply_soon(rx) {
+        let replies = self.shared.reader.get().and_then(|r| r.replies.as_ref());
+        let soon = match replies {
+            Some(replies) => self.shared.read_ring_reply_soon(replies, rx).await,
+            None => self.shared.read_reply_soon(rx),
+        };
+        let outcome = match soon {
             Some(outcome) => outcome,
             None => self.shared.await_reply(rx).await,
         };
@@ -244,33 +249,51 @@ impl Session {
 }
 
 impl Shared {
+    /// Reads replies from the ring for up to [`REPLY_SPIN`], routing each, until the one `mine`
+    /// waits for has come; `None` if it has not. Any number of callers may read at once. After
+    /// a few tight checks it yields to the runtime between checks, so that the other tasks of
+    /// this thread (more calls of this client, say) go on meanwhile. Cancel-safe.
+    async fn read_ring_reply_soon(
+        &self,
+        replies: &Ring,
+        mine: &mut oneshot::Receiver<Result<Vec<u8>>>,
+    ) -> Option<Result<Vec<u8>>> {
+        const TIGHT_CHECKS: u32 = 64;
+        let start = std::time::Instant::now();
+        let mut checks = 0u32;
+        loop {
+            loop {
+                match replies.try_get_bytes().map(|b| wire::decode::<Message>(&b)) {
+                    Ok(Ok(message)) => route(self, message),
+                    Err(Error::Empty) => break,
+                    // Broken: the driver finds out and fails every call.
+                    Ok(Err(_)) | Err(_) => return None,
+                }
+            }
+            match mine.try_recv() {
+                Ok(outcome) => return Some(outcome),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+                Err(oneshot::error::TryRecvError::Closed) => return Some(Err(Error::Closed)),
+            }
+            checks += 1;
+            if checks <= TIGHT_CHECKS {
+                std::hint::spin_loop();
+            } else if start.elapsed() >= REPLY_SPIN {
+                return None;
+            } else {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
     /// Reads replies from the socket for up to [`REPLY_SPIN`], routing each, until the one
-    /// `mine` waits for has come; `None` if it has not (or someone else is reading).
+    /// `mine` waits for has come; `None` if it has not (or someone else is reading: one
+    /// caller at a time holds the socket's reading half).
     fn read_reply_soon(
         &self,
         mine: &mut oneshot::Receiver<Result<Vec<u8>>>,
     ) -> Option<Result<Vec<u8>>> {
         let reader = self.reader.get()?;
-        // One caller at a time reads (it routes the others' replies too): more spinning would
-        // only take the CPU the manager needs to answer.
-        if let Some(replies) = &reader.replies {
-            return crate::notify::spin_until(REPLY_SPIN, || {
-                loop {
-                    match replies.try_get_bytes().map(|b| wire::decode::<Message>(&b)) {
-                        Ok(Ok(message)) => route(self, message),
-                        Err(Error::Empty) => break,
-                        // Broken: the driver finds out and fails every call.
-                        Ok(Err(_)) | Err(_) => return Some(None),
-                    }
-                }
-                match mine.try_recv() {
-                    Ok(outcome) => Some(Some(outcome)),
-                    Err(oneshot::error::TryRecvError::Empty) => None,
-                    Err(oneshot::error::TryRecvError::Closed) => Some(Some(Err(Error::Closed))),
-                }
-            })
-            .flatten();
-        }
         let mut rx = reader.rx.try_lock().ok()?;
         crate::notify::spin_until(REPLY_SPIN, || {
             loop {
