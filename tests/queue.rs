@@ -952,3 +952,33 @@ async fn getters_racing_through_a_tiny_ring_see_no_torn_or_repeated_item() -> mp
     assert!(spill_entries(&q).is_empty(), "spilled items are removed");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_producer_killed_right_after_creating_a_spill_leaves_nothing_even_without_more_spills()
+-> mp::Result<()> {
+    mp::init().await?;
+    let q = Queue::<Vec<u8>>::builder()
+        .capacity(4096)
+        .maxsize(4)
+        .build()?;
+    // Many short lives, killed at varied moments: some die between creating a spill segment
+    // and registering it with the tracker.
+    for round in 0..60u64 {
+        let mut child = mp::Process::spawn(spill_forever, q.clone())?;
+        tokio::time::sleep(Duration::from_micros(1500 + (round % 13) * 350)).await;
+        child.kill()?;
+        let _ = child.join().await;
+        while q.try_get().is_ok() {}
+    }
+    // No later spill sweeps here: the tracker alone must remove what the dead made.
+    let deadline = Instant::now() + LIVENESS;
+    while !spill_entries(&q).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "orphans left: {:?}",
+            spill_entries(&q)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}

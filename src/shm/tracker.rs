@@ -7,6 +7,8 @@
 //! — what it creates by name, over one Unix socket per process:
 //!
 //! ```text
+//! P <name>           about to be created by me (a generated, unique name): unlink whatever
+//!                    file has it when my connection closes, unless R or U came first
 //! R <inode> <name>   owned by me: unlink it when my connection closes (I died or exited)
 //! T <name>           owned by the tree: unlink it when every connection has closed
 //! U <name>           forget it (unlinked, or persisted)
@@ -57,6 +59,18 @@ pub(crate) fn track(name: &str, inode: u64) {
         client.owned.insert(name.to_owned(), inode);
         send(client, &format!("R {inode} {name}\n"))
     });
+}
+
+/// Announces a name this process is about to create: if it dies before [`track`] (the few µs
+/// between creating the file and registering it), the tracker unlinks whatever has the name.
+/// Only for names no other process could have created: generated, unique ones.
+pub(crate) fn expect(name: &str) {
+    with_client(|client| send(client, &format!("P {name}\n")));
+}
+
+/// Withdraws an [`expect`] whose creation failed.
+pub(crate) fn unexpect(name: &str) {
+    with_client(|client| send(client, &format!("U {name}\n")));
 }
 
 /// Passes a name to the whole process tree: unlinked once every process of the tree is gone.
@@ -213,6 +227,10 @@ fn serve_connection(number: u64, stream: UnixStream, books: &Mutex<Books>) {
         let mut books = lock(books);
         let books = &mut *books;
         match line.split_once(' ') {
+            // Inode 0: not created yet, so any file of that name is the one.
+            Some(("P", name)) => {
+                books.owned.entry(name.to_owned()).or_insert((number, 0));
+            }
             Some(("R", rest)) => {
                 if let Some((inode, name)) = rest.split_once(' ')
                     && let Ok(inode) = inode.parse()
@@ -259,9 +277,10 @@ fn serve_connection(number: u64, stream: UnixStream, books: &Mutex<Books>) {
     }
 }
 
-/// Unlinks `/dev/shm/<name>` if it is still the file with `inode`.
+/// Unlinks `/dev/shm/<name>` if it is still the file with `inode` (any file, for inode 0: a
+/// name announced before its file existed).
 fn unlink_if_same(name: &str, inode: u64) {
-    if sys::shm_open::inode(name).is_ok_and(|current| current == inode) {
+    if sys::shm_open::inode(name).is_ok_and(|current| inode == 0 || current == inode) {
         let _ = sys::shm_open::unlink(name);
     }
 }

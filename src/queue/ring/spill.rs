@@ -125,7 +125,16 @@ impl Ring {
             crate::sys::getpid(),
             NONCE.fetch_add(1, Ordering::Relaxed)
         );
-        let spill = crate::SharedMemory::create_named(&name, payload.len())?;
+        // Announced before the file exists: a producer killed between creating it and
+        // registering it (a few µs) must not leave it behind.
+        crate::shm::tracker::expect(&name);
+        let spill = match crate::SharedMemory::create_named(&name, payload.len()) {
+            Ok(spill) => spill,
+            Err(e) => {
+                crate::shm::tracker::unexpect(&name);
+                return Err(e);
+            }
+        };
         spill.write_at(0, &payload)?;
         // The getter removes it; until it is queued the tracker removes it if we die.
         spill.release_name();
