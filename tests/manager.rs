@@ -753,6 +753,28 @@ enum Forged {
     },
 }
 
+/// A forged client, authenticated, that has handed the manager its two rings.
+async fn attached_forger(
+    manager: &Manager,
+) -> mp::Result<(
+    mp::connection::Connection<Forged>,
+    mp::Queue<Vec<u8>>,
+    mp::Queue<Vec<u8>>,
+)> {
+    let conn = mp::Client::builder(manager.address())
+        .authkey(Some(manager.authkey()))
+        .connect::<Forged>()
+        .await?;
+    let requests = mp::Queue::<Vec<u8>>::new(0)?;
+    let replies = mp::Queue::<Vec<u8>>::new(0)?;
+    conn.send(&Forged::Attach {
+        requests: requests.clone(),
+        replies: replies.clone(),
+    })
+    .await?;
+    Ok((conn, requests, replies))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_a_local_clients_ring_drops_only_that_client() -> mp::Result<()> {
     mp::init().await?;
@@ -767,17 +789,7 @@ async fn garbage_on_a_local_clients_ring_drops_only_that_client() -> mp::Result<
         vec![4, 0, 0],
         Vec::new(),
     ] {
-        let conn = mp::Client::builder(manager.address())
-            .authkey(Some(manager.authkey()))
-            .connect::<Forged>()
-            .await?;
-        let requests = mp::Queue::<Vec<u8>>::new(0)?;
-        let replies = mp::Queue::<Vec<u8>>::new(0)?;
-        conn.send(&Forged::Attach {
-            requests: requests.clone(),
-            replies: replies.clone(),
-        })
-        .await?;
+        let (conn, requests, replies) = attached_forger(&manager).await?;
         requests.put_bytes(&garbage).await?;
         // The manager hangs up on this client, and only on it.
         let mut conn = conn;
@@ -985,17 +997,7 @@ async fn a_ring_client_that_never_reads_its_replies_is_still_released_when_it_ha
 -> mp::Result<()> {
     mp::init().await?;
     let manager = Manager::builder().serve().await?;
-    let conn = mp::Client::builder(manager.address())
-        .authkey(Some(manager.authkey()))
-        .connect::<Forged>()
-        .await?;
-    let requests = mp::Queue::<Vec<u8>>::new(0)?;
-    let replies = mp::Queue::<Vec<u8>>::new(0)?;
-    conn.send(&Forged::Attach {
-        requests: requests.clone(),
-        replies: replies.clone(),
-    })
-    .await?;
+    let (conn, requests, replies) = attached_forger(&manager).await?;
     // `Create { id: 1, type_name: "mp.dict", init: [] }`: a dict only this client holds.
     let mut create = vec![1, 1, 7];
     create.extend_from_slice(b"mp.dict");

@@ -2,22 +2,12 @@
 //! reply, then park on the ring; the manager parks on each client's ring. Alone in its own test
 //! binary so that this process's CPU time is this test's only.
 
+mod support;
+
 use std::time::Duration;
 
+use support::cpu_of;
 use tokio_multiprocessing::{self as mp, Manager};
-
-/// CPU time of every thread of `pid` so far (from `/proc/<pid>/task/*/schedstat`).
-fn cpu_of(pid: u32) -> Duration {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process is alive");
-    Duration::from_nanos(
-        tasks
-            .filter_map(|task| {
-                let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-                stat.split_whitespace().next()?.parse::<u64>().ok()
-            })
-            .sum(),
-    )
-}
 
 /// After a burst of calls, with one caller waiting on an empty queue for a second, the manager
 /// and this process each use a small fraction of that second (a reader that kept polling would

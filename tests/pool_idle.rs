@@ -1,9 +1,12 @@
 //! An idle `Pool` costs no CPU (#17's rule for every waiter: spin a bounded while, then park).
 //! Alone in its own test binary so that the parent's CPU time is this test's only.
 
+mod support;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
+use support::cpu_of;
 use tokio_multiprocessing::{self as mp, Pool};
 
 async fn add_one(x: u64) -> u64 {
@@ -12,19 +15,6 @@ async fn add_one(x: u64) -> u64 {
 
 async fn my_pid((): ()) -> u32 {
     std::process::id()
-}
-
-/// CPU time of every thread of `pid` so far (from `/proc/<pid>/task/*/schedstat`).
-fn cpu_of(pid: u32) -> Duration {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process is alive");
-    Duration::from_nanos(
-        tasks
-            .filter_map(|task| {
-                let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-                stat.split_whitespace().next()?.parse::<u64>().ok()
-            })
-            .sum(),
-    )
 }
 
 /// Idle workers and an idle parent spin only a bounded while after the last task, then park:

@@ -98,3 +98,16 @@ pub fn helper_command(name: &str) -> std::io::Result<tokio::process::Command> {
         .kill_on_drop(true);
     Ok(cmd)
 }
+
+/// CPU time of every thread of `pid` so far (from `/proc/<pid>/task/*/schedstat`).
+pub fn cpu_of(pid: u32) -> Duration {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process is alive");
+    Duration::from_nanos(
+        tasks
+            .filter_map(|task| {
+                let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+                stat.split_whitespace().next()?.parse::<u64>().ok()
+            })
+            .sum(),
+    )
+}
