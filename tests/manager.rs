@@ -1068,3 +1068,37 @@ async fn list_dict_and_namespace_behave_as_pythons() -> mp::Result<()> {
     assert_eq!(n.get::<String>("missing").await?, None);
     manager.shutdown().await
 }
+
+async fn wait_for_event_then_barrier(args: (EventProxy, BarrierProxy)) -> mp::Result<u64> {
+    let (event, barrier) = args;
+    event.wait().await?;
+    barrier.wait().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_set_wakes_every_waiting_process_and_a_barrier_releases_three() -> mp::Result<()> {
+    mp::init().await?;
+    let manager = Manager::start().await?;
+    let event = manager.event().await?;
+    let barrier = manager.barrier(4).await?;
+    let mut children = Vec::new();
+    for _ in 0..3 {
+        children.push(Process::spawn(
+            wait_for_event_then_barrier,
+            (event.clone(), barrier.clone()),
+        )?);
+    }
+    // Let them park on the event (a waiter that comes later finds it set anyway).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    event.set().await?;
+    let mine = tokio::time::timeout(LIVENESS, barrier.wait())
+        .await
+        .expect("all three woke and arrived")?;
+    let mut indices = vec![mine];
+    for mut child in children {
+        indices.push(child.join().await??);
+    }
+    indices.sort_unstable();
+    assert_eq!(indices, [0, 1, 2, 3], "one arrival index each");
+    manager.shutdown().await
+}

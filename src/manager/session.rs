@@ -270,10 +270,8 @@ impl Shared {
                     Ok(Err(_)) | Err(_) => return None,
                 }
             }
-            match mine.try_recv() {
-                Ok(outcome) => return Some(outcome),
-                Err(oneshot::error::TryRecvError::Empty) => {}
-                Err(oneshot::error::TryRecvError::Closed) => return Some(Err(Error::Closed)),
+            if let Some(outcome) = arrived(mine) {
+                return Some(outcome);
             }
             checks += 1;
             if checks <= TIGHT_CHECKS {
@@ -304,11 +302,7 @@ impl Shared {
                     Err(_) => return Some(None),
                 }
             }
-            match mine.try_recv() {
-                Ok(outcome) => Some(Some(outcome)),
-                Err(oneshot::error::TryRecvError::Empty) => None,
-                Err(oneshot::error::TryRecvError::Closed) => Some(Some(Err(Error::Closed))),
-            }
+            arrived(mine).map(Some)
         })
         .flatten()
     }
@@ -347,6 +341,15 @@ impl Shared {
         if self.control.send(message).is_err() {
             self.queued.fetch_sub(1, Ordering::AcqRel);
         }
+    }
+}
+
+/// The reply, if it has arrived (a session that closed counts as [`Error::Closed`]).
+fn arrived(mine: &mut oneshot::Receiver<Result<Vec<u8>>>) -> Option<Result<Vec<u8>>> {
+    match mine.try_recv() {
+        Ok(outcome) => Some(outcome),
+        Err(oneshot::error::TryRecvError::Empty) => None,
+        Err(oneshot::error::TryRecvError::Closed) => Some(Err(Error::Closed)),
     }
 }
 
