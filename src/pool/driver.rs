@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::lane::{Held, Lane};
+use super::lane::{Lane, Sent};
 use super::task::{Answer, Job};
 use super::wire::{Call, Calls, Done, Outcome, Reply};
 use super::worker::{WorkerArgs, worker_main};
@@ -53,7 +53,7 @@ impl Shared {
     /// waits for the next one (none with a task timeout, which must count from the start).
     /// Held arguments are also kept under [`HELD_BYTES`], so the worker's task queue never
     /// fills: a driver waiting to put while its worker waits to answer would wait forever.
-    fn depth(&self) -> usize {
+    pub(super) fn depth(&self) -> usize {
         let running = self.concurrency.max(1);
         if self.task_timeout.is_some() {
             running
@@ -63,12 +63,9 @@ impl Shared {
     }
 }
 
-/// A task answered this soon after it was sent lets more queue behind the running ones.
-const QUICK: Duration = Duration::from_micros(200);
-
 /// Bytes of arguments a worker may hold at once (its task queue's ring is 1 MiB). One task
 /// larger than that is still sent alone (it spills to a segment of its own).
-const HELD_BYTES: usize = 256 << 10;
+pub(super) const HELD_BYTES: usize = 256 << 10;
 
 struct Worker {
     process: Process<()>,
@@ -113,14 +110,7 @@ fn start(
     tracing::info!(target: "tokio_multiprocessing::pool", pool = %shared.name, slot, pid, "worker started");
     Ok(Worker {
         process,
-        lane: Arc::new(Lane {
-            tasks,
-            results,
-            held: std::sync::Mutex::new(Held::default()),
-            aborts: aborts.clone(),
-            dispatched: std::sync::atomic::AtomicUsize::new(0),
-            wake_driver: tokio::sync::Notify::new(),
-        }),
+        lane: Arc::new(Lane::new(tasks, results, aborts.clone())),
         socket: ours,
         pid,
     })
@@ -223,7 +213,7 @@ async fn serve(
             .max_tasks_per_child
             .is_some_and(|max| dispatched >= max);
         // What the worker holds now (callers of `apply` add to it too, under the lock).
-        let (room, deadline, read_answers) = {
+        let (room, deadline, read_answers, lease) = {
             let mut held = lane.held();
             if (retiring || (no_more_jobs && retry.is_empty())) && held.jobs.is_empty() {
                 // Under the lock: no caller adds a task to a worker that is leaving.
@@ -237,21 +227,23 @@ async fn serve(
             } else {
                 shared.concurrency
             };
-            let held_bytes: usize = held.jobs.values().map(|(job, _)| job.args.len()).sum();
+            let held_bytes = held.bytes();
             let room = held.jobs.is_empty()
                 || (held.jobs.len() < depth && held_bytes < HELD_BYTES && !retiring);
             let room = room && !retiring;
             let deadline = shared
                 .task_timeout
-                .and_then(|timeout| held.jobs.values().map(|(_, sent)| *sent + timeout).min());
-            // Answers for callers that read them themselves need no driver.
-            let read_answers = held.jobs.len() > held.callers_reading;
+                .and_then(|timeout| held.jobs.values().map(|sent| sent.at + timeout).min());
+            // Answers for callers that read them themselves need no driver; nor do answers
+            // while a map stream reads them (until its claim lapses).
+            let lease = lane.reader_lease();
+            let read_answers = held.jobs.len() > held.callers_reading && lease.is_none();
             // While the worker holds only what it runs and nothing waits to be sent (calls one
             // after another, as `apply` makes them) an answer is due soon: spin a few µs first.
             // With a backlog (a map streaming) answers keep coming anyway, and this thread is
             // better left to the tasks that submit.
             let soon = held.jobs.len() <= shared.concurrency && jobs.is_empty();
-            (room, deadline, read_answers.then_some(soon))
+            (room, deadline, read_answers.then_some(soon), lease)
         };
         tokio::select! {
             biased;
@@ -263,6 +255,8 @@ async fn serve(
             }
             // A caller stopped reading its answer itself: look again at who reads.
             () = lane.wake_driver.notified() => {}
+            // A stream's claim to read answers lapses: look again.
+            _ = sleep_until(lease), if lease.is_some() => {}
             // Wait for replies, then take every reply that is there.
             () = replies_ready(&lane.results, read_answers.unwrap_or(false)), if read_answers.is_some() => {
                 while let Ok(bytes) = lane.results.try_get_bytes() {
@@ -286,7 +280,7 @@ async fn serve(
                     .held()
                     .jobs
                     .iter()
-                    .min_by_key(|(_, (_, sent))| *sent)
+                    .min_by_key(|(_, sent)| sent.at)
                     .map(|(id, _)| *id)
                     .unwrap_or_default();
                 return End::Kill { culprit, error: Error::Timeout };
@@ -361,11 +355,7 @@ async fn dispatch(worker: &mut Worker, job: Job, aborts_tx: &mpsc::UnboundedSend
     match sent {
         Ok(()) => {
             worker.lane.dispatched.fetch_add(1, Ordering::AcqRel);
-            worker
-                .lane
-                .held()
-                .jobs
-                .insert(job.id, (job, Instant::now()));
+            worker.lane.held().hold(job, Instant::now());
         }
         Err(e) => job.answer(Err(e)),
     }
@@ -413,11 +403,8 @@ pub(super) fn take_reply(
                         "the worker could not run the task: {message}"
                     ))),
                 };
-                let mut held = lane.held();
-                if let Some((job, sent)) = held.jobs.remove(&id) {
-                    // Quick: answered within 200 µs of being sent (queueing included).
-                    held.quick = sent.elapsed() < QUICK;
-                    drop(held);
+                let job = lane.held().settle(id, shared.concurrency);
+                if let Some(job) = job {
                     job.answer(answer);
                 }
             }
@@ -449,7 +436,7 @@ async fn finish(
     shared: &Shared,
     slot: usize,
     mut worker: Worker,
-    mut held: HashMap<u64, (Job, Instant)>,
+    mut held: HashMap<u64, Sent>,
     retry: &mut VecDeque<Job>,
     end: End,
 ) {
@@ -464,7 +451,7 @@ async fn finish(
         }
         End::Terminate => {
             let _ = worker.process.kill();
-            fail_all(held.drain().map(|(_, (job, _))| job), || Error::Closed);
+            fail_all(held.drain().map(|(_, sent)| sent.job), || Error::Closed);
             fail_all(retry.drain(..), || Error::Closed);
             let _ = worker.process.join().await;
             return;
@@ -479,8 +466,8 @@ async fn finish(
     while let Ok(bytes) = worker.lane.tasks.try_get_bytes() {
         if let Ok(Calls(calls)) = postcard::from_bytes::<Calls>(&bytes) {
             for call in calls {
-                if let Some((job, _)) = held.remove(&call.id) {
-                    retry.push_back(job);
+                if let Some(sent) = held.remove(&call.id) {
+                    retry.push_back(sent.job);
                 }
             }
         }
@@ -489,7 +476,7 @@ async fn finish(
         End::Kill { culprit, error } => {
             tracing::warn!(target: "tokio_multiprocessing::pool", pool = %shared.name, slot, pid, %error, "worker killed for one of its tasks; replacing it");
             let mut error = Some(error);
-            for (id, (job, _)) in held.drain() {
+            for (id, Sent { job, .. }) in held.drain() {
                 if id == culprit {
                     job.answer(Err(error.take().unwrap_or(Error::Closed)));
                 } else {
@@ -500,7 +487,7 @@ async fn finish(
         }
         End::Died(failure) => {
             tracing::warn!(target: "tokio_multiprocessing::pool", pool = %shared.name, slot, pid, cause = %failure, "worker died; replacing it");
-            for (_, (mut job, _)) in held.drain() {
+            for (_, Sent { mut job, .. }) in held.drain() {
                 if job.is_aborted() {
                     job.answer(Err(Error::Closed));
                 } else if job.deaths < shared.retries {
@@ -517,7 +504,9 @@ async fn finish(
         End::InitFailed(why) => {
             tracing::error!(target: "tokio_multiprocessing::pool", pool = %shared.name, slot, pid, reason = %why, "the pool's initializer failed");
             *shared.broken.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
-            fail_all(held.drain().map(|(_, (job, _))| job), || broken_error(&why));
+            fail_all(held.drain().map(|(_, sent)| sent.job), || {
+                broken_error(&why)
+            });
             let _ = worker.process.join().await;
         }
         End::Retire | End::Terminate => {}

@@ -1,6 +1,6 @@
 //! [`Map`]: the stream a pool's `map` and `map_unordered` return.
 
-use std::os::fd::OwnedFd;
+use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -9,18 +9,29 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Pool;
-use crate::error::ProcessFailure;
-use crate::process::entry::ItemOutcome;
-use crate::{Error, Result};
+use super::direct_map::{Chunk, DirectMap, NextChunk, results_of};
+use super::task::Answer;
+use crate::Result;
 
-/// A chunk of items, encoded: the bytes, their fds, and how many items.
-struct Chunk {
-    encoded: Result<(Vec<u8>, Vec<OwnedFd>)>,
-    items: usize,
+type Results<R> = Pin<Box<dyn Stream<Item = Result<R>> + Send>>;
+
+/// How a started map runs.
+enum Engine<R> {
+    /// Each chunk a task through the pool's queue and drivers.
+    Queued(Results<R>),
+    /// The stream feeds the workers itself (see `direct_map.rs`).
+    Direct(Box<Direct<R>>),
 }
 
-type NextChunk = Box<dyn FnMut(usize) -> Option<Chunk> + Send>;
-type Results<R> = Pin<Box<dyn Stream<Item = Result<R>> + Send>>;
+struct Direct<R> {
+    map: DirectMap,
+    /// Results ready to be yielded.
+    ready: VecDeque<Result<R>>,
+    /// For an ordered map: chunks answered ahead of their turn, and whose turn it is.
+    ahead: BTreeMap<u64, Vec<Result<R>>>,
+    next: u64,
+    answers: Vec<(u64, Answer)>,
+}
 
 /// The results of a pool's [`map`](Pool::map) (in order) or
 /// [`map_unordered`](Pool::map_unordered) (as they finish): a `Stream` of one `Result` per item.
@@ -42,7 +53,7 @@ pub struct Map<R> {
     known_len: Option<usize>,
     chunksize: Option<usize>,
     ordered: bool,
-    results: Option<Results<R>>,
+    engine: Option<Engine<R>>,
 }
 
 impl<R> std::fmt::Debug for Map<R> {
@@ -76,7 +87,7 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Map<R> {
             known_len,
             chunksize: None,
             ordered,
-            results: None,
+            engine: None,
         }
     }
 
@@ -102,13 +113,25 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Map<R> {
         self.try_collect().await
     }
 
-    fn start(&mut self) -> Results<R> {
+    fn start(&mut self) -> Engine<R> {
         let processes = self.pool.processes();
         let chunksize = self.chunksize.unwrap_or_else(|| match self.known_len {
             Some(len) => len.div_ceil(4 * processes).max(1),
             None => 64,
         });
-        let mut next_chunk = self.next_chunk.take().expect("started once");
+        let next_chunk = self.next_chunk.take().expect("started once");
+        let mut next_chunk = match DirectMap::new(&self.pool, self.entry, next_chunk, chunksize) {
+            Ok(map) => {
+                return Engine::Direct(Box::new(Direct {
+                    map,
+                    ready: VecDeque::new(),
+                    ahead: BTreeMap::new(),
+                    next: 0,
+                    answers: Vec::new(),
+                }));
+            }
+            Err(next_chunk) => next_chunk,
+        };
         let chunks = futures::stream::iter(std::iter::from_fn(move || next_chunk(chunksize)));
         let (pool, entry) = (self.pool.clone(), self.entry);
         let tasks = chunks.map(move |chunk| {
@@ -121,7 +144,7 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Map<R> {
         } else {
             tasks.buffer_unordered(window).boxed()
         };
-        chunks.flat_map(futures::stream::iter).boxed()
+        Engine::Queued(chunks.flat_map(futures::stream::iter).boxed())
     }
 }
 
@@ -130,16 +153,37 @@ async fn run_chunk<R: Serialize + DeserializeOwned + Send + 'static>(
     entry: i64,
     chunk: Chunk,
 ) -> Vec<Result<R>> {
-    let items = chunk.items;
-    let task = pool
-        .submit_encoded::<Vec<ItemOutcome<R>>>(entry, chunk.encoded)
-        .await;
-    match task.await {
-        Ok(outcomes) => outcomes
-            .into_iter()
-            .map(|outcome| outcome.map_err(|panic| Error::Process(ProcessFailure::Panicked(panic))))
-            .collect(),
-        Err(e) => (0..items).map(|_| Err(e.duplicate())).collect(),
+    let task = pool.submit_encoded::<()>(entry, chunk.encoded).await;
+    let answer = task.answer.await.unwrap_or(Err(crate::Error::Closed));
+    results_of(answer, chunk.items)
+}
+
+impl<R: DeserializeOwned> Direct<R> {
+    fn poll_next(&mut self, cx: &mut Context<'_>, ordered: bool) -> Poll<Option<Result<R>>> {
+        loop {
+            if let Some(result) = self.ready.pop_front() {
+                return Poll::Ready(Some(result));
+            }
+            let done = match self.map.poll_answers(cx, &mut self.answers) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(done) => done,
+            };
+            for (chunk, answer) in self.answers.drain(..) {
+                let results = results_of(answer, self.map.items_in(chunk));
+                if ordered {
+                    self.ahead.insert(chunk, results);
+                } else {
+                    self.ready.extend(results);
+                }
+            }
+            while let Some(results) = self.ahead.remove(&self.next) {
+                self.ready.extend(results);
+                self.next += 1;
+            }
+            if done && self.ready.is_empty() {
+                return Poll::Ready(None);
+            }
+        }
     }
 }
 
@@ -147,14 +191,14 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Stream for Map<R> {
     type Item = Result<R>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<R>>> {
-        if self.results.is_none() {
-            let results = self.start();
-            self.results = Some(results);
+        if self.engine.is_none() {
+            let engine = self.start();
+            self.engine = Some(engine);
         }
-        self.results
-            .as_mut()
-            .expect("started above")
-            .as_mut()
-            .poll_next(cx)
+        let ordered = self.ordered;
+        match self.engine.as_mut().expect("started above") {
+            Engine::Queued(results) => results.as_mut().poll_next(cx),
+            Engine::Direct(direct) => direct.poll_next(cx, ordered),
+        }
     }
 }

@@ -48,6 +48,7 @@
 //! }
 //! ```
 
+mod direct_map;
 mod driver;
 mod lane;
 mod map;
@@ -423,7 +424,7 @@ impl Pool {
             args,
             fds: Vec::new(),
             deaths: 0,
-            reply,
+            reply: reply.into(),
             control: Arc::new(Control::default()),
         };
         let message = match driver::encode_call(&job) {
@@ -444,7 +445,7 @@ impl Pool {
                 .running_on
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = Some(lane.aborts.clone());
-            held.jobs.insert(id, (job, tokio::time::Instant::now()));
+            held.hold(job, tokio::time::Instant::now());
             held.callers_reading += 1;
             drop(held);
             chosen = Some(lane);
@@ -465,7 +466,7 @@ impl Pool {
         lane.dispatched.fetch_add(1, Ordering::AcqRel);
         if let Err(e) = lane.tasks.put_bytes(&message).await {
             let unsent = lane.held().jobs.remove(&id);
-            if let Some((job, _)) = unsent {
+            if let Some(lane::Sent { job, .. }) = unsent {
                 job.answer(Err(e));
             }
         }
@@ -516,13 +517,18 @@ impl Pool {
             args: bytes,
             fds,
             deaths: 0,
-            reply,
+            reply: reply.into(),
             control,
         };
+        self.queue_job(job).await;
+        task
+    }
+
+    /// Queues a job for the drivers (answering it `Closed` when the pool takes no more).
+    async fn queue_job(&self, job: Job) {
         if let Err(refused) = self.inner.jobs.send(job).await {
             refused.into_inner().answer(Err(Error::Closed));
         }
-        task
     }
 
     /// How many chunks a `map` keeps in flight: enough to keep every worker's queue full (so

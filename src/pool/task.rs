@@ -36,15 +36,71 @@ pub(super) struct Job {
     pub(super) fds: Vec<OwnedFd>,
     /// Times a worker died while running it.
     pub(super) deaths: u32,
-    pub(super) reply: oneshot::Sender<Answer>,
+    pub(super) reply: ReplyTo,
     pub(super) control: Arc<Control>,
 }
 
+/// Where a job's answer goes.
+#[derive(Debug)]
+pub(super) enum ReplyTo {
+    /// The [`Task`] of `spawn` or `apply`.
+    Task(oneshot::Sender<Answer>),
+    /// Chunk number `chunk` of a map stream.
+    Map { sink: Arc<MapSink>, chunk: u64 },
+}
+
+impl From<oneshot::Sender<Answer>> for ReplyTo {
+    fn from(sender: oneshot::Sender<Answer>) -> Self {
+        ReplyTo::Task(sender)
+    }
+}
+
+/// Where the answers of one map stream's chunks gather, whoever reads them (the stream
+/// itself, or a driver after a worker's death); the stream is woken when one arrives.
+#[derive(Debug, Default)]
+pub(super) struct MapSink {
+    answers: Mutex<Vec<(u64, Answer)>>,
+    waker: futures::task::AtomicWaker,
+}
+
+impl MapSink {
+    fn push(&self, chunk: u64, answer: Answer) {
+        self.answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((chunk, answer));
+        self.waker.wake();
+    }
+
+    pub(super) fn has_answers(&self) -> bool {
+        !self
+            .answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    /// Every answer arrived so far, appended to `out`.
+    pub(super) fn take_into(&self, out: &mut Vec<(u64, Answer)>) {
+        out.append(&mut self.answers.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Wakes this task when the next answer arrives.
+    pub(super) fn register(&self, waker: &std::task::Waker) {
+        self.waker.register(waker);
+    }
+}
+
 impl Job {
-    /// Delivers the answer (nobody may be waiting any more: a dropped [`Task`]).
+    /// Delivers the answer (nobody may be waiting any more: a dropped [`Task`] or stream).
     pub(super) fn answer(self, answer: Answer) {
         self.control.finished.store(true, Ordering::Release);
-        let _ = self.reply.send(answer);
+        match self.reply {
+            ReplyTo::Task(sender) => {
+                let _ = sender.send(answer);
+            }
+            ReplyTo::Map { sink, chunk } => sink.push(chunk, answer),
+        }
     }
 
     pub(super) fn is_aborted(&self) -> bool {

@@ -753,6 +753,41 @@ impl<T: DeserializeOwned> Queue<T> {
         }
     }
 
+    /// Puts as many of `items` as fit now, in order, under one lock acquisition, without
+    /// waiting for room; how many went in. Every item must fit inline (under a tenth of the
+    /// ring, as a pool's calls do).
+    pub(crate) fn try_put_many_bytes<B: AsRef<[u8]>>(&self, items: &[B]) -> Result<usize> {
+        for item in items {
+            let len = item.as_ref().len();
+            self.ring.check_size(len)?;
+            if !self.fits_inline(len) {
+                return Err(Error::InvalidArgument(format!(
+                    "an item of {len} bytes does not fit in the ring"
+                )));
+            }
+        }
+        self.ring.try_put_many_blocking(items)
+    }
+
+    /// Takes the oldest item, if there is one, and hands its bytes to `f` (from a buffer the
+    /// thread reuses: nothing allocated per item); waits only for the lock.
+    pub(crate) fn try_take_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        let mut f = Some(f);
+        let mut call = |bytes: &[u8]| f.take().map(|f| f(bytes));
+        if let Some(taken) = self.ring.try_get_with_now(self.compare, &mut call) {
+            return taken.map(Option::flatten);
+        }
+        Ok(self
+            .ring
+            .try_get_blocking(self.compare)?
+            .and_then(|bytes| call(&bytes)))
+    }
+
+    /// Whether an item of `len` bytes is copied into the ring itself (not spilled).
+    pub(crate) fn fits_inline(&self, len: usize) -> bool {
+        self.ring.fits_inline(len)
+    }
+
     /// Waits until the queue holds something or is closed, without spinning first (for a task
     /// that waits for other things at the same time); takes nothing.
     pub(crate) async fn readable(&self) {

@@ -85,6 +85,18 @@ impl Ring {
         result
     }
 
+    /// [`try_put_many`](Self::try_put_many) waiting for the lock on this thread (it is held
+    /// only for copies, or recovered from a dead holder).
+    pub(crate) fn try_put_many_blocking<B: AsRef<[u8]>>(&self, payloads: &[B]) -> Result<usize> {
+        let guard = self.put_locked_blocking()?;
+        let result = self.put_records(payloads.iter().map(AsRef::as_ref), 0);
+        guard.release_fenced();
+        if let Ok(1..) = result {
+            self.seg.channel.notify_after_fence();
+        }
+        result
+    }
+
     /// One locked attempt to queue a prepared record; wakes getters on success.
     pub(crate) async fn try_put_record(&self, record: &mut Record) -> Result<Put> {
         let flags = if record.spilled { SPILLED } else { 0 };
