@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 
 use super::Pool;
 use super::driver::{self, HELD_BYTES};
-use super::lane::Lane;
+use super::lane::{Held, Lane};
 use super::task::{Answer, Control, Job, MapSink, ReplyTo};
 use crate::{Error, Result};
 
@@ -274,14 +274,38 @@ impl DirectMap {
             return false;
         }
         let shared = self.pool.inner.shared.clone();
-        let mut placed = false;
+        // Level the load: each chunk to the worker holding the fewest, so a few slow tasks
+        // spread over all workers rather than queue behind each other.
+        let mut lanes: Vec<(Arc<Lane>, usize, usize)> = Vec::new();
         for place in &shared.lanes {
-            if self.waiting.is_empty() {
-                break;
-            }
             let lane = place.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let Some(lane) = lane else { continue };
-            if self.hand_to(&lane, &shared) > 0 {
+            let (held, room) = {
+                let held = lane.held();
+                if held.closed {
+                    continue;
+                }
+                let len = held.jobs.len();
+                (len, Self::depth(&held, &shared).saturating_sub(len))
+            };
+            lanes.push((lane, held, room));
+        }
+        let mut quotas = vec![0usize; lanes.len()];
+        for _ in 0..self.waiting.len() {
+            let least = (0..lanes.len())
+                .filter(|&i| quotas[i] < lanes[i].2)
+                .min_by_key(|&i| lanes[i].1 + quotas[i]);
+            match least {
+                Some(i) => quotas[i] += 1,
+                None => break,
+            }
+        }
+        let mut placed = false;
+        for ((lane, _, _), quota) in lanes.into_iter().zip(quotas) {
+            if quota == 0 || self.waiting.is_empty() {
+                continue;
+            }
+            if self.hand_to(&lane, &shared, quota) > 0 {
                 placed = true;
                 if !self.reading.iter().any(|l| Arc::ptr_eq(l, &lane)) {
                     lane.claim_reading();
@@ -300,18 +324,25 @@ impl DirectMap {
         waiting.job.fds.is_empty() && waiting.message.len() <= HELD_BYTES
     }
 
-    /// Hands as many waiting chunks to `lane` as it has room for; how many went.
-    fn hand_to(&mut self, lane: &Lane, shared: &driver::Shared) -> usize {
+    /// Tasks a worker may hold: once its answers prove quick, a queue of them; until then,
+    /// only what it runs (queued behind a slow task, a task would wait while others idle).
+    fn depth(held: &Held, shared: &driver::Shared) -> usize {
+        if held.quick {
+            DIRECT_DEPTH.max(shared.depth())
+        } else {
+            shared.concurrency
+        }
+    }
+
+    /// Hands up to `most` waiting chunks to `lane`, as many as it has room for; how many went.
+    fn hand_to(&mut self, lane: &Lane, shared: &driver::Shared, most: usize) -> usize {
         let mut held = lane.held();
         if held.closed {
             return 0;
         }
-        let depth = if held.quick {
-            DIRECT_DEPTH.max(shared.depth())
-        } else {
-            shared.concurrency
-        };
-        let room = depth.saturating_sub(held.jobs.len());
+        let room = Self::depth(&held, shared)
+            .saturating_sub(held.jobs.len())
+            .min(most);
         let mut bytes = held.bytes();
         let mut batch = 0;
         for waiting in self.waiting.iter().take(room) {
