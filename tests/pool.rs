@@ -56,6 +56,46 @@ async fn map_keeps_order_and_map_unordered_gets_everything() -> mp::Result<()> {
     Ok(())
 }
 
+/// A map stream reads its workers' answers itself while the drivers send other callers' tasks
+/// to the same workers: every answer must reach its caller. (A driver recorded a task only
+/// after sending it, so an answer the stream read in between was dropped and its caller, or
+/// the map itself, waited forever.) Fresh pools: a map's first chunks go through the drivers
+/// while the workers start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_read_by_a_map_stream_reach_every_caller() -> mp::Result<()> {
+    mp::init().await?;
+    for _round in 0..4 {
+        let pool = Pool::new(2)?;
+        let spawner = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for x in 0..300u64 {
+                    let task = pool.spawn(add_one, x).await;
+                    assert_eq!(task.await.unwrap(), x + 1);
+                }
+            })
+        };
+        let sum = tokio::time::timeout(
+            LIVENESS,
+            pool.map_unordered(add_one, 0..100_000u64)
+                .chunksize(1)
+                .fold(0u64, |sum, y| async move { sum + y.unwrap() }),
+        )
+        .await
+        .expect("no answer of the map is lost");
+        assert_eq!(sum, (1..=100_000u64).sum::<u64>());
+        tokio::time::timeout(LIVENESS, spawner)
+            .await
+            .expect("no answer of a spawned task is lost")
+            .unwrap();
+        pool.close();
+        tokio::time::timeout(LIVENESS, pool.join())
+            .await
+            .expect("join returns");
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_from_eight_tasks_at_once() -> mp::Result<()> {
     mp::init().await?;

@@ -82,6 +82,8 @@ impl std::fmt::Debug for DirectMap {
         f.debug_struct("DirectMap")
             .field("taken", &self.taken)
             .field("answered", &self.answered)
+            .field("waiting", &self.waiting.len())
+            .field("exhausted", &self.exhausted)
             .finish_non_exhaustive()
     }
 }
@@ -364,10 +366,8 @@ impl DirectMap {
             .collect();
         // Under the lock, so the driver settling a dead worker sees each chunk either in
         // `held` and in the ring (run elsewhere, no harm) or in neither.
-        let put = match lane.tasks.try_put_many_bytes(&messages) {
-            Ok(put) => put,
-            Err(_) => 0,
-        };
+        // Not put (the ring closed as the worker retires): they stay waiting.
+        let put = lane.tasks.try_put_many_bytes(&messages).unwrap_or_default();
         drop(messages);
         let now = tokio::time::Instant::now();
         for waiting in self.waiting.drain(..put) {

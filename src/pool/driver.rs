@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::lane::{Lane, Sent};
 use super::task::{Answer, Job};
-use super::wire::{Call, Calls, Done, Outcome, Reply};
+use super::wire::{CallRef, Calls, Done, Outcome, Reply};
 use super::worker::{WorkerArgs, worker_main};
 use crate::connection::{Connection, Frame, Pipe};
 use crate::error::ProcessFailure;
@@ -343,33 +343,42 @@ async fn dispatch(worker: &mut Worker, job: Job, aborts_tx: &mpsc::UnboundedSend
             return;
         }
     };
-    let sent = if job.fds.is_empty() {
-        worker.lane.tasks.put_bytes(&message).await
-    } else {
-        let fds: std::io::Result<Vec<OwnedFd>> = job.fds.iter().map(crate::sys::dup).collect();
-        match fds {
-            Ok(fds) => worker.socket.send_frame(&message, fds).await,
-            Err(e) => Err(e.into()),
-        }
+    let fds: Option<std::io::Result<Vec<OwnedFd>>> =
+        (!job.fds.is_empty()).then(|| job.fds.iter().map(crate::sys::dup).collect());
+    let id = job.id;
+    // Held before it is sent: a stream or a caller reading this worker's answers may read
+    // this one as soon as it is sent, and settles it through `held`.
+    worker.lane.held().hold(job, Instant::now());
+    let sent = match fds {
+        None => worker.lane.tasks.put_bytes(&message).await,
+        Some(Ok(fds)) => worker.socket.send_frame(&message, fds).await,
+        Some(Err(e)) => Err(e.into()),
     };
     match sent {
         Ok(()) => {
             worker.lane.dispatched.fetch_add(1, Ordering::AcqRel);
-            worker.lane.held().hold(job, Instant::now());
         }
-        Err(e) => job.answer(Err(e)),
+        Err(e) => {
+            let unsent = worker.lane.held().jobs.remove(&id);
+            if let Some(Sent { job, .. }) = unsent {
+                job.answer(Err(e));
+            }
+        }
     }
 }
 
 /// The message that runs `job` in a worker.
 pub(super) fn encode_call(job: &Job) -> Result<Vec<u8>> {
-    let call = Call {
+    let call = CallRef {
         id: job.id,
         entry: job.entry,
-        args: job.args.clone(),
+        args: &job.args,
         nfds: job.fds.len() as u32,
     };
-    postcard::to_allocvec(&Calls(vec![call])).map_err(|e| Error::InvalidArgument(e.to_string()))
+    // The wire form of `Calls(vec![call])`: a one-element sequence.
+    let calls: &[CallRef] = &[call];
+    postcard::to_extend(calls, Vec::with_capacity(job.args.len() + 24))
+        .map_err(|e| Error::InvalidArgument(e.to_string()))
 }
 
 /// Answers the jobs a reply finishes; `Some` when the reply ends the worker's run. Called by

@@ -19,7 +19,18 @@ pub(super) struct Call {
     pub(super) id: u64,
     /// The trampoline's offset (see `sys::code_address`).
     pub(super) entry: i64,
+    #[serde(with = "serde_bytes")]
     pub(super) args: Vec<u8>,
+    pub(super) nfds: u32,
+}
+
+/// [`Call`] borrowing its arguments, to encode one without copying them first.
+#[derive(Serialize)]
+pub(super) struct CallRef<'a> {
+    pub(super) id: u64,
+    pub(super) entry: i64,
+    #[serde(with = "serde_bytes")]
+    pub(super) args: &'a [u8],
     pub(super) nfds: u32,
 }
 
@@ -32,6 +43,13 @@ pub(super) enum Reply {
     InitFailed(String),
 }
 
+/// [`Reply::Done`] borrowing its calls, to encode one without building a `Vec` (the same
+/// wire form).
+#[derive(Serialize)]
+pub(super) enum ReplyRef<'a> {
+    Done(&'a [Done]),
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Done {
     pub(super) id: u64,
@@ -41,7 +59,11 @@ pub(super) struct Done {
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) enum Outcome {
     /// The encoded result; its `nfds` fds ride on the frame (socket path only).
-    Returned { bytes: Vec<u8>, nfds: u32 },
+    Returned {
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+        nfds: u32,
+    },
     /// The task panicked with this message (the worker goes on).
     Panicked(String),
     /// The worker could not run it (arguments that do not decode, say).

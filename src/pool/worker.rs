@@ -9,7 +9,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
 
-use super::wire::{Call, Calls, Done, Outcome, Reply};
+use super::wire::{Call, Calls, Done, Outcome, Reply, ReplyRef};
 use crate::connection::Connection;
 use crate::process::entry::{ChildCall, Returned};
 use crate::sys::code_address::{self, Trampoline};
@@ -148,12 +148,33 @@ async fn send_reply(
     done: Done,
     fds: Vec<OwnedFd>,
 ) {
+    thread_local! {
+        static MESSAGE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    if fds.is_empty() {
+        // Encoded into a buffer this thread reuses, and put from it when there is room.
+        let put = MESSAGE.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            let done = std::slice::from_ref(&done);
+            let message = postcard::to_extend(&ReplyRef::Done(done), std::mem::take(&mut *buf));
+            let Ok(message) = message else {
+                return Ok(true);
+            };
+            let put = results.try_put_bytes_now(&message);
+            *buf = message;
+            put
+        });
+        if let Ok(false) = put {
+            let message = MESSAGE.with(|buf| buf.borrow().clone());
+            let _ = results.put_bytes(&message).await;
+        }
+        return;
+    }
     let Ok(message) = postcard::to_allocvec(&Reply::Done(vec![done])) else {
         return;
     };
-    if fds.is_empty() {
-        let _ = results.put_bytes(&message).await;
-    } else {
+    {
         let _ = socket.send_frame(&message, fds).await;
     }
 }

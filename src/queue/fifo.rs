@@ -783,6 +783,20 @@ impl<T: DeserializeOwned> Queue<T> {
             .and_then(|bytes| call(&bytes)))
     }
 
+    /// Puts `bytes` as one item if that can be done now: `Ok(false)` when the ring is full, its
+    /// lock busy, or the item too big to go inline (use [`put_bytes`](Self::put_bytes) then).
+    pub(crate) fn try_put_bytes_now(&self, bytes: &[u8]) -> Result<bool> {
+        self.ring.check_size(bytes.len())?;
+        if !self.ring.fits_inline(bytes.len()) {
+            return Ok(false);
+        }
+        match self.ring.try_put_slice_now(bytes, 0) {
+            Some(Ok(Put::Done)) => Ok(true),
+            Some(Ok(Put::Full)) | None => Ok(false),
+            Some(Err(e)) => Err(e),
+        }
+    }
+
     /// Whether an item of `len` bytes is copied into the ring itself (not spilled).
     pub(crate) fn fits_inline(&self, len: usize) -> bool {
         self.ring.fits_inline(len)
