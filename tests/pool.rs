@@ -333,6 +333,7 @@ async fn map_under_fire(
     name: &'static str,
     retries: u32,
     min_kills: usize,
+    chunksize: usize,
 ) -> mp::Result<(usize, usize)> {
     let pool = Pool::builder()
         .processes(2)
@@ -346,7 +347,7 @@ async fn map_under_fire(
         let results: Vec<_> = tokio::time::timeout(
             LIVENESS * 4,
             pool.map(slow_add_one, 0..20_000u64)
-                .chunksize(20)
+                .chunksize(chunksize)
                 .collect::<Vec<_>>(),
         )
         .await
@@ -372,7 +373,7 @@ async fn map_under_fire(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_worker_kills_lose_only_the_tasks_they_ran() -> mp::Result<()> {
     mp::init().await?;
-    let (kills, died) = map_under_fire("MapUnderFire0", 0, 200).await?;
+    let (kills, died) = map_under_fire("MapUnderFire0", 0, 200, 20).await?;
     eprintln!("{kills} kills, {died} items reported their worker's death");
     assert!(kills >= 200);
     // A worker runs one chunk (20 items) at a time: at most that many die with it.
@@ -380,10 +381,22 @@ async fn two_hundred_worker_kills_lose_only_the_tasks_they_ran() -> mp::Result<(
     Ok(())
 }
 
+/// Every item its own task (the stream hands them to the workers' rings itself, a queue of
+/// them per worker): a killed worker takes only the one item it was running with it — not
+/// the ones queued behind it, nor answers it gave that nobody had read yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_item_tasks_under_kills_lose_one_item_per_death() -> mp::Result<()> {
+    mp::init().await?;
+    let (kills, died) = map_under_fire("MapUnderFire2", 0, 60, 1).await?;
+    eprintln!("{kills} kills, {died} items reported their worker's death");
+    assert!(died <= kills, "{died} items died with {kills} workers");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_retries_every_task_completes_despite_the_kills() -> mp::Result<()> {
     mp::init().await?;
-    let (kills, died) = map_under_fire("MapUnderFire3", 3, 200).await?;
+    let (kills, died) = map_under_fire("MapUnderFire3", 3, 200, 20).await?;
     eprintln!("{kills} kills with retries(3)");
     assert_eq!(died, 0, "every task completes with retries");
     Ok(())

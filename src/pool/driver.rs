@@ -183,8 +183,14 @@ pub(super) async fn drive(
             &mut terminate,
         )
         .await;
-        // No caller may add to this worker any more; what it holds is settled below.
+        // No caller may add to this worker any more; what it holds is settled below. Answers
+        // it gave before its end are answers, though nobody had read them yet.
         shared.set_lane(slot, None);
+        let lane = &worker.lane;
+        while let Ok(Some(_)) = lane
+            .results
+            .try_take_with(|reply| take_reply(&shared, lane, reply, Vec::new()))
+        {}
         let held = {
             let mut held = worker.lane.held();
             held.closed = true;
