@@ -41,6 +41,13 @@ struct Direct<R> {
 /// workers. An item whose worker died (with no retry left) gives [`Error::WorkerDied`]; an item
 /// whose task panicked gives [`Error::Process`]; every other item goes on.
 ///
+/// Unless the pool has a task timeout, a task budget per worker or an initializer (whose
+/// bookkeeping needs the pool's drivers to see every task), the stream hands its chunks to
+/// the workers' queues itself — a batch at a time, to the workers holding the fewest — and
+/// reads their answers while it is polled, checking for up to 50 µs before it parks when
+/// answers are due. A worker that dies still fails (or, with retries, reruns) only the chunk
+/// it was running; the ones queued behind it run elsewhere.
+///
 /// # Cancel safety
 ///
 /// Dropping the stream drops the results still to come; chunks already sent run to the end.

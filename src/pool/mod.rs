@@ -23,10 +23,13 @@
 //! results, which may hold handles.
 //!
 //! CPU use: a worker that has just finished its last task checks its queue for up to 100 µs
-//! before it sleeps, and a driver task awaiting an answer that is due (one task in flight, as
-//! `apply` after `apply` makes it) checks for up to 50 µs on its tokio worker thread; both
-//! yield their CPU while they check. That keeps back-to-back `apply` calls off the slower
-//! wake-up path; an idle pool uses no CPU.
+//! before it sleeps, and a driver task, an `apply` or a `map` stream awaiting an answer that
+//! is due checks for up to 50 µs on its thread; all yield their CPU while they check. That
+//! keeps back-to-back calls off the slower wake-up path; an idle pool uses no CPU.
+//!
+//! Speed: `apply` on an idle worker and `map` streams hand their tasks to the workers' queues
+//! themselves and read the answers themselves (see [`Map`]); a tiny task costs about a µs, so
+//! `map_unordered(f, xs).chunksize(1)` runs about a million tasks a second on two cores.
 //!
 //! ```no_run
 //! use tokio_multiprocessing as mp;
