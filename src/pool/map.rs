@@ -38,8 +38,8 @@ struct Direct<R> {
 ///
 /// Items are taken from the iterator lazily, in chunks of [`chunksize`](Self::chunksize), and
 /// a bounded number of chunks is in flight, so a long (or endless) iterator never floods the
-/// workers. An item whose worker died (with no retry left) gives [`Error::WorkerDied`]; an item
-/// whose task panicked gives [`Error::Process`]; every other item goes on.
+/// workers. An item whose worker died (with no retry left) gives [`Error::WorkerDied`](crate::Error::WorkerDied); an item
+/// whose task panicked gives [`Error::Process`](crate::Error::Process); every other item goes on.
 ///
 /// Unless the pool has a task timeout, a task budget per worker or an initializer (whose
 /// bookkeeping needs the pool's drivers to see every task), the stream hands its chunks to
