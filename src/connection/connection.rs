@@ -65,10 +65,8 @@ pub(super) fn engine(
     let kind = scm_rights::socket_kind(&fd)
         .ok_or_else(|| Error::Corrupt("a connection must be a stream socket".into()))?;
     scm_rights::set_nonblocking(&fd, true)?;
-    let sock = Arc::new(reactor::register(
-        fd,
-        Interest::READABLE | Interest::WRITABLE,
-    )?);
+    // Readable only: a sender waiting for room registers for that alone (see `write_side`).
+    let sock = Arc::new(reactor::register(fd, Interest::READABLE)?);
     let reader = read.then(|| ReadSide::new(sock.clone(), max_frame, framing));
     let writer =
         write.then(|| WriteSide::new(sock, kind == SocketKind::UnixStream, max_frame, framing));

