@@ -5,7 +5,10 @@
 //!   lock, no notification, both sides spinning (W1, W3);
 //! - a raw futex ping-pong where both sides park in `FUTEX_WAIT` on every round (W2);
 //! - a bare compare-and-swap spinlock around a shared counter (W4);
-//! - a raw futex wake: stamp, store, `FUTEX_WAKE`, the parked waiter notes the time (W5).
+//! - a raw futex wake: stamp, store, `FUTEX_WAKE`, the parked waiter notes the time (W5);
+//! - a raw eventfd wake: stamp, write an eventfd that a thread parked in `epoll_wait` watches
+//!   (what any reactor-driven async wait rests on: tokio parks its idle worker there), the
+//!   waiter notes the time (W5).
 //!
 //! Built on the crate's `SharedMemory` atomics and rustix's `futex` (a reference peer, written
 //! the way anyone would by hand).
@@ -161,6 +164,89 @@ async fn futex_waiter((shm, rounds): (SharedMemory, usize)) -> Vec<f64> {
     })
     .await
     .unwrap()
+}
+
+/// Where the eventfd waiter publishes its eventfd's number (for `pidfd_getfd`).
+const EVENTFD_NUMBER: usize = 128 + 64;
+
+async fn epoll_waiter((shm, rounds): (SharedMemory, usize)) -> Vec<f64> {
+    use rustix::event::{EventfdFlags, epoll, eventfd};
+    use std::os::fd::AsRawFd;
+    tokio::task::spawn_blocking(move || {
+        let pong = shm.atomic_u32(PONG).unwrap();
+        let stamp = shm.atomic_u64(STAMP).unwrap();
+        let doorbell = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).unwrap();
+        let poller = epoll::create(epoll::CreateFlags::CLOEXEC).unwrap();
+        epoll::add(
+            &poller,
+            &doorbell,
+            epoll::EventData::new_u64(1),
+            epoll::EventFlags::IN | epoll::EventFlags::ET,
+        )
+        .unwrap();
+        shm.atomic_u32(EVENTFD_NUMBER)
+            .unwrap()
+            .store(doorbell.as_raw_fd() as u32 + 1, Ordering::Release);
+        let mut samples = Vec::with_capacity(rounds);
+        let mut events = Vec::with_capacity(4);
+        while samples.len() < rounds {
+            events.clear();
+            // Edge-triggered: every write is a new edge, so the counter is never read.
+            if epoll::wait(&poller, rustix::buffer::spare_capacity(&mut events), None).is_err()
+                || events.is_empty()
+            {
+                continue;
+            }
+            let woke = now_ns();
+            samples.push(woke.saturating_sub(stamp.load(Ordering::Acquire)) as f64 / 1000.0);
+            bump_and_wake(pong);
+        }
+        samples
+    })
+    .await
+    .unwrap()
+}
+
+/// W5 limit of a reactor wait: µs from a stamped eventfd write to a thread parked in
+/// `epoll_wait` on it running. `None` when this machine does not let us take the waiter's
+/// eventfd (`pidfd_getfd` needs ptrace rights over the child).
+pub async fn eventfd_wake(rounds: usize) -> mp::Result<Option<Vec<f64>>> {
+    let shm = SharedMemory::create(256)?;
+    let mut child = mp::Process::spawn(epoll_waiter, (shm.clone(), rounds))?;
+    let number = shm.atomic_u32(EVENTFD_NUMBER)?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while number.load(Ordering::Acquire) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let pid = rustix::process::Pid::from_raw(child.pid() as i32).expect("a child's pid");
+    let doorbell =
+        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).and_then(|pidfd| {
+            rustix::process::pidfd_getfd(
+                &pidfd,
+                number.load(Ordering::Acquire) as i32 - 1,
+                rustix::process::PidfdGetfdFlags::empty(),
+            )
+        });
+    let Ok(doorbell) = doorbell else {
+        let _ = child.kill();
+        let _ = child.join().await;
+        return Ok(None);
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tokio::task::spawn_blocking(move || {
+        let pong = shm.atomic_u32(PONG)?;
+        let stamp = shm.atomic_u64(STAMP)?;
+        let mut seen = 0;
+        for _ in 0..rounds {
+            stamp.store(now_ns(), Ordering::Release);
+            let _ = rustix::io::write(&doorbell, &1u64.to_ne_bytes());
+            seen = park_while(pong, seen);
+        }
+        Ok::<_, mp::Error>(())
+    })
+    .await
+    .expect("timing thread")?;
+    child.join().await.map(Some)
 }
 
 /// W5 limit: µs from a stamped `FUTEX_WAKE` to the parked waiter running.
