@@ -19,8 +19,9 @@ const SLOT_HEADER: usize = 16;
 /// Most slots a list may have (1 Mi): the table is copied out when a list is opened, so its
 /// size must be bounded by something sane, not by what a hostile file claims.
 pub const MAX_SLOTS: usize = 1 << 20;
-/// Tries a reader makes before deciding a text slot is stuck mid-write.
-const READ_ATTEMPTS: u32 = 100_000;
+/// How long a reader sees a slot mid-write at one sequence number before deciding its writer
+/// died while writing.
+const STUCK_WRITE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// One value of a [`ShareableList`] (Python's `int`, `float`, `bool`, `str`, `bytes`, `None`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -499,9 +500,21 @@ impl ShareableList {
         let kind = self.shm.atomic_u32(offset + 4)?;
         let length = self.shm.atomic_u32(offset + 8)?;
         let mut attempts = 0u32;
+        let mut mid_write: Option<(u32, std::time::Instant)> = None;
         let writing = loop {
             let now = seq.load(Ordering::Relaxed);
-            if now & 1 == 0 || attempts >= READ_ATTEMPTS {
+            // Another writer mid-write at one sequence number for `STUCK_WRITE` died there:
+            // take the slot over. (A count of attempts cannot tell a dead writer from a live
+            // one that was preempted on a busy machine.)
+            let stuck = now & 1 == 1
+                && match mid_write {
+                    Some((at, since)) if at == now => since.elapsed() >= STUCK_WRITE,
+                    _ => {
+                        mid_write = Some((now, std::time::Instant::now()));
+                        false
+                    }
+                };
+            if now & 1 == 0 || stuck {
                 let writing = now.wrapping_add(1) | 1;
                 if seq
                     .compare_exchange(now, writing, Ordering::Acquire, Ordering::Relaxed)
@@ -510,8 +523,10 @@ impl ShareableList {
                     break writing;
                 }
             }
-            attempts += 1;
-            if attempts % 64 == 63 {
+            attempts = attempts.saturating_add(1);
+            if attempts >= 1024 {
+                std::thread::sleep(std::time::Duration::from_micros(20));
+            } else if attempts % 64 == 63 {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
@@ -526,17 +541,35 @@ impl ShareableList {
     }
 
     /// Seqlock read: retry until a value was copied with no write in between.
+    ///
+    /// A slot whose writers keep writing is read once there is a gap: the reader backs off
+    /// (yields, then sleeps briefly) so one appears even on a loaded machine. Only a slot that
+    /// stays mid-write at one sequence number for [`STUCK_WRITE`] is reported (its writer died
+    /// while writing): how many attempts failed says nothing, a busy writer fails many.
     fn read_slot(&self, index: usize, offset: usize, room: usize) -> Result<(u32, Vec<u8>)> {
         let seq = self.shm.atomic_u32(offset)?;
         let kind = self.shm.atomic_u32(offset + 4)?;
         let length = self.shm.atomic_u32(offset + 8)?;
         let mut buf = vec![0u8; room];
-        for attempt in 0..READ_ATTEMPTS {
-            if attempt % 64 == 63 {
+        let mut mid_write: Option<(u32, std::time::Instant)> = None;
+        let mut attempt = 0u32;
+        loop {
+            attempt = attempt.saturating_add(1);
+            if attempt >= 1024 {
+                std::thread::sleep(std::time::Duration::from_micros(20));
+            } else if attempt % 64 == 63 {
                 std::thread::yield_now();
             }
             let before = seq.load(Ordering::Acquire);
             if before & 1 == 1 {
+                match mid_write {
+                    Some((at, since)) if at == before => {
+                        if since.elapsed() >= STUCK_WRITE {
+                            break;
+                        }
+                    }
+                    _ => mid_write = Some((before, std::time::Instant::now())),
+                }
                 std::hint::spin_loop();
                 continue;
             }

@@ -135,6 +135,8 @@ impl Mapping {
             )
         };
         // A truncation during the copy gave us zeros: do not pass them off as the contents.
+        // (The fence keeps the compiler from moving the copy below the check.)
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
         self.intact()
     }
 
@@ -162,6 +164,7 @@ impl Mapping {
         // SAFETY: the `len` bytes at `dest`, right after `out`'s initialised bytes, were just
         // initialised by the copy above.
         unsafe { out.grow(len) };
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
         if let Err(e) = self.intact() {
             out.truncate_to(out.filled() - len);
             return Err(e);
@@ -184,6 +187,7 @@ impl Mapping {
                 data.len(),
             )
         };
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
         self.intact()
     }
 
