@@ -96,6 +96,51 @@ async fn answers_read_by_a_map_stream_reach_every_caller() -> mp::Result<()> {
     Ok(())
 }
 
+/// A map stream dropped half-way: what it handed to the workers runs to the end (their
+/// drivers read the answers once the stream no longer does), and the pool serves the next map.
+/// A stream kept but no longer polled does not hold up other callers: the drivers read the
+/// answers again once its claim lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_stream_dropped_or_left_unpolled_holds_nobody_up() -> mp::Result<()> {
+    mp::init().await?;
+    let pool = Pool::new(2)?;
+    for _ in 0..3 {
+        let mut stream = pool.map_unordered(add_one, 0..100_000u64).chunksize(1);
+        for _ in 0..1000 {
+            stream.next().await.unwrap()?;
+        }
+        drop(stream);
+        let next = tokio::time::timeout(
+            LIVENESS,
+            pool.map(add_one, 0..1000u64).chunksize(1).collect_vec(),
+        )
+        .await
+        .expect("the next map finishes")?;
+        assert_eq!(next, (1..=1000u64).collect::<Vec<_>>());
+    }
+    let mut unpolled = pool.map_unordered(add_one, 0..100_000u64).chunksize(1);
+    unpolled.next().await.unwrap()?;
+    let task = pool.spawn(add_one, 41).await;
+    assert_eq!(
+        tokio::time::timeout(LIVENESS, task)
+            .await
+            .expect("a spawned task is answered")?,
+        42
+    );
+    for x in 0..50u64 {
+        let y = tokio::time::timeout(LIVENESS, pool.apply(add_one, x))
+            .await
+            .expect("an apply is answered")?;
+        assert_eq!(y, x + 1);
+    }
+    drop(unpolled);
+    pool.close();
+    tokio::time::timeout(LIVENESS, pool.join())
+        .await
+        .expect("join returns");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_from_eight_tasks_at_once() -> mp::Result<()> {
     mp::init().await?;

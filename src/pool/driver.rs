@@ -194,7 +194,7 @@ pub(super) async fn drive(
         let held = {
             let mut held = worker.lane.held();
             held.closed = true;
-            std::mem::take(&mut held.jobs)
+            held.take_all()
         };
         finish(&shared, slot, worker, held, &mut retry, end).await;
     }
@@ -365,7 +365,7 @@ async fn dispatch(worker: &mut Worker, job: Job, aborts_tx: &mpsc::UnboundedSend
             worker.lane.dispatched.fetch_add(1, Ordering::AcqRel);
         }
         Err(e) => {
-            let unsent = worker.lane.held().jobs.remove(&id);
+            let unsent = worker.lane.held().take(id);
             if let Some(Sent { job, .. }) = unsent {
                 job.answer(Err(e));
             }

@@ -38,19 +38,37 @@ pub(super) struct Held {
     pub(super) quick: bool,
     /// Held tasks whose callers are reading the result ring themselves: the driver need not.
     pub(super) callers_reading: usize,
+    /// Bytes of arguments held.
+    args_bytes: usize,
 }
 
 impl Held {
     /// Records `job` as handed to the worker now.
     pub(super) fn hold(&mut self, job: Job, at: Instant) {
         let ahead = u32::try_from(self.jobs.len()).unwrap_or(u32::MAX);
-        self.jobs.insert(job.id, Sent { job, at, ahead });
+        self.args_bytes += job.args.len();
+        if let Some(replaced) = self.jobs.insert(job.id, Sent { job, at, ahead }) {
+            self.args_bytes -= replaced.job.args.len();
+        }
+    }
+
+    /// Takes `id` out (unanswered).
+    pub(super) fn take(&mut self, id: u64) -> Option<Sent> {
+        let sent = self.jobs.remove(&id)?;
+        self.args_bytes -= sent.job.args.len();
+        Some(sent)
+    }
+
+    /// Takes every task out (the worker's run ended).
+    pub(super) fn take_all(&mut self) -> HashMap<u64, Sent> {
+        self.args_bytes = 0;
+        std::mem::take(&mut self.jobs)
     }
 
     /// Takes `id` out once answered, learning from its answer's delay whether tasks are quick:
     /// the delay divided by the tasks it waited behind estimates one task's run time.
     pub(super) fn settle(&mut self, id: u64, concurrency: usize) -> Option<Job> {
-        let sent = self.jobs.remove(&id)?;
+        let sent = self.take(id)?;
         let rounds = 1 + sent.ahead as usize / concurrency.max(1);
         self.quick = sent.at.elapsed() < QUICK * u32::try_from(rounds).unwrap_or(u32::MAX);
         Some(sent.job)
@@ -58,7 +76,7 @@ impl Held {
 
     /// Bytes of arguments held.
     pub(super) fn bytes(&self) -> usize {
-        self.jobs.values().map(|sent| sent.job.args.len()).sum()
+        self.args_bytes
     }
 }
 

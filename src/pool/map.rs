@@ -81,6 +81,14 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Map<R> {
         let (low, high) = items.size_hint();
         let known_len = (Some(low) == high).then_some(low);
         let next_chunk: NextChunk = Box::new(move |size| {
+            if size == 1 {
+                // A one-item chunk has the wire form of a one-element `Vec`, without building one.
+                let item = items.next()?;
+                return Some(Chunk {
+                    items: 1,
+                    encoded: crate::handle::encode(std::slice::from_ref(&item)),
+                });
+            }
             let chunk: Vec<A> = items.by_ref().take(size).collect();
             (!chunk.is_empty()).then(|| Chunk {
                 items: chunk.len(),

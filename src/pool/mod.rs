@@ -468,7 +468,7 @@ impl Pool {
         let reading = Reading(&lane);
         lane.dispatched.fetch_add(1, Ordering::AcqRel);
         if let Err(e) = lane.tasks.put_bytes(&message).await {
-            let unsent = lane.held().jobs.remove(&id);
+            let unsent = lane.held().take(id);
             if let Some(lane::Sent { job, .. }) = unsent {
                 job.answer(Err(e));
             }
