@@ -33,6 +33,24 @@ fn handles_are_send_and_sync() {
     send_sync::<mp::connection::Sender<String>>();
     send_sync::<mp::connection::Receiver<String>>();
     send_sync::<mp::Process<String>>();
+    send_sync::<mp::Pool>();
+    fn send_only<T: Send>() {}
+    send_only::<mp::pool::Map<u64>>();
+    send_only::<mp::pool::Task<u64>>();
+}
+
+async fn add_one(x: u64) -> u64 {
+    x + 1
+}
+
+/// A pool's futures and streams can move to spawned tasks.
+async fn pool_futures_are_send(pool: mp::Pool) {
+    send(&pool.apply(add_one, 1));
+    send(&pool.spawn(add_one, 1));
+    send(&pool.join());
+    let mut map = pool.map_unordered(add_one, 0..10u64);
+    send(&futures::StreamExt::next(&mut map));
+    send(&pool.map(add_one, 0..10u64).collect_vec());
 }
 
 async fn futures_are_send(
