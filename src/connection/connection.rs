@@ -13,14 +13,13 @@ use bytes::Bytes;
 use futures::{Sink, Stream, stream::FusedStream};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::Interest;
 use tokio_util::sync::ReusableBoxFuture;
 
 use super::frame::{Frame, Framing};
 use super::read_side::ReadSide;
+use super::socket::Socket;
 use super::write_side::WriteSide;
 use crate::handle;
-use crate::sys::reactor;
 use crate::sys::scm_rights::{self, SocketKind};
 use crate::{Error, Result};
 
@@ -65,8 +64,8 @@ pub(super) fn engine(
     let kind = scm_rights::socket_kind(&fd)
         .ok_or_else(|| Error::Corrupt("a connection must be a stream socket".into()))?;
     scm_rights::set_nonblocking(&fd, true)?;
-    // Readable only: a sender waiting for room registers for that alone (see `write_side`).
-    let sock = Arc::new(reactor::register(fd, Interest::READABLE)?);
+    // Registered with the reactor only while someone waits on it (see `socket.rs`).
+    let sock = Arc::new(Socket::new(fd));
     let reader = read.then(|| ReadSide::new(sock.clone(), max_frame, framing));
     let writer =
         write.then(|| WriteSide::new(sock, kind == SocketKind::UnixStream, max_frame, framing));
@@ -434,16 +433,25 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// Shuts the socket down both ways: the peer sees the end of the stream even while other
     /// handles of it (a sending half, a writer task) are still around.
     pub(crate) fn shutdown(&self) {
-        scm_rights::shutdown(self.side.readiness().get_ref());
+        scm_rights::shutdown(self.side.socket().get_ref());
+    }
+
+    /// The socket itself (for socket options; never for reading: that is this receiver's).
+    pub(crate) fn raw_socket(&self) -> &std::os::fd::OwnedFd {
+        self.side.socket().get_ref()
     }
 
     /// The socket's readiness: await `readable()` on it, then drain with
     /// [`try_recv`](Self::try_recv) and clear the readiness (which keeps any edge that came
     /// after the guard was taken).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the socket cannot be registered with the reactor.
     pub(crate) fn readiness(
         &self,
-    ) -> std::sync::Arc<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
-        self.side.readiness()
+    ) -> Result<std::sync::Arc<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>> {
+        Ok(self.side.readiness()?)
     }
 
     /// A value if a whole frame is already waiting; [`Error::Empty`] otherwise. Never waits.

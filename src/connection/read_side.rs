@@ -10,31 +10,43 @@ use std::time::Duration;
 /// How long a receiver keeps reading the socket directly before it parks on the reactor.
 const RECV_SPIN: Duration = Duration::from_micros(20);
 
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use super::fd_channel::would_block;
 use super::frame::{Frame, FrameReader, Framing, Step};
+use super::socket::Socket;
 use crate::notify::spin_until;
 use crate::sys::scm_rights;
 use crate::{Error, Result};
 
+/// Frames received in a row without parking after which a receiver drops its registration
+/// with the reactor (see `socket.rs`): input is flowing, and the registration would only make
+/// every frame wake the reactor thread.
+const FLOWING: u32 = 64;
+
 /// One reader of a socket. Not shared: receiving takes `&mut self`.
 #[derive(Debug)]
 pub(crate) struct ReadSide {
-    sock: Arc<AsyncFd<OwnedFd>>,
+    sock: Arc<Socket>,
     framing: Framing,
     reader: FrameReader,
     /// A frame handed back by `recv_bytes_into` because the caller's buffer was too small.
     pending: Option<Frame>,
+    /// A registration for readability, made when this receiver first had to park.
+    parked: Option<AsyncFd<OwnedFd>>,
+    /// Frames received since it last parked.
+    flowing: u32,
 }
 
 impl ReadSide {
-    pub(crate) fn new(sock: Arc<AsyncFd<OwnedFd>>, max_frame: usize, framing: Framing) -> Self {
+    pub(crate) fn new(sock: Arc<Socket>, max_frame: usize, framing: Framing) -> Self {
         ReadSide {
             sock,
             framing,
             reader: FrameReader::with_framing(max_frame, framing),
             pending: None,
+            parked: None,
+            flowing: 0,
         }
     }
 
@@ -51,7 +63,7 @@ impl ReadSide {
         self.reader.set_max_frame(max);
     }
 
-    pub(crate) fn socket(&self) -> &AsyncFd<OwnedFd> {
+    pub(crate) fn socket(&self) -> &Socket {
         &self.sock
     }
 
@@ -75,17 +87,38 @@ impl ReadSide {
             return Poll::Ready(Ok(frame));
         }
         loop {
-            if let Some(frame) = self.reader.buffered()? {
-                return Poll::Ready(Ok(frame));
+            match self.reader.read_once(self.sock.get_ref().as_fd()) {
+                Ok(Step::Frame(frame)) => {
+                    self.note_flowing();
+                    return Poll::Ready(Ok(frame));
+                }
+                Ok(Step::More) => continue,
+                Err(Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Poll::Ready(Err(e)),
             }
-            let mut guard = ready!(self.sock.poll_read_ready(cx))?;
-            let reader = &mut self.reader;
-            match guard.try_io(|s| would_block(reader.read_once(s.as_fd()))) {
-                Ok(Ok(Ok(Step::Frame(frame)))) => return Poll::Ready(Ok(frame)),
-                Ok(Ok(Ok(Step::More))) | Err(_) => {}
-                Ok(Ok(Err(e))) => return Poll::Ready(Err(e)),
-                Ok(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
-            }
+            ready!(self.poll_parked(cx))?;
+        }
+    }
+
+    /// Parks until the socket may be readable (a read may still find nothing: try again).
+    fn poll_parked(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.flowing = 0;
+        if self.parked.is_none() {
+            self.parked = Some(self.sock.register(Interest::READABLE)?);
+        }
+        let parked = self.parked.as_ref().expect("registered above");
+        let mut guard = ready!(parked.poll_read_ready(cx))?;
+        // Cleared before the next read: an edge that comes after this is kept.
+        guard.clear_ready();
+        Poll::Ready(Ok(()))
+    }
+
+    /// A frame came without parking: after [`FLOWING`] in a row, stop being registered.
+    fn note_flowing(&mut self) {
+        self.flowing = self.flowing.saturating_add(1);
+        if self.flowing >= FLOWING {
+            self.parked = None;
         }
     }
 
@@ -99,14 +132,16 @@ impl ReadSide {
     /// Cancel-safe: partial input stays in the reader.
     pub(crate) async fn recv(&mut self) -> Result<Frame> {
         if let Some(frame) = self.recv_soon()? {
+            self.note_flowing();
             return Ok(frame);
         }
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    /// The socket's readiness, for a task that waits for input while others may read it.
-    pub(crate) fn readiness(&self) -> Arc<AsyncFd<OwnedFd>> {
-        self.sock.clone()
+    /// The socket's readiness, for a task that waits for input while others may read it (a
+    /// lasting registration: see [`Socket::readiness`]).
+    pub(crate) fn readiness(&self) -> io::Result<Arc<AsyncFd<OwnedFd>>> {
+        self.sock.readiness()
     }
 
     /// Receives one frame without spinning first: for a task that also waits for other things.
@@ -165,12 +200,12 @@ impl ReadSide {
         }
         let wait = async {
             loop {
-                let Ok(mut guard) = self.sock.readable().await else {
-                    return true;
-                };
                 match scm_rights::has_input(self.sock.get_ref()) {
-                    Ok(false) => guard.clear_ready(),
+                    Ok(false) => {}
                     Ok(true) | Err(_) => return true,
+                }
+                if poll_fn(|cx| self.poll_parked(cx)).await.is_err() {
+                    return true;
                 }
             }
         };

@@ -18,7 +18,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{Notify, oneshot};
 
 use super::frame::{self, Framing};
-use crate::sys::{reactor, scm_rights};
+use super::socket::Socket;
+use crate::sys::scm_rights;
 use crate::{Error, Result};
 
 /// Queued bytes above which `feed` waits for the writer (backpressure).
@@ -132,8 +133,7 @@ impl<'a> Room<'a> {
     ) -> io::Result<Option<R>> {
         self.waited = true;
         if self.registered.is_none() {
-            let dup = crate::sys::dup(self.side.sock.get_ref())?;
-            self.registered = Some(Arc::new(reactor::register(dup, Interest::WRITABLE)?));
+            self.registered = Some(Arc::new(self.side.sock.register(Interest::WRITABLE)?));
         }
         let registered = self.registered.as_ref().expect("registered above");
         let mut ready = registered.writable().await?;
@@ -156,7 +156,7 @@ impl Drop for Room<'_> {
 
 /// Shared by every `Sender` clone of one socket and its writer task.
 pub(crate) struct WriteSide {
-    sock: Arc<AsyncFd<OwnedFd>>,
+    sock: Arc<Socket>,
     state: Mutex<State>,
     wake_writer: Notify,
     progress: Notify,
@@ -280,7 +280,7 @@ impl WriteSide {
     ///
     /// Outside a tokio runtime.
     pub(crate) fn new(
-        sock: Arc<AsyncFd<OwnedFd>>,
+        sock: Arc<Socket>,
         can_pass_fds: bool,
         max_frame: usize,
         framing: Framing,
@@ -308,7 +308,7 @@ impl WriteSide {
         self.framing
     }
 
-    pub(crate) fn socket(&self) -> &AsyncFd<OwnedFd> {
+    pub(crate) fn socket(&self) -> &Socket {
         &self.sock
     }
 

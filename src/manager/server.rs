@@ -158,7 +158,7 @@ impl Server {
         let (rx, tx) = connection.into_split();
         // A remote client whose host vanishes is let go within about this long (not a TCP
         // socket: nothing to do, and the call says so).
-        let _ = crate::sys::tcp::fail_after_silence(rx.readiness().get_ref(), super::SILENCE_LIMIT);
+        let _ = crate::sys::tcp::fail_after_silence(rx.raw_socket(), super::SILENCE_LIMIT);
         // Until the client attaches its rings, requests come over the socket.
         let mut socket = Some(rx);
         let mut reply = Outbox::Socket(tx);

@@ -432,10 +432,18 @@ async fn drive(
             return;
         }
     };
-    let readiness = rx.readiness();
+    let readiness = match rx.readiness() {
+        Ok(readiness) => readiness,
+        Err(e) => {
+            tracing::debug!(%address, error = %e, "could not wait on the manager connection");
+            link.send_replace(Link::Down);
+            fail_all(&shared);
+            return;
+        }
+    };
     if address.is_tcp() {
         // A manager whose host vanishes fails the calls within about this long.
-        let _ = crate::sys::tcp::fail_after_silence(readiness.get_ref(), super::SILENCE_LIMIT);
+        let _ = crate::sys::tcp::fail_after_silence(rx.raw_socket(), super::SILENCE_LIMIT);
     }
     // A manager on this machine: move to shared-memory rings (the socket stays, for its close).
     let rings = if address.is_tcp() {
