@@ -169,9 +169,39 @@ async fn futex_waiter((shm, rounds): (SharedMemory, usize)) -> Vec<f64> {
 /// Where the eventfd waiter publishes its eventfd's number (for `pidfd_getfd`).
 const EVENTFD_NUMBER: usize = 128 + 64;
 
-async fn epoll_waiter((shm, rounds): (SharedMemory, usize)) -> Vec<f64> {
+/// The waiter of the eventfd rows: a thread parked in `epoll_wait`, or (`through_tokio`) a
+/// task on a runtime worker awaiting the eventfd's readiness through tokio's reactor.
+async fn epoll_waiter((shm, rounds, through_tokio): (SharedMemory, usize, bool)) -> Vec<f64> {
     use rustix::event::{EventfdFlags, epoll, eventfd};
     use std::os::fd::AsRawFd;
+    if through_tokio {
+        return tokio::spawn(async move {
+            let pong = shm.atomic_u32(PONG).unwrap();
+            let stamp = shm.atomic_u64(STAMP).unwrap();
+            let doorbell = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).unwrap();
+            let number = doorbell.as_raw_fd() as u32 + 1;
+            // The crate registers through `sys::reactor` (tokio deprecated `with_interest` as
+            // unsound for borrowed fds); this fd is owned and moved in, which is the sound case.
+            #[allow(deprecated)]
+            let doorbell =
+                tokio::io::unix::AsyncFd::with_interest(doorbell, tokio::io::Interest::READABLE)
+                    .unwrap();
+            shm.atomic_u32(EVENTFD_NUMBER)
+                .unwrap()
+                .store(number, Ordering::Release);
+            let mut samples = Vec::with_capacity(rounds);
+            while samples.len() < rounds {
+                let mut ready = doorbell.readable().await.unwrap();
+                let woke = now_ns();
+                ready.clear_ready();
+                samples.push(woke.saturating_sub(stamp.load(Ordering::Acquire)) as f64 / 1000.0);
+                bump_and_wake(pong);
+            }
+            samples
+        })
+        .await
+        .unwrap();
+    }
     tokio::task::spawn_blocking(move || {
         let pong = shm.atomic_u32(PONG).unwrap();
         let stamp = shm.atomic_u64(STAMP).unwrap();
@@ -208,11 +238,12 @@ async fn epoll_waiter((shm, rounds): (SharedMemory, usize)) -> Vec<f64> {
 }
 
 /// W5 limit of a reactor wait: µs from a stamped eventfd write to a thread parked in
-/// `epoll_wait` on it running. `None` when this machine does not let us take the waiter's
+/// `epoll_wait` on it running (or, `through_tokio`, to a task awaiting its readiness through
+/// tokio running). `None` when this machine does not let us take the waiter's
 /// eventfd (`pidfd_getfd` needs ptrace rights over the child).
-pub async fn eventfd_wake(rounds: usize) -> mp::Result<Option<Vec<f64>>> {
+pub async fn eventfd_wake(rounds: usize, through_tokio: bool) -> mp::Result<Option<Vec<f64>>> {
     let shm = SharedMemory::create(256)?;
-    let mut child = mp::Process::spawn(epoll_waiter, (shm.clone(), rounds))?;
+    let mut child = mp::Process::spawn(epoll_waiter, (shm.clone(), rounds, through_tokio))?;
     let number = shm.atomic_u32(EVENTFD_NUMBER)?;
     let deadline = Instant::now() + std::time::Duration::from_secs(30);
     while number.load(Ordering::Acquire) == 0 && Instant::now() < deadline {
