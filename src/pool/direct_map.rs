@@ -278,20 +278,32 @@ impl DirectMap {
         let shared = self.pool.inner.shared.clone();
         // Level the load: each chunk to the worker holding the fewest, so a few slow tasks
         // spread over all workers rather than queue behind each other.
-        let mut lanes: Vec<(Arc<Lane>, usize, usize)> = Vec::new();
+        let mut open: Vec<(Arc<Lane>, usize, bool)> = Vec::new();
         for place in &shared.lanes {
             let lane = place.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let Some(lane) = lane else { continue };
-            let (held, room) = {
+            let (len, quick) = {
                 let held = lane.held();
                 if held.closed {
                     continue;
                 }
-                let len = held.jobs.len();
-                (len, Self::depth(&held, &shared).saturating_sub(len))
+                (held.jobs.len(), held.quick)
             };
-            lanes.push((lane, held, room));
+            open.push((lane, len, quick));
         }
+        // Queues behind the running tasks only when every worker's answers are quick: one
+        // worker proven quick (by an earlier map's tasks, say) must not take all of a batch
+        // of slow tasks while the others run one each.
+        let all_quick = open.iter().all(|(_, _, quick)| *quick);
+        let depth = if all_quick {
+            DIRECT_DEPTH.max(shared.depth())
+        } else {
+            shared.concurrency
+        };
+        let lanes: Vec<(Arc<Lane>, usize, usize)> = open
+            .into_iter()
+            .map(|(lane, len, _)| (lane, len, depth.saturating_sub(len)))
+            .collect();
         let mut quotas = vec![0usize; lanes.len()];
         for _ in 0..self.waiting.len() {
             let least = (0..lanes.len())
