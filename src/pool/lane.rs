@@ -71,7 +71,7 @@ impl Held {
     /// per cent of a tiny task's cost); a slow one among them is noticed within eight answers.
     pub(super) fn settle(&mut self, id: u64, concurrency: usize) -> Option<Job> {
         let sent = self.take(id)?;
-        if !self.quick || id % 8 == 0 {
+        if !self.quick || id.is_multiple_of(8) {
             let rounds = 1 + sent.ahead as usize / concurrency.max(1);
             self.quick = sent.at.elapsed() < QUICK * u32::try_from(rounds).unwrap_or(u32::MAX);
         }
