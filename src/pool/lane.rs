@@ -68,10 +68,13 @@ impl Held {
     /// Takes `id` out once answered, learning from its answer's delay whether tasks are quick:
     /// the delay divided by the tasks it waited behind estimates one task's run time.
     /// While tasks are quick, one answer in eight is timed (a clock read per answer is a few
-    /// per cent of a tiny task's cost); a slow one among them is noticed within eight answers.
+    /// per cent of a tiny task's cost), and only of a task that was queued behind another: a
+    /// task sent to an idle worker also waited for the worker to wake up, which says nothing
+    /// of the tasks (and took over 200 µs at times on a busy VM). A slow task among quick
+    /// ones is noticed within eight answers of the tasks queued behind it.
     pub(super) fn settle(&mut self, id: u64, concurrency: usize) -> Option<Job> {
         let sent = self.take(id)?;
-        if !self.quick || id.is_multiple_of(8) {
+        if !self.quick || (sent.ahead > 0 && id.is_multiple_of(8)) {
             let rounds = 1 + sent.ahead as usize / concurrency.max(1);
             self.quick = sent.at.elapsed() < QUICK * u32::try_from(rounds).unwrap_or(u32::MAX);
         }
