@@ -62,6 +62,52 @@ async fn a_hundred_thousand_messages_arrive_in_order() -> mp::Result<()> {
     Ok(())
 }
 
+async fn bursts_after_pauses(mut conn: Connection<Vec<u8>>) {
+    for round in 0..6u8 {
+        // The other side has read everything and parked by now (usually): the first frame
+        // of the burst must wake it through a registration made while it parked.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let big = round % 2 == 1;
+        for i in 0..if big { 8 } else { 500u32 } {
+            let frame = if big {
+                vec![round; 1 << 20]
+            } else {
+                i.to_le_bytes().to_vec()
+            };
+            conn.send_bytes(&frame).await.unwrap();
+        }
+        conn.recv_bytes().await.unwrap();
+    }
+}
+
+/// A socket is registered with the reactor only while someone waits on it: a receiver drops
+/// its registration once frames flow (64 in a row without parking) and registers again when
+/// it has to park; a sender of frames larger than the socket's buffer registers for room.
+/// Bursts separated by pauses cross every one of those transitions, both ways, six times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_and_senders_wake_after_flowing_and_parking_in_turn() -> mp::Result<()> {
+    mp::init().await?;
+    let (mut ours, theirs) = Pipe::<Vec<u8>>::duplex()?;
+    let mut child = mp::Process::spawn(bursts_after_pauses, theirs)?;
+    tokio::time::timeout(LIVENESS, async {
+        for round in 0..6u8 {
+            let big = round % 2 == 1;
+            for i in 0..if big { 8 } else { 500u32 } {
+                let frame = ours.recv_bytes().await?;
+                if big {
+                    assert!(frame.len() == 1 << 20 && frame.iter().all(|&b| b == round));
+                } else {
+                    assert_eq!(frame[..], i.to_le_bytes());
+                }
+            }
+            ours.send_bytes(b"next").await?;
+        }
+        child.join().await
+    })
+    .await
+    .expect("no wake-up is lost")
+}
+
 async fn send_three_and_exit(tx: Sender<String>) {
     for word in ["one", "two", "three"] {
         tx.send(&word.to_string()).await.unwrap();

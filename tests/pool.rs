@@ -22,6 +22,14 @@ async fn my_pid((): ()) -> u32 {
     std::process::id()
 }
 
+/// Python's `pool.close(); pool.join()`, which must not hang.
+async fn close_and_join(pool: &Pool) {
+    pool.close();
+    tokio::time::timeout(LIVENESS, pool.join())
+        .await
+        .expect("join returns");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn map_keeps_order_and_map_unordered_gets_everything() -> mp::Result<()> {
     mp::init().await?;
@@ -49,10 +57,7 @@ async fn map_keeps_order_and_map_unordered_gets_everything() -> mp::Result<()> {
         .collect_vec()
         .await?;
     assert_eq!(odd.len(), 500);
-    pool.close();
-    tokio::time::timeout(LIVENESS, pool.join())
-        .await
-        .expect("join returns");
+    close_and_join(&pool).await;
     Ok(())
 }
 
@@ -88,10 +93,7 @@ async fn answers_read_by_a_map_stream_reach_every_caller() -> mp::Result<()> {
             .await
             .expect("no answer of a spawned task is lost")
             .unwrap();
-        pool.close();
-        tokio::time::timeout(LIVENESS, pool.join())
-            .await
-            .expect("join returns");
+        close_and_join(&pool).await;
     }
     Ok(())
 }
@@ -134,10 +136,7 @@ async fn a_map_stream_dropped_or_left_unpolled_holds_nobody_up() -> mp::Result<(
         assert_eq!(y, x + 1);
     }
     drop(unpolled);
-    pool.close();
-    tokio::time::timeout(LIVENESS, pool.join())
-        .await
-        .expect("join returns");
+    close_and_join(&pool).await;
     Ok(())
 }
 
@@ -408,10 +407,7 @@ async fn map_under_fire(
             }
         }
     }
-    pool.close();
-    tokio::time::timeout(LIVENESS, pool.join())
-        .await
-        .expect("join returns");
+    close_and_join(&pool).await;
     Ok((kills, died))
 }
 
@@ -487,10 +483,7 @@ async fn apply_under_fire(
         stop_tx.send(true).unwrap();
         kills += killer.await.unwrap();
     }
-    pool.close();
-    tokio::time::timeout(LIVENESS, pool.join())
-        .await
-        .expect("join returns");
+    close_and_join(&pool).await;
     Ok((kills, died))
 }
 

@@ -13,7 +13,7 @@
 //! Built on the crate's `SharedMemory` atomics and rustix's `futex` (a reference peer, written
 //! the way anyone would by hand).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use rustix::thread::futex;
@@ -157,13 +157,18 @@ async fn futex_waiter((shm, rounds): (SharedMemory, usize)) -> Vec<f64> {
         for _ in 0..rounds {
             seen = park_while(ping, seen);
             let woke = now_ns();
-            samples.push(woke.saturating_sub(stamp.load(Ordering::Acquire)) as f64 / 1000.0);
+            samples.push(micros_since(stamp, woke));
             bump_and_wake(pong);
         }
         samples
     })
     .await
     .unwrap()
+}
+
+/// µs from the time stamped in `stamp` (by the waking side) to `woke`.
+fn micros_since(stamp: &AtomicU64, woke: u64) -> f64 {
+    woke.saturating_sub(stamp.load(Ordering::Acquire)) as f64 / 1000.0
 }
 
 /// Where the eventfd waiter publishes its eventfd's number (for `pidfd_getfd`).
@@ -194,7 +199,7 @@ async fn epoll_waiter((shm, rounds, through_tokio): (SharedMemory, usize, bool))
                 let mut ready = doorbell.readable().await.unwrap();
                 let woke = now_ns();
                 ready.clear_ready();
-                samples.push(woke.saturating_sub(stamp.load(Ordering::Acquire)) as f64 / 1000.0);
+                samples.push(micros_since(stamp, woke));
                 bump_and_wake(pong);
             }
             samples
@@ -228,7 +233,7 @@ async fn epoll_waiter((shm, rounds, through_tokio): (SharedMemory, usize, bool))
                 continue;
             }
             let woke = now_ns();
-            samples.push(woke.saturating_sub(stamp.load(Ordering::Acquire)) as f64 / 1000.0);
+            samples.push(micros_since(stamp, woke));
             bump_and_wake(pong);
         }
         samples

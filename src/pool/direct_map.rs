@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 
 use super::Pool;
 use super::driver::{self, HELD_BYTES};
-use super::lane::{Held, Lane};
+use super::lane::Lane;
 use super::task::{Answer, Control, Job, MapSink, ReplyTo};
 use crate::{Error, Result};
 
@@ -319,7 +319,7 @@ impl DirectMap {
             if quota == 0 || self.waiting.is_empty() {
                 continue;
             }
-            if self.hand_to(&lane, &shared, quota) > 0 {
+            if self.hand_to(&lane, depth, quota) > 0 {
                 placed = true;
                 if !self.reading.iter().any(|l| Arc::ptr_eq(l, &lane)) {
                     lane.claim_reading();
@@ -338,25 +338,14 @@ impl DirectMap {
         waiting.job.fds.is_empty() && waiting.message.len() <= HELD_BYTES
     }
 
-    /// Tasks a worker may hold: once its answers prove quick, a queue of them; until then,
-    /// only what it runs (queued behind a slow task, a task would wait while others idle).
-    fn depth(held: &Held, shared: &driver::Shared) -> usize {
-        if held.quick {
-            DIRECT_DEPTH.max(shared.depth())
-        } else {
-            shared.concurrency
-        }
-    }
-
-    /// Hands up to `most` waiting chunks to `lane`, as many as it has room for; how many went.
-    fn hand_to(&mut self, lane: &Lane, shared: &driver::Shared, most: usize) -> usize {
+    /// Hands up to `most` waiting chunks to `lane`, as many as it has room for under `depth`
+    /// (it may have taken other callers' tasks since `place` looked); how many went.
+    fn hand_to(&mut self, lane: &Lane, depth: usize, most: usize) -> usize {
         let mut held = lane.held();
         if held.closed {
             return 0;
         }
-        let room = Self::depth(&held, shared)
-            .saturating_sub(held.jobs.len())
-            .min(most);
+        let room = depth.saturating_sub(held.jobs.len()).min(most);
         let mut bytes = held.bytes();
         let mut batch = 0;
         for waiting in self.waiting.iter().take(room) {
@@ -444,12 +433,51 @@ pub(super) fn results_of<R: serde::de::DeserializeOwned>(
 ) -> Vec<Result<R>> {
     use crate::error::ProcessFailure;
     use crate::process::entry::ItemOutcome;
-    match answer.and_then(|(bytes, fds)| crate::handle::decode::<Vec<ItemOutcome<R>>>(&bytes, fds))
-    {
+    let decoded = answer
+        .and_then(|(bytes, fds)| crate::handle::decode::<Vec<ItemOutcome<R>>>(&bytes, fds))
+        .and_then(|outcomes| {
+            // One result per item, or an ordered map would pair results with the wrong items.
+            if outcomes.len() == items {
+                Ok(outcomes)
+            } else {
+                Err(Error::Corrupt(format!(
+                    "a worker answered a chunk of {items} items with {} results",
+                    outcomes.len()
+                )))
+            }
+        });
+    match decoded {
         Ok(outcomes) => outcomes
             .into_iter()
             .map(|outcome| outcome.map_err(|panic| Error::Process(ProcessFailure::Panicked(panic))))
             .collect(),
         Err(e) => (0..items).map(|_| Err(e.duplicate())).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::entry::ItemOutcome;
+
+    /// A worker's answer (bytes from shared memory) with fewer or more results than the chunk
+    /// had items fails every item of the chunk, rather than shifting an ordered map's results.
+    #[test]
+    fn an_answer_with_the_wrong_number_of_results_fails_its_chunk() {
+        let outcomes: Vec<ItemOutcome<u64>> = vec![Ok(1), Ok(2)];
+        let answer = crate::handle::encode(&outcomes).expect("encodes");
+        let results = results_of::<u64>(Ok(answer), 3);
+        assert_eq!(results.len(), 3);
+        assert!(results.iter().all(|r| matches!(r, Err(Error::Corrupt(_)))));
+        let answer = crate::handle::encode(&outcomes).expect("encodes");
+        let results = results_of::<u64>(Ok(answer), 2);
+        assert_eq!(
+            results.into_iter().map(|r| r.unwrap()).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        // Garbage fails its items too.
+        let results = results_of::<u64>(Ok((vec![0xff; 9], Vec::new())), 4);
+        assert_eq!(results.len(), 4);
+        assert!(results.iter().all(Result::is_err));
     }
 }

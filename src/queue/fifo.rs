@@ -760,7 +760,7 @@ impl<T: DeserializeOwned> Queue<T> {
         for item in items {
             let len = item.as_ref().len();
             self.ring.check_size(len)?;
-            if !self.fits_inline(len) {
+            if !self.ring.fits_inline(len) {
                 return Err(Error::InvalidArgument(format!(
                     "an item of {len} bytes does not fit in the ring"
                 )));
@@ -795,11 +795,6 @@ impl<T: DeserializeOwned> Queue<T> {
             Some(Ok(Put::Full)) | None => Ok(false),
             Some(Err(e)) => Err(e),
         }
-    }
-
-    /// Whether an item of `len` bytes is copied into the ring itself (not spilled).
-    pub(crate) fn fits_inline(&self, len: usize) -> bool {
-        self.ring.fits_inline(len)
     }
 
     /// Waits until the queue holds something or is closed, without spinning first (for a task

@@ -311,6 +311,11 @@ impl ShareableList {
     /// [`Error::IndexOutOfRange`]; [`Error::Corrupt`] if the stored value fails validation
     /// (a length over the capacity, invalid UTF-8, a bool that is neither 0 nor 1), or a text
     /// slot stays mid-write for good (its writer died while writing).
+    ///
+    /// A slot mid-write is waited for on this thread (it is a seqlock: writes take
+    /// microseconds): spinning, then sleeping 20 µs at a time, for at most 500 ms when its
+    /// writer died mid-write. Called from a tokio task, that is the one case that holds the
+    /// worker thread for long.
     pub fn get(&self, index: usize) -> Result<Item> {
         let (room, offset) = self.entry(index)?;
         let (code, bytes) = self.read_slot(index, offset, room.room())?;
@@ -324,6 +329,9 @@ impl ShareableList {
     /// [`Error::IndexOutOfRange`]; [`Error::TooLarge`] when the value needs more room than
     /// the slot has (8 bytes for a number, text and bytes their length). Nothing is written on
     /// error.
+    ///
+    /// Waits on this thread for another writer of the slot, as [`get`](Self::get) does; one
+    /// that stays mid-write for 500 ms died, and its slot is taken over.
     pub fn set(&self, index: usize, value: impl Into<Item>) -> Result<()> {
         let value = value.into();
         let (room, offset) = self.entry(index)?;
