@@ -2,7 +2,8 @@
 
 Usage: python3 peers.py WORKLOAD COUNT SIZE
 Prints one line: "<value>", "<p50> <p99>" for latencies, or "<p50> <p99> <cpu>" for W2 ping-pongs
-(cpu: µs of CPU per round trip, both processes, measured as benches/ipc/cpu.rs does). Process
+and W5 (cpu: µs of CPU per round trip or sample, both processes, measured as benches/ipc/cpu.rs
+does). Process
 start-up is neither timed nor counted.
 """
 import glob
@@ -259,14 +260,18 @@ def main():
         p = mp.Process(target=event_waiter, args=(ping, pong, stamp, count, theirs))
         p.start()
         time.sleep(0.2)
+        meter = None
         for _ in range(count):
             stamp.value = time.time_ns()
             ping.set()
             pong.wait()
             pong.clear()
+            if meter is None:
+                meter = CpuMeter(p.pid)
+        cpu = meter.per_round_us(count - 1)
         p50, p99 = ours.recv()
         p.join()
-        print(p50, p99)
+        print(p50, p99, cpu)
     elif workload == "w2":
         p = mp.Process(target=echo, args=(theirs, count))
         p.start()

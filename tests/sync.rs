@@ -85,6 +85,56 @@ async fn event_wakes_waiters_in_three_processes() -> mp::Result<()> {
     Ok(())
 }
 
+/// Answers each `ping` with a `pong`, `rounds` times (Python's ping-pong through two events).
+async fn answer_pings((ping, pong, rounds, blocking): (Event, Event, u32, bool)) -> u32 {
+    if blocking {
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..rounds {
+                ping.wait_blocking();
+                ping.clear();
+                pong.set();
+            }
+        })
+        .await
+        .unwrap();
+    } else {
+        for _ in 0..rounds {
+            ping.wait().await;
+            ping.clear();
+            pong.set();
+        }
+    }
+    rounds
+}
+
+/// Two processes setting events back and forth, each waiting for the other: a waiter catches
+/// most sets while it checks before parking and parks for the rest (the answering side is
+/// slow now and then on a busy machine), and no set is missed either way.
+#[tokio::test]
+async fn events_set_back_and_forth_between_processes_miss_no_set() -> mp::Result<()> {
+    mp::init().await?;
+    for blocking in [false, true] {
+        let (ping, pong) = (Event::new()?, Event::new()?);
+        let rounds = 2_000;
+        let mut child =
+            mp::Process::spawn(answer_pings, (ping.clone(), pong.clone(), rounds, blocking))?;
+        for round in 0..rounds {
+            if round % 100 == 0 {
+                // Now and then long enough for the answering side to park.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            ping.set();
+            assert!(
+                pong.wait_timeout(LIVENESS).await,
+                "round {round}: the answer never came"
+            );
+            pong.clear();
+        }
+        assert_eq!(child.join_timeout(LIVENESS).await?, rounds);
+    }
+    Ok(())
+}
+
 // ----- Lock -----
 
 #[tokio::test]

@@ -1,5 +1,5 @@
-//! CPU time per round trip (W2): what both processes spent, in µs of CPU per round trip, next to
-//! the latency. A waiter that spins before it parks buys latency with CPU; this column shows
+//! CPU time per round trip (W2) or wake-up (W5): what both processes spent, in µs of CPU per
+//! round trip, next to the latency. A waiter that spins before it parks buys latency with CPU; this column shows
 //! the price, the same way for every row (`peers.py` measures Python's rows alike).
 //!
 //! The timing side's CPU is its process clock (`CLOCK_PROCESS_CPUTIME_ID`: every thread, so a

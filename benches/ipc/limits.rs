@@ -246,7 +246,10 @@ async fn epoll_waiter((shm, rounds, through_tokio): (SharedMemory, usize, bool))
 /// `epoll_wait` on it running (or, `through_tokio`, to a task awaiting its readiness through
 /// tokio running). `None` when this machine does not let us take the waiter's
 /// eventfd (`pidfd_getfd` needs ptrace rights over the child).
-pub async fn eventfd_wake(rounds: usize, through_tokio: bool) -> mp::Result<Option<Vec<f64>>> {
+pub async fn eventfd_wake(
+    rounds: usize,
+    through_tokio: bool,
+) -> mp::Result<Option<(Vec<f64>, f64)>> {
     let shm = SharedMemory::create(256)?;
     let mut child = mp::Process::spawn(epoll_waiter, (shm.clone(), rounds, through_tokio))?;
     let number = shm.atomic_u32(EVENTFD_NUMBER)?;
@@ -269,41 +272,50 @@ pub async fn eventfd_wake(rounds: usize, through_tokio: bool) -> mp::Result<Opti
         return Ok(None);
     };
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    tokio::task::spawn_blocking(move || {
+    let pid = child.pid();
+    let cpu = tokio::task::spawn_blocking(move || {
         let pong = shm.atomic_u32(PONG)?;
         let stamp = shm.atomic_u64(STAMP)?;
-        let mut seen = 0;
+        let (mut seen, mut meter) = (0, None);
         for _ in 0..rounds {
             stamp.store(now_ns(), Ordering::Release);
             let _ = rustix::io::write(&doorbell, &1u64.to_ne_bytes());
             seen = park_while(pong, seen);
+            meter.get_or_insert_with(|| CpuMeter::start(pid));
         }
-        Ok::<_, mp::Error>(())
+        Ok::<_, mp::Error>(meter.map_or(0.0, |m| m.per_round_us(rounds - 1)))
     })
     .await
     .expect("timing thread")?;
-    child.join().await.map(Some)
+    Ok(Some((child.join().await?, cpu)))
 }
 
-/// W5 limit: µs from a stamped `FUTEX_WAKE` to the parked waiter running.
-pub async fn futex_wake(rounds: usize) -> mp::Result<Vec<f64>> {
+/// W5 limit: µs from a stamped `FUTEX_WAKE` to the parked waiter running, and µs of CPU (both
+/// processes) per wake-up. With `parked`, the waker sleeps 100 µs before each wake, as in the
+/// Event rows of that name (both CPUs may have gone idle meanwhile).
+pub async fn futex_wake(rounds: usize, parked: bool) -> mp::Result<(Vec<f64>, f64)> {
     let shm = SharedMemory::create(192)?;
     let mut child = mp::Process::spawn(futex_waiter, (shm.clone(), rounds))?;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    tokio::task::spawn_blocking(move || {
+    let pid = child.pid();
+    let cpu = tokio::task::spawn_blocking(move || {
         let (ping, pong) = (shm.atomic_u32(PING)?, shm.atomic_u32(PONG)?);
         let stamp = shm.atomic_u64(STAMP)?;
-        let mut seen = 0;
+        let (mut seen, mut meter) = (0, None);
         for _ in 0..rounds {
+            if parked {
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
             stamp.store(now_ns(), Ordering::Release);
             bump_and_wake(ping);
             seen = park_while(pong, seen);
+            meter.get_or_insert_with(|| CpuMeter::start(pid));
         }
-        Ok::<_, mp::Error>(())
+        Ok::<_, mp::Error>(meter.map_or(0.0, |m| m.per_round_us(rounds - 1)))
     })
     .await
     .expect("timing thread")?;
-    child.join().await
+    Ok((child.join().await?, cpu))
 }
 
 async fn spin_locker((shm, go, count): (SharedMemory, mp::Event, usize)) {

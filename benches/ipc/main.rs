@@ -11,8 +11,9 @@
 //! - W3: 1 MiB messages one-way (GB/s)
 //! - W4: two processes each doing lock / increment a shared counter / unlock (ops/s, counter
 //!   checked exact)
-//! - W5: one process sets an Event, another that is parked notices (µs, timestamps through
-//!   shared memory)
+//! - W5: one process sets an Event, another waiting for it notices (µs, timestamps through
+//!   shared memory): set again as soon as the waiter answered, and set 100 µs after the
+//!   waiter began waiting (so it has parked)
 //! - W6: 100k tiny pool tasks (`x → x + 1`) through `map` and through `map_unordered` with
 //!   chunksize 1 (tasks/s)
 //! - W7: pool `apply` round trip (µs), and the speed-up of CPU-bound tasks on all workers over
@@ -245,36 +246,50 @@ async fn contended_lock(count: usize, blocking: bool) -> mp::Result<f64> {
     Ok(2.0 * count as f64 / secs)
 }
 
-/// W5: `set` in one process to wake-up in another, µs per sample.
-async fn event_wake(rounds: usize, blocking: bool) -> mp::Result<Vec<f64>> {
+/// W5: `set` in one process to wake-up in another, µs per sample, and µs of CPU (both
+/// processes) per sample. The setter sets again as soon as the waiter answered, so the waiter
+/// has been waiting only a few µs; with `parked`, the setter first sleeps 100 µs, so the waiter
+/// has given up checking and parked (what a wait for something rare costs).
+async fn event_wake(rounds: usize, blocking: bool, parked: bool) -> mp::Result<RoundTrips> {
     let (ping, pong) = (mp::Event::new()?, mp::Event::new()?);
     let stamp = mp::RawValue::new(0u64)?;
     let mut child = mp::Process::spawn(
         event_waiter,
         (ping.clone(), pong.clone(), stamp.clone(), rounds, blocking),
     )?;
+    let pid = child.pid();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    if blocking {
-        // The setting side on a thread too, as in the raw futex row.
+    let cpu = if blocking || parked {
+        // The setting side on a thread too, as in the raw futex row (and so it can sleep
+        // 100 µs, which a tokio timer cannot).
         tokio::task::spawn_blocking(move || {
+            let mut meter = None;
             for _ in 0..rounds {
+                if parked {
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
                 stamp.set(now_ns());
                 ping.set();
                 pong.wait_blocking();
                 pong.clear();
+                meter.get_or_insert_with(|| CpuMeter::start(pid));
             }
+            meter.map_or(0.0, |m| m.per_round_us(rounds - 1))
         })
         .await
-        .expect("timing thread");
-        return child.join().await;
-    }
-    for _ in 0..rounds {
-        stamp.set(now_ns());
-        ping.set();
-        pong.wait().await;
-        pong.clear();
-    }
-    child.join().await
+        .expect("timing thread")
+    } else {
+        let mut meter = None;
+        for _ in 0..rounds {
+            stamp.set(now_ns());
+            ping.set();
+            pong.wait().await;
+            pong.clear();
+            meter.get_or_insert_with(|| CpuMeter::start(pid));
+        }
+        meter.map_or(0.0, |m| m.per_round_us(rounds - 1))
+    };
+    Ok((child.join().await?, cpu))
 }
 
 // ----- queues -----
@@ -577,7 +592,7 @@ struct Row {
     /// One value per run (for latencies: the run's p50), plus the p99s.
     runs: Vec<f64>,
     p99s: Vec<f64>,
-    /// µs of CPU per round trip, both processes (W2), one per run.
+    /// µs of CPU per round trip or sample, both processes (W2, W5), one per run.
     cpus: Vec<f64>,
     note: Option<String>,
 }
@@ -698,8 +713,9 @@ async fn main() -> mp::Result<()> {
         }
     );
     println!(
-        "waits: pipes and the codec park in epoll/poll at once; this crate's queues spin a few µs \
-         before parking; the busy-polling limit only spins; the futex limits always park"
+        "waits: this crate's async pipes, queues and events (blocking queues and events too) check \
+         for up to 20 µs before parking; blocking pipes and the codec park in poll/epoll at once; \
+         the busy-polling limit only spins; the futex limits always park"
     );
 
     let w1 = 1_000_000 / scale;
@@ -989,15 +1005,24 @@ async fn main() -> mp::Result<()> {
     // W5
     if wanted("W5") {
         let w5 = 10_000 / scale.min(4);
-        for (system, blocking) in [
-            ("Event async (eventfd + epoll)", false),
-            ("Event blocking (futex)", true),
+        for (system, blocking, parked) in [
+            ("Event async (checks ≤ 20 µs, then eventfd)", false, false),
+            ("Event blocking (checks ≤ 20 µs, then futex)", true, false),
+            ("Event async, set 100 µs after the wait began", false, true),
+            (
+                "Event blocking, set 100 µs after the wait began",
+                true,
+                true,
+            ),
         ] {
             let mut row = Row::new("W5", system, true, "µs p50", false);
+            // The parked rows sleep 100 µs per sample: a quarter of the samples.
+            let rounds = if parked { w5 / 4 } else { w5 };
             for _ in 0..3 {
-                let mut s = event_wake(w5, blocking).await?;
+                let (mut s, cpu) = event_wake(rounds, blocking, parked).await?;
                 row.runs.push(percentile(&mut s, 0.5));
                 row.p99s.push(percentile(&mut s, 0.99));
+                row.cpus.push(cpu);
             }
             rows.push(row);
         }
@@ -1011,13 +1036,20 @@ async fn main() -> mp::Result<()> {
             false,
             python_version.is_some(),
         ));
-        let mut row = Row::new("W5", "raw futex wake (limit)", false, "µs p50", false);
-        for _ in 0..3 {
-            let mut s = limits::futex_wake(w5).await?;
-            row.runs.push(percentile(&mut s, 0.5));
-            row.p99s.push(percentile(&mut s, 0.99));
+        for (system, parked) in [
+            ("raw futex wake (limit)", false),
+            ("raw futex wake, 100 µs after the wait began (limit)", true),
+        ] {
+            let mut row = Row::new("W5", system, false, "µs p50", false);
+            let rounds = if parked { w5 / 4 } else { w5 };
+            for _ in 0..3 {
+                let (mut s, cpu) = limits::futex_wake(rounds, parked).await?;
+                row.runs.push(percentile(&mut s, 0.5));
+                row.p99s.push(percentile(&mut s, 0.99));
+                row.cpus.push(cpu);
+            }
+            rows.push(row);
         }
-        rows.push(row);
         for (system, through_tokio) in [
             (
                 "raw eventfd wake, waiter parked in epoll_wait (limit of a reactor wait)",
@@ -1031,9 +1063,10 @@ async fn main() -> mp::Result<()> {
             let mut row = Row::new("W5", system, false, "µs p50", false);
             for _ in 0..3 {
                 match limits::eventfd_wake(w5, through_tokio).await? {
-                    Some(mut s) => {
+                    Some((mut s, cpu)) => {
                         row.runs.push(percentile(&mut s, 0.5));
                         row.p99s.push(percentile(&mut s, 0.99));
+                        row.cpus.push(cpu);
                     }
                     None => row.note = Some("skipped: pidfd_getfd not permitted here".into()),
                 }
