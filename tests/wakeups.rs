@@ -229,3 +229,71 @@ async fn counts_of_killed_waiters_are_forgotten_and_live_waiters_still_wake() ->
     assert_eq!(live.join_timeout(LIVENESS).await?, vec!["set"; 4]);
     Ok(())
 }
+
+/// A child whose waiters all find nothing: event waiters (a thread and a task), queue getters
+/// (a thread and a task) and a pipe receiver. Returns what they got once woken.
+async fn idle_waiters(
+    (event, queue, mut conn, ready): (Event, Queue<u64>, mp::Connection<u64>, Semaphore),
+) -> Vec<String> {
+    let threads = [
+        std::thread::spawn({
+            let event = event.clone();
+            move || {
+                event.wait_blocking();
+                "set".to_string()
+            }
+        }),
+        std::thread::spawn({
+            let queue = queue.clone();
+            move || format!("{:?}", queue.get_blocking())
+        }),
+    ];
+    let event_task = tokio::spawn(async move {
+        event.wait().await;
+        "set".to_string()
+    });
+    let queue_task = tokio::spawn(async move { format!("{:?}", queue.get().await) });
+    let pipe_task = tokio::spawn(async move { format!("{:?}", conn.recv().await) });
+    ready.release().unwrap();
+    let mut seen = Vec::new();
+    for task in [event_task, queue_task, pipe_task] {
+        seen.push(task.await.unwrap());
+    }
+    for thread in threads {
+        seen.push(thread.join().unwrap());
+    }
+    seen.sort();
+    seen
+}
+
+/// #17's rule for every waiter: check a bounded few µs, then park. A process whose waiters
+/// all wait for something that does not come uses a small fraction of the time it waits (one
+/// that kept checking would use all of it). Not a speed check: the bound is a tenth of the
+/// wall time.
+#[tokio::test]
+async fn waiters_that_find_nothing_park_and_use_no_cpu() -> mp::Result<()> {
+    mp::init().await?;
+    let (event, queue, ready) = (Event::new()?, Queue::<u64>::new(4)?, Semaphore::new(0)?);
+    let (ours, theirs) = mp::Pipe::<u64>::duplex()?;
+    let mut child = mp::Process::spawn(
+        idle_waiters,
+        (event.clone(), queue.clone(), theirs, ready.clone()),
+    )?;
+    ready.acquire_timeout(LIVENESS).await?.forget();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = support::cpu_of(child.pid());
+    let idle = Duration::from_secs(1);
+    tokio::time::sleep(idle).await;
+    let used = support::cpu_of(child.pid()) - before;
+    assert!(
+        used < idle / 10,
+        "a child with parked waiters used {used:?} of CPU in {idle:?}"
+    );
+    event.set();
+    queue.put(1).await?;
+    queue.put(2).await?;
+    ours.send(&3).await?;
+    let seen = child.join_timeout(LIVENESS).await?;
+    assert_eq!(seen, ["Ok(1)", "Ok(2)", "Ok(3)", "set", "set"]);
+    Ok(())
+}
