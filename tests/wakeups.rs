@@ -230,12 +230,18 @@ async fn counts_of_killed_waiters_are_forgotten_and_live_waiters_still_wake() ->
     Ok(())
 }
 
-/// A child whose waiters all find nothing: event waiters (a thread and a task), queue getters
-/// (a thread and a task) and a pipe receiver. Returns what they got once woken.
+/// A child whose waiters all find nothing: event waiters, queue getters and pipe receivers (a
+/// thread and a task each). Returns what they got once woken.
 async fn idle_waiters(
-    (event, queue, mut conn, ready): (Event, Queue<u64>, mp::Connection<u64>, Semaphore),
+    (event, queue, [mut conn, mut thread_conn], ready): (
+        Event,
+        Queue<u64>,
+        [mp::Connection<u64>; 2],
+        Semaphore,
+    ),
 ) -> Vec<String> {
     let threads = [
+        std::thread::spawn(move || format!("{:?}", thread_conn.recv_blocking())),
         std::thread::spawn({
             let event = event.clone();
             move || {
@@ -275,9 +281,15 @@ async fn waiters_that_find_nothing_park_and_use_no_cpu() -> mp::Result<()> {
     mp::init().await?;
     let (event, queue, ready) = (Event::new()?, Queue::<u64>::new(4)?, Semaphore::new(0)?);
     let (ours, theirs) = mp::Pipe::<u64>::duplex()?;
+    let (ours_too, theirs_too) = mp::Pipe::<u64>::duplex()?;
     let mut child = mp::Process::spawn(
         idle_waiters,
-        (event.clone(), queue.clone(), theirs, ready.clone()),
+        (
+            event.clone(),
+            queue.clone(),
+            [theirs, theirs_too],
+            ready.clone(),
+        ),
     )?;
     ready.acquire_timeout(LIVENESS).await?.forget();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -293,7 +305,8 @@ async fn waiters_that_find_nothing_park_and_use_no_cpu() -> mp::Result<()> {
     queue.put(1).await?;
     queue.put(2).await?;
     ours.send(&3).await?;
+    ours_too.send(&4).await?;
     let seen = child.join_timeout(LIVENESS).await?;
-    assert_eq!(seen, ["Ok(1)", "Ok(2)", "Ok(3)", "set", "set"]);
+    assert_eq!(seen, ["Ok(1)", "Ok(2)", "Ok(3)", "Ok(4)", "set", "set"]);
     Ok(())
 }

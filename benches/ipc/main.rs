@@ -713,9 +713,9 @@ async fn main() -> mp::Result<()> {
         }
     );
     println!(
-        "waits: this crate's async pipes, queues and events (blocking queues and events too) check \
-         for up to 20 µs before parking; blocking pipes and the codec park in poll/epoll at once; \
-         the busy-polling limit only spins; the futex limits always park"
+        "waits: this crate's pipes, queues and events (async and blocking) check for up to 20 µs \
+         before parking; the codec parks in epoll at once; the busy-polling limit only spins; \
+         the futex limits always park"
     );
 
     let w1 = 1_000_000 / scale;
