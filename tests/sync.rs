@@ -119,7 +119,7 @@ async fn events_set_back_and_forth_between_processes_miss_no_set() -> mp::Result
         let mut child =
             mp::Process::spawn(answer_pings, (ping.clone(), pong.clone(), rounds, blocking))?;
         for round in 0..rounds {
-            if round % 100 == 0 {
+            if round.is_multiple_of(100) {
                 // Now and then long enough for the answering side to park.
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
@@ -129,6 +129,111 @@ async fn events_set_back_and_forth_between_processes_miss_no_set() -> mp::Result
                 "round {round}: the answer never came"
             );
             pong.clear();
+        }
+        assert_eq!(child.join_timeout(LIVENESS).await?, rounds);
+    }
+    Ok(())
+}
+
+/// The answering side of [`hand_offs_through_every_primitive_miss_nothing`]: `rounds` semaphore
+/// ping-pongs, barrier rounds and condition turns, async or on a thread.
+async fn answer_hand_offs(
+    (ping, pong, barrier, lock, cond, turn, rounds, blocking): (
+        Semaphore,
+        Semaphore,
+        mp::Barrier,
+        Lock,
+        mp::Condition,
+        mp::RawValue<u64>,
+        u64,
+        bool,
+    ),
+) -> u64 {
+    if blocking {
+        let (ping, pong, barrier) = (ping.clone(), pong.clone(), barrier.clone());
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..rounds {
+                ping.acquire_blocking().forget();
+                pong.release().unwrap();
+            }
+            for _ in 0..rounds {
+                barrier.wait_blocking().unwrap();
+            }
+        })
+        .await
+        .unwrap();
+    } else {
+        for _ in 0..rounds {
+            ping.acquire().await.forget();
+            pong.release().unwrap();
+        }
+        for _ in 0..rounds {
+            barrier.wait().await.unwrap();
+        }
+    }
+    // Condition waits are async only: take turns, odd ones ours.
+    for i in 0..rounds {
+        let mut guard = lock.lock().await.unwrap();
+        while turn.get() != 2 * i + 1 {
+            guard = cond.wait(guard).await.unwrap();
+        }
+        turn.set(2 * i + 2);
+        cond.notify_all().unwrap();
+    }
+    rounds
+}
+
+/// Semaphore ping-pongs, barrier rounds and condition turns between two processes, each side
+/// waiting for the other: a waiter catches most hand-offs while it checks before parking and
+/// parks for the rest (the other side pauses now and then), and none is missed.
+#[tokio::test]
+async fn hand_offs_through_every_primitive_miss_nothing() -> mp::Result<()> {
+    mp::init().await?;
+    let rounds = 1_000u64;
+    for blocking in [false, true] {
+        let (ping, pong) = (Semaphore::new(0)?, Semaphore::new(0)?);
+        let barrier = mp::Barrier::new(2)?;
+        let lock = Lock::new()?;
+        let cond = mp::Condition::new(&lock)?;
+        let turn = mp::RawValue::new(0u64)?;
+        let mut child = mp::Process::spawn(
+            answer_hand_offs,
+            (
+                ping.clone(),
+                pong.clone(),
+                barrier.clone(),
+                lock.clone(),
+                cond.clone(),
+                turn.clone(),
+                rounds,
+                blocking,
+            ),
+        )?;
+        let pause = |round: u64| async move {
+            if round.is_multiple_of(100) {
+                // Long enough for the other side to park.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        for round in 0..rounds {
+            pause(round).await;
+            ping.release()?;
+            pong.acquire_timeout(LIVENESS).await?.forget();
+        }
+        for round in 0..rounds {
+            pause(round).await;
+            barrier.wait_timeout(LIVENESS).await?;
+        }
+        for i in 0..rounds {
+            pause(i).await;
+            let mut guard = lock.lock().await?;
+            turn.set(2 * i + 1);
+            cond.notify_all()?;
+            while turn.get() != 2 * i + 2 {
+                let (again, notified) = cond.wait_timeout(guard, LIVENESS).await?;
+                assert!(notified, "turn {i}: the answer never came");
+                guard = again;
+            }
         }
         assert_eq!(child.join_timeout(LIVENESS).await?, rounds);
     }

@@ -230,16 +230,34 @@ async fn counts_of_killed_waiters_are_forgotten_and_live_waiters_still_wake() ->
     Ok(())
 }
 
-/// A child whose waiters all find nothing: event waiters, queue getters and pipe receivers (a
-/// thread and a task each). Returns what they got once woken.
-async fn idle_waiters(
-    (event, queue, [mut conn, mut thread_conn], ready): (
-        Event,
-        Queue<u64>,
-        [mp::Connection<u64>; 2],
-        Semaphore,
-    ),
-) -> Vec<String> {
+/// What the idle child waits on: an event, a queue, two pipes, a semaphore, a barrier and a
+/// condition.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Idle {
+    event: Event,
+    queue: Queue<u64>,
+    conns: [mp::Connection<u64>; 2],
+    semaphore: Semaphore,
+    barrier: Barrier,
+    lock: mp::Lock,
+    cond: mp::Condition,
+    ready: Semaphore,
+}
+
+/// A child whose waiters all find nothing: event waiters, queue getters, pipe receivers,
+/// semaphore acquirers and barrier parties (a thread and a task each), and a condition waiter.
+/// Returns what they got once woken.
+async fn idle_waiters(idle: Idle) -> Vec<String> {
+    let Idle {
+        event,
+        queue,
+        conns: [mut conn, mut thread_conn],
+        semaphore,
+        barrier,
+        lock,
+        cond,
+        ready,
+    } = idle;
     let threads = [
         std::thread::spawn(move || format!("{:?}", thread_conn.recv_blocking())),
         std::thread::spawn({
@@ -253,16 +271,39 @@ async fn idle_waiters(
             let queue = queue.clone();
             move || format!("{:?}", queue.get_blocking())
         }),
+        std::thread::spawn({
+            let semaphore = semaphore.clone();
+            move || {
+                semaphore.acquire_blocking().forget();
+                "acquired".to_string()
+            }
+        }),
+        std::thread::spawn({
+            let barrier = barrier.clone();
+            move || format!("{:?}", barrier.wait_blocking().map(|_| ()))
+        }),
     ];
-    let event_task = tokio::spawn(async move {
-        event.wait().await;
-        "set".to_string()
-    });
-    let queue_task = tokio::spawn(async move { format!("{:?}", queue.get().await) });
-    let pipe_task = tokio::spawn(async move { format!("{:?}", conn.recv().await) });
+    let guard = lock.lock().await.unwrap();
+    let tasks = [
+        tokio::spawn(async move {
+            event.wait().await;
+            "set".to_string()
+        }),
+        tokio::spawn(async move { format!("{:?}", queue.get().await) }),
+        tokio::spawn(async move { format!("{:?}", conn.recv().await) }),
+        tokio::spawn(async move {
+            semaphore.acquire().await.forget();
+            "acquired".to_string()
+        }),
+        tokio::spawn(async move { format!("{:?}", barrier.wait().await.map(|_| ())) }),
+        tokio::spawn(async move {
+            let (_guard, notified) = cond.wait_timeout(guard, LIVENESS).await.unwrap();
+            format!("notified: {notified}")
+        }),
+    ];
     ready.release().unwrap();
     let mut seen = Vec::new();
-    for task in [event_task, queue_task, pipe_task] {
+    for task in tasks {
         seen.push(task.await.unwrap());
     }
     for thread in threads {
@@ -279,19 +320,33 @@ async fn idle_waiters(
 #[tokio::test]
 async fn waiters_that_find_nothing_park_and_use_no_cpu() -> mp::Result<()> {
     mp::init().await?;
-    let (event, queue, ready) = (Event::new()?, Queue::<u64>::new(4)?, Semaphore::new(0)?);
     let (ours, theirs) = mp::Pipe::<u64>::duplex()?;
     let (ours_too, theirs_too) = mp::Pipe::<u64>::duplex()?;
-    let mut child = mp::Process::spawn(
-        idle_waiters,
-        (
-            event.clone(),
-            queue.clone(),
-            [theirs, theirs_too],
-            ready.clone(),
-        ),
-    )?;
+    let lock = mp::Lock::new()?;
+    let idle = Idle {
+        event: Event::new()?,
+        queue: Queue::<u64>::new(4)?,
+        conns: [theirs, theirs_too],
+        semaphore: Semaphore::new(0)?,
+        barrier: Barrier::new(3)?,
+        cond: mp::Condition::new(&lock)?,
+        lock,
+        ready: Semaphore::new(0)?,
+    };
+    let (event, queue, semaphore, barrier, lock, cond, ready) = (
+        idle.event.clone(),
+        idle.queue.clone(),
+        idle.semaphore.clone(),
+        idle.barrier.clone(),
+        idle.lock.clone(),
+        idle.cond.clone(),
+        idle.ready.clone(),
+    );
+    let mut child = mp::Process::spawn(idle_waiters, idle)?;
     ready.acquire_timeout(LIVENESS).await?.forget();
+    assert!(support::eventually(
+        || cond.n_waiting() == 1 && barrier.n_waiting() == 2
+    ));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = support::cpu_of(child.pid());
     let idle = Duration::from_secs(1);
@@ -306,7 +361,29 @@ async fn waiters_that_find_nothing_park_and_use_no_cpu() -> mp::Result<()> {
     queue.put(2).await?;
     ours.send(&3).await?;
     ours_too.send(&4).await?;
+    semaphore.release()?;
+    semaphore.release()?;
+    barrier.wait_timeout(LIVENESS).await?;
+    {
+        let _guard = lock.lock().await?;
+        assert_eq!(cond.notify(1)?, 1);
+    }
     let seen = child.join_timeout(LIVENESS).await?;
-    assert_eq!(seen, ["Ok(1)", "Ok(2)", "Ok(3)", "Ok(4)", "set", "set"]);
+    assert_eq!(
+        seen,
+        [
+            "Ok(())",
+            "Ok(())",
+            "Ok(1)",
+            "Ok(2)",
+            "Ok(3)",
+            "Ok(4)",
+            "acquired",
+            "acquired",
+            "notified: true",
+            "set",
+            "set"
+        ]
+    );
     Ok(())
 }

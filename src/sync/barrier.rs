@@ -291,7 +291,7 @@ impl Barrier {
             (slot >> 32) as u32 == round
                 && pid != 0
                 && pid != sys::getpid()
-                && pidfd::start_time(pid).is_none_or(|(_, zombie)| zombie)
+                && pidfd::has_ended(pid)
         })
     }
 
@@ -306,22 +306,31 @@ impl Barrier {
             round,
             armed: true,
         };
-        let mut last_check = Instant::now();
-        let result = self
+        // The parties' liveness (a system call each) is checked while parked, not here.
+        let checked = self
             .seg
             .channel
-            .wait(
-                || {
-                    let check = last_check.elapsed() >= LIVENESS_CHECK;
-                    if check {
-                        last_check = Instant::now();
-                    }
-                    self.outcome(round, resets, check)
-                },
-                deadline,
-                LIVENESS_CHECK,
-            )
-            .await;
+            .check_before_parking(|| self.outcome(round, resets, false), deadline);
+        let mut last_check = Instant::now();
+        let result = match checked {
+            Some(outcome) => Some(outcome),
+            None => {
+                self.seg
+                    .channel
+                    .wait(
+                        || {
+                            let check = last_check.elapsed() >= LIVENESS_CHECK;
+                            if check {
+                                last_check = Instant::now();
+                            }
+                            self.outcome(round, resets, check)
+                        },
+                        deadline,
+                        LIVENESS_CHECK,
+                    )
+                    .await
+            }
+        };
         cancelled.armed = false;
         self.finish(result, index)
     }
@@ -393,11 +402,16 @@ impl Barrier {
             Ok(index) => return Ok(index),
             Err(waiting) => waiting,
         };
-        let result = self.seg.channel.wait_blocking(
-            || self.outcome(round, resets, true),
-            deadline,
-            LIVENESS_CHECK,
-        );
+        let channel = &self.seg.channel;
+        let result = channel
+            .check_before_parking(|| self.outcome(round, resets, false), deadline)
+            .or_else(|| {
+                channel.wait_blocking(
+                    || self.outcome(round, resets, true),
+                    deadline,
+                    LIVENESS_CHECK,
+                )
+            });
         self.finish(result, index)
     }
 }

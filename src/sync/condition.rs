@@ -47,7 +47,7 @@ fn slot_word(pid: u32, phase: u32) -> u32 {
 /// Whether the process that took a slot (`word`) is gone. Never true for our own slots.
 fn taker_died(word: u32) -> bool {
     let pid = pid_of(word);
-    pid != sys::getpid() && pidfd::start_time(pid).is_none_or(|(_, zombie)| zombie)
+    pid != sys::getpid() && pidfd::has_ended(pid)
 }
 
 const LIVENESS_CHECK: Duration = Duration::from_millis(100);
@@ -285,18 +285,14 @@ impl Condition {
         let mut slot = self.claim()?;
         drop(guard);
         let index = slot.index;
-        let _ = self
-            .seg
-            .channel
-            .wait(
-                || {
-                    (phase(self.slot_state(index).load(Ordering::Acquire)) == NOTIFIED)
-                        .then_some(())
-                },
-                deadline,
-                SAFETY_RECHECK.min(LIVENESS_CHECK * 10),
-            )
-            .await;
+        let notified =
+            || (phase(self.slot_state(index).load(Ordering::Acquire)) == NOTIFIED).then_some(());
+        let channel = &self.seg.channel;
+        if channel.check_before_parking(notified, deadline).is_none() {
+            let _ = channel
+                .wait(notified, deadline, SAFETY_RECHECK.min(LIVENESS_CHECK * 10))
+                .await;
+        }
         let guard = relock(self.lock.lock().await)?;
         let notified = slot.release();
         Ok((guard, notified))

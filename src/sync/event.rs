@@ -14,14 +14,6 @@ use crate::shm::header::Kind;
 const FLAG: usize = 0;
 const STATE: usize = 4;
 
-/// How long a waiter that finds the flag clear keeps checking (yielding its CPU between checks)
-/// before it parks, when nobody else already waits: in a hand-off between processes (set, wait
-/// for the answer, set again) the next `set` usually comes within a few µs, and catching it
-/// while checking costs neither side a system call nor the waiter a wake-up through the
-/// reactor. A waiter that keeps finding the flag clear parks after this; a long wait costs
-/// this once.
-const SPIN_FOR: Duration = Duration::from_micros(20);
-
 /// A flag that tasks, threads and processes can wait for (Python's `multiprocessing.Event`).
 ///
 /// `set` wakes every waiter in every process; `clear` resets it. Cheap to clone; send it to
@@ -102,21 +94,12 @@ impl Event {
         self.is_set().then_some(())
     }
 
-    /// The bounded check before parking ([`SPIN_FOR`], or less when `deadline` comes sooner).
-    /// Skipped when a waiter is already counted in: that one is parked, so the flag has stayed
-    /// clear for a while and is likely to stay so; many tasks awaiting one event (a shutdown
-    /// signal) then do not each hold their thread for the spin.
-    fn spin(&self, deadline: Option<Instant>) -> bool {
-        if self.check().is_some() {
-            return true;
-        }
-        if self.seg.channel.waiters() != (0, 0) {
-            return false;
-        }
-        let limit = deadline.map_or(SPIN_FOR, |d| {
-            SPIN_FOR.min(d.saturating_duration_since(Instant::now()))
-        });
-        crate::notify::yield_until(limit, || self.check()).is_some()
+    /// The bounded check before parking (see `WaitChannel::check_before_parking`).
+    fn check_before_parking(&self, deadline: Option<Instant>) -> bool {
+        self.seg
+            .channel
+            .check_before_parking(|| self.check(), deadline)
+            .is_some()
     }
 
     /// Waits until the flag is set.
@@ -128,7 +111,7 @@ impl Event {
     ///
     /// Cancel-safe: a dropped wait leaves no trace.
     pub async fn wait(&self) {
-        if self.spin(None) {
+        if self.check_before_parking(None) {
             return;
         }
         let _ = self
@@ -146,7 +129,7 @@ impl Event {
     /// Cancel-safe.
     pub async fn wait_timeout(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        if self.spin(Some(deadline)) {
+        if self.check_before_parking(Some(deadline)) {
             return true;
         }
         self.seg
@@ -158,7 +141,7 @@ impl Event {
 
     /// [`wait`](Self::wait) for threads (not on a runtime worker: it blocks the thread).
     pub fn wait_blocking(&self) {
-        if self.spin(None) {
+        if self.check_before_parking(None) {
             return;
         }
         let _ = self
@@ -170,7 +153,7 @@ impl Event {
     /// [`wait_timeout`](Self::wait_timeout) for threads.
     pub fn wait_timeout_blocking(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        if self.spin(Some(deadline)) {
+        if self.check_before_parking(Some(deadline)) {
             return true;
         }
         self.seg
