@@ -2,7 +2,7 @@
 
 Usage: python3 peers.py WORKLOAD COUNT SIZE
 Prints one line: "<value>", "<p50> <p99>" for latencies, or "<p50> <p99> <cpu>" for W2 ping-pongs
-and W5 (cpu: µs of CPU per round trip or sample, both processes, measured as benches/ipc/cpu.rs
+and W5 hand-offs (cpu: µs of CPU per round trip or sample, both processes, measured as benches/ipc/cpu.rs
 does). Process
 start-up is neither timed nor counted.
 """
@@ -83,6 +83,25 @@ def event_waiter(ping, pong, stamp, rounds, out):
         pong.set()
     samples.sort()
     out.send((samples[len(samples) // 2], samples[int(len(samples) * 0.99)]))
+
+
+def semaphore_answerer(ping, pong, count):
+    for _ in range(count):
+        ping.acquire()
+        pong.release()
+
+
+def barrier_party(barrier, count):
+    for _ in range(count):
+        barrier.wait()
+
+
+def condition_answerer(cond, turn, count):
+    for i in range(count):
+        with cond:
+            cond.wait_for(lambda: turn.value == 2 * i + 1)
+            turn.value = 2 * i + 2
+            cond.notify_all()
 
 
 def queue_sender(q, count, size, go):
@@ -272,6 +291,41 @@ def main():
         p50, p99 = ours.recv()
         p.join()
         print(p50, p99, cpu)
+    elif workload == "w5sem":
+        ping, pong = mp.Semaphore(0), mp.Semaphore(0)
+        p = mp.Process(target=semaphore_answerer, args=(ping, pong, count))
+        p.start()
+        time.sleep(0.2)
+
+        def round_trip():
+            ping.release()
+            pong.acquire()
+
+        ping_pong(p.pid, count, round_trip)
+        p.join()
+    elif workload == "w5barrier":
+        barrier = mp.Barrier(2)
+        p = mp.Process(target=barrier_party, args=(barrier, count))
+        p.start()
+        time.sleep(0.2)
+        ping_pong(p.pid, count, barrier.wait)
+        p.join()
+    elif workload == "w5cond":
+        cond, turn = mp.Condition(), mp.RawValue("q", 0)
+        p = mp.Process(target=condition_answerer, args=(cond, turn, count))
+        p.start()
+        time.sleep(0.2)
+        rounds = iter(range(count))
+
+        def round_trip():
+            i = next(rounds)
+            with cond:
+                turn.value = 2 * i + 1
+                cond.notify_all()
+                cond.wait_for(lambda: turn.value == 2 * i + 2)
+
+        ping_pong(p.pid, count, round_trip)
+        p.join()
     elif workload == "w2":
         p = mp.Process(target=echo, args=(theirs, count))
         p.start()

@@ -14,6 +14,8 @@
 //! - W5: one process sets an Event, another waiting for it notices (µs, timestamps through
 //!   shared memory): set again as soon as the waiter answered, and set 100 µs after the
 //!   waiter began waiting (so it has parked)
+//! - W5s, W5b, W5c: hand-offs between two processes through a semaphore (ping-pong), a
+//!   barrier of two (rounds) and a condition (turns), µs per round trip
 //! - W6: 100k tiny pool tasks (`x → x + 1`) through `map` and through `map_unordered` with
 //!   chunksize 1 (tasks/s)
 //! - W7: pool `apply` round trip (µs), and the speed-up of CPU-bound tasks on all workers over
@@ -37,6 +39,7 @@ use tokio_multiprocessing::{self as mp, Connection, Pipe};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 mod cpu;
+mod hand_off;
 mod limits;
 mod manager;
 mod pool;
@@ -1072,6 +1075,58 @@ async fn main() -> mp::Result<()> {
                 }
             }
             rows.push(row);
+        }
+    }
+    // W5s, W5b, W5c: hand-offs through the other synchronization primitives.
+    if wanted("W5") || wanted("W5h") {
+        use hand_off::Through;
+        let w5h = 10_000 / scale.min(4);
+        for (workload, through, systems, python) in [
+            (
+                "W5s",
+                Through::Semaphore,
+                &[
+                    ("Semaphore ping-pong (async)", false),
+                    ("Semaphore ping-pong, answered on a thread", true),
+                ][..],
+                ("Python multiprocessing.Semaphore ping-pong", "w5sem"),
+            ),
+            (
+                "W5b",
+                Through::Barrier,
+                &[
+                    ("Barrier(2) round (async)", false),
+                    ("Barrier(2) round, the other party on a thread", true),
+                ][..],
+                ("Python multiprocessing.Barrier(2) round", "w5barrier"),
+            ),
+            (
+                "W5c",
+                Through::Condition,
+                &[("Condition turn: notify, wait for the answer (async)", false)][..],
+                ("Python multiprocessing.Condition turn", "w5cond"),
+            ),
+        ] {
+            for &(system, blocking) in systems {
+                let mut row = Row::new(workload, system, true, "µs p50", false);
+                for _ in 0..3 {
+                    let (mut s, cpu) = hand_off::round_trips(through, w5h, blocking).await?;
+                    row.runs.push(percentile(&mut s, 0.5));
+                    row.p99s.push(percentile(&mut s, 0.99));
+                    row.cpus.push(cpu);
+                }
+                rows.push(row);
+            }
+            rows.push(python_row(
+                workload,
+                python.0,
+                python.1,
+                w5h / 4,
+                0,
+                "µs p50",
+                false,
+                python_version.is_some(),
+            ));
         }
     }
     // W6 and W7: a pool with one worker per CPU.
