@@ -716,9 +716,9 @@ async fn main() -> mp::Result<()> {
         }
     );
     println!(
-        "waits: this crate's pipes, queues and events (async and blocking) check for up to 20 µs \
-         before parking; the codec parks in epoll at once; the busy-polling limit only spins; \
-         the futex limits always park"
+        "waits: this crate's pipes, queues, events, semaphores, barriers and conditions (async \
+         and blocking) check for up to 20 µs before parking, a lock a few µs; the codec parks \
+         in epoll at once; the busy-polling limit only spins; the futex limits always park"
     );
 
     let w1 = 1_000_000 / scale;
