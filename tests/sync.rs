@@ -681,6 +681,54 @@ async fn a_barrier_holds_four_processes_for_ten_rounds() -> mp::Result<()> {
     Ok(())
 }
 
+/// Two parties of a barrier in one process, a task and a thread: `rounds` rounds each; returns
+/// per round a bitmask of the indices they got. With `late`, the task comes 2 ms late every
+/// 50th round, so the other parties park.
+async fn two_parties((barrier, rounds, late): (mp::Barrier, usize, bool)) -> Vec<u64> {
+    let thread = std::thread::spawn({
+        let barrier = barrier.clone();
+        move || {
+            (0..rounds)
+                .map(|_| 1u64 << barrier.wait_timeout_blocking(LIVENESS).unwrap())
+                .collect::<Vec<u64>>()
+        }
+    });
+    let mut masks = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        if late && round % 50 == 25 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        masks.push(1u64 << barrier.wait_timeout(LIVENESS).await.unwrap());
+    }
+    let theirs = tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap();
+    masks.iter().zip(theirs).map(|(a, b)| a | b).collect()
+}
+
+/// CPython's barrier tests in spirit: six parties in three processes (a task and a thread
+/// each), 200 rounds, some parties late now and then: every round completes, and in every
+/// round the six got the indices 0–5, each once (Python's `wait` returns a distinct index).
+#[tokio::test]
+async fn a_barrier_of_six_in_three_processes_hands_out_every_index_each_round() -> mp::Result<()> {
+    mp::init().await?;
+    let rounds = 200;
+    let barrier = mp::Barrier::new(6)?;
+    let children: Vec<_> = (0..2)
+        .map(|_| mp::Process::spawn(two_parties, (barrier.clone(), rounds, false)))
+        .collect::<mp::Result<_>>()?;
+    let mut all = two_parties((barrier.clone(), rounds, true)).await;
+    for mut child in children {
+        let theirs = child.join_timeout(LIVENESS).await?;
+        for (mask, other) in all.iter_mut().zip(theirs) {
+            assert_eq!(*mask & other, 0, "an index handed out twice in one round");
+            *mask |= other;
+        }
+    }
+    assert!(all.iter().all(|&mask| mask == 0b11_1111), "{all:?}");
+    Ok(())
+}
+
 async fn wait_at_barrier(barrier: mp::Barrier) -> String {
     match barrier.wait_timeout(LIVENESS).await {
         Ok(i) => format!("ok {i}"),
