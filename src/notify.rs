@@ -430,7 +430,7 @@ impl WaitChannel {
     /// Skipped when a waiter is already counted in: that one parked, so the state has stayed
     /// unready for a while and is likely to stay so; many tasks waiting on one primitive (a
     /// shutdown event) then do not each hold their thread for the check.
-    pub(crate) fn check_before_parking<T>(
+    fn check_before_parking<T>(
         &self,
         mut ready: impl FnMut() -> Option<T>,
         deadline: Option<Instant>,
@@ -445,6 +445,33 @@ impl WaitChannel {
             CHECK_BEFORE_PARKING.min(d.saturating_duration_since(Instant::now()))
         });
         yield_until(limit, ready)
+    }
+
+    /// [`wait`](Self::wait) after [`check_before_parking`](Self::check_before_parking): the
+    /// wait of the synchronization primitives. Holds the thread for the check (at most
+    /// [`CHECK_BEFORE_PARKING`]); cancel-safe as `wait`.
+    pub(crate) async fn wait_after_check<T>(
+        &self,
+        mut ready: impl FnMut() -> Option<T>,
+        deadline: Option<Instant>,
+        recheck: Duration,
+    ) -> Option<T> {
+        match self.check_before_parking(&mut ready, deadline) {
+            Some(v) => Some(v),
+            None => self.wait(ready, deadline, recheck).await,
+        }
+    }
+
+    /// [`wait_blocking`](Self::wait_blocking) after
+    /// [`check_before_parking`](Self::check_before_parking).
+    pub(crate) fn wait_blocking_after_check<T>(
+        &self,
+        mut ready: impl FnMut() -> Option<T>,
+        deadline: Option<Instant>,
+        recheck: Duration,
+    ) -> Option<T> {
+        self.check_before_parking(&mut ready, deadline)
+            .or_else(|| self.wait_blocking(ready, deadline, recheck))
     }
 
     fn bell(&self) -> Option<&AsyncDoorbell> {

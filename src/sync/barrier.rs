@@ -265,6 +265,24 @@ impl Barrier {
         }
     }
 
+    /// [`outcome`](Self::outcome) for a waiter: the waiting parties' liveness (a system call
+    /// each) is checked at most every [`LIVENESS_CHECK`], so not while the waiter checks before
+    /// parking, and at each re-check once parked.
+    fn outcome_checked_now_and_then(
+        &self,
+        round: u32,
+        resets: u32,
+    ) -> impl FnMut() -> Option<Result<()>> + '_ {
+        let mut last_check = Instant::now();
+        move || {
+            let check = last_check.elapsed() >= LIVENESS_CHECK;
+            if check {
+                last_check = Instant::now();
+            }
+            self.outcome(round, resets, check)
+        }
+    }
+
     /// Whether the round `round` ended: `Some(Ok)` completed, `Some(Err(Broken))` broken or reset.
     fn outcome(&self, round: u32, resets: u32, check_parties: bool) -> Option<Result<()>> {
         if self.seg.u32(RESETS).load(Ordering::Acquire) != resets {
@@ -306,31 +324,15 @@ impl Barrier {
             round,
             armed: true,
         };
-        // The parties' liveness (a system call each) is checked while parked, not here.
-        let checked = self
+        let result = self
             .seg
             .channel
-            .check_before_parking(|| self.outcome(round, resets, false), deadline);
-        let mut last_check = Instant::now();
-        let result = match checked {
-            Some(outcome) => Some(outcome),
-            None => {
-                self.seg
-                    .channel
-                    .wait(
-                        || {
-                            let check = last_check.elapsed() >= LIVENESS_CHECK;
-                            if check {
-                                last_check = Instant::now();
-                            }
-                            self.outcome(round, resets, check)
-                        },
-                        deadline,
-                        LIVENESS_CHECK,
-                    )
-                    .await
-            }
-        };
+            .wait_after_check(
+                self.outcome_checked_now_and_then(round, resets),
+                deadline,
+                LIVENESS_CHECK,
+            )
+            .await;
         cancelled.armed = false;
         self.finish(result, index)
     }
@@ -402,16 +404,11 @@ impl Barrier {
             Ok(index) => return Ok(index),
             Err(waiting) => waiting,
         };
-        let channel = &self.seg.channel;
-        let result = channel
-            .check_before_parking(|| self.outcome(round, resets, false), deadline)
-            .or_else(|| {
-                channel.wait_blocking(
-                    || self.outcome(round, resets, true),
-                    deadline,
-                    LIVENESS_CHECK,
-                )
-            });
+        let result = self.seg.channel.wait_blocking_after_check(
+            self.outcome_checked_now_and_then(round, resets),
+            deadline,
+            LIVENESS_CHECK,
+        );
         self.finish(result, index)
     }
 }

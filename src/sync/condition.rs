@@ -285,14 +285,18 @@ impl Condition {
         let mut slot = self.claim()?;
         drop(guard);
         let index = slot.index;
-        let notified =
-            || (phase(self.slot_state(index).load(Ordering::Acquire)) == NOTIFIED).then_some(());
-        let channel = &self.seg.channel;
-        if channel.check_before_parking(notified, deadline).is_none() {
-            let _ = channel
-                .wait(notified, deadline, SAFETY_RECHECK.min(LIVENESS_CHECK * 10))
-                .await;
-        }
+        let _ = self
+            .seg
+            .channel
+            .wait_after_check(
+                || {
+                    (phase(self.slot_state(index).load(Ordering::Acquire)) == NOTIFIED)
+                        .then_some(())
+                },
+                deadline,
+                SAFETY_RECHECK.min(LIVENESS_CHECK * 10),
+            )
+            .await;
         let guard = relock(self.lock.lock().await)?;
         let notified = slot.release();
         Ok((guard, notified))

@@ -94,14 +94,6 @@ impl Event {
         self.is_set().then_some(())
     }
 
-    /// The bounded check before parking (see `WaitChannel::check_before_parking`).
-    fn check_before_parking(&self, deadline: Option<Instant>) -> bool {
-        self.seg
-            .channel
-            .check_before_parking(|| self.check(), deadline)
-            .is_some()
-    }
-
     /// Waits until the flag is set.
     ///
     /// A waiter that finds the flag clear checks it for up to 20 µs (holding its thread, as
@@ -111,13 +103,10 @@ impl Event {
     ///
     /// Cancel-safe: a dropped wait leaves no trace.
     pub async fn wait(&self) {
-        if self.check_before_parking(None) {
-            return;
-        }
         let _ = self
             .seg
             .channel
-            .wait(|| self.check(), None, SAFETY_RECHECK)
+            .wait_after_check(|| self.check(), None, SAFETY_RECHECK)
             .await;
     }
 
@@ -129,45 +118,37 @@ impl Event {
     /// Cancel-safe.
     pub async fn wait_timeout(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        if self.check_before_parking(Some(deadline)) {
-            return true;
-        }
         self.seg
             .channel
-            .wait(|| self.check(), Some(deadline), SAFETY_RECHECK)
+            .wait_after_check(|| self.check(), Some(deadline), SAFETY_RECHECK)
             .await
             .is_some()
     }
 
     /// [`wait`](Self::wait) for threads (not on a runtime worker: it blocks the thread).
     pub fn wait_blocking(&self) {
-        if self.check_before_parking(None) {
-            return;
-        }
         let _ = self
             .seg
             .channel
-            .wait_blocking(|| self.check(), None, SAFETY_RECHECK);
+            .wait_blocking_after_check(|| self.check(), None, SAFETY_RECHECK);
     }
 
     /// [`wait_timeout`](Self::wait_timeout) for threads.
     pub fn wait_timeout_blocking(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        if self.check_before_parking(Some(deadline)) {
-            return true;
-        }
         self.seg
             .channel
-            .wait_blocking(|| self.check(), Some(deadline), SAFETY_RECHECK)
+            .wait_blocking_after_check(|| self.check(), Some(deadline), SAFETY_RECHECK)
             .is_some()
     }
 
-    /// Waiters counted in on this event's channel (blocking, async).
+    /// Rings the channel without setting the flag (tests of spurious wake-ups).
     #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub(crate) fn notify_spuriously(&self) {
         self.seg.channel.notify();
     }
 
+    /// Waiters counted in on this event's channel (blocking, async).
     #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub(crate) fn waiters(&self) -> (u32, u32) {
         self.seg.channel.waiters()

@@ -63,21 +63,16 @@ impl Engine {
     }
 
     async fn acquire(&self, deadline: Option<Instant>) -> Option<()> {
-        let channel = &self.seg.channel;
-        if let Some(taken) = channel.check_before_parking(|| self.try_take(), deadline) {
-            return Some(taken);
-        }
-        channel
-            .wait(|| self.try_take(), deadline, SAFETY_RECHECK)
+        self.seg
+            .channel
+            .wait_after_check(|| self.try_take(), deadline, SAFETY_RECHECK)
             .await
     }
 
     fn acquire_blocking(&self, deadline: Option<Instant>) -> Option<()> {
-        let channel = &self.seg.channel;
-        if let Some(taken) = channel.check_before_parking(|| self.try_take(), deadline) {
-            return Some(taken);
-        }
-        channel.wait_blocking(|| self.try_take(), deadline, SAFETY_RECHECK)
+        self.seg
+            .channel
+            .wait_blocking_after_check(|| self.try_take(), deadline, SAFETY_RECHECK)
     }
 }
 

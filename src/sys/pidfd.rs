@@ -139,7 +139,11 @@ mod tests {
     #[test]
     fn ended_processes_are_told_from_running_ones() {
         assert!(!super::has_ended(std::process::id()));
-        assert!(super::has_ended(u32::MAX - 1), "no such process");
+        assert!(
+            super::has_ended(i32::MAX as u32),
+            "no such process (above any pid_max)"
+        );
+        assert!(super::has_ended(u32::MAX - 1), "not a pid at all");
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         // Exited but not reaped (a zombie) counts as ended, as does reaped.
